@@ -1,0 +1,27 @@
+//! The sans-IO core of the TiKV client.
+//!
+//! Every protocol decision the client makes lives here as plain data and pure functions:
+//! keys and ranges, TSO timestamps, the region cache and routing, backoff, region-error
+//! handling, and the operation state machines. Nothing here performs I/O, reads a clock,
+//! spawns a thread or draws from a global random generator: time ([`Instant`]) and
+//! randomness ([`Rng`]) are passed in by the caller, so the same inputs always produce the
+//! same outputs. The async driver (`tikv-driver`) executes what the machines ask for; a
+//! deterministic simulation can drive them just as well.
+
+#![forbid(unsafe_code)]
+
+pub mod key;
+pub mod region;
+pub mod region_cache;
+pub mod rng;
+pub mod time;
+pub mod timestamp;
+
+pub use key::{Key, KeyRange};
+pub use region::{
+    Peer, PeerRole, Region, RegionEpoch, RegionId, RegionVerId, Store, StoreId, StoreState,
+};
+pub use region_cache::{LeaderUpdate, RegionCache};
+pub use rng::Rng;
+pub use time::Instant;
+pub use timestamp::Timestamp;
