@@ -10,18 +10,24 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
+pub mod error;
 pub mod key;
 pub mod region;
 pub mod region_cache;
 pub mod rng;
+pub mod rpc;
 pub mod time;
 pub mod timestamp;
 
+pub use backoff::{BackoffKind, Backoffer};
+pub use error::{Delivery, Error, GrpcCode, Result, Target};
 pub use key::{Key, KeyRange};
 pub use region::{
     Peer, PeerRole, Region, RegionEpoch, RegionId, RegionVerId, Store, StoreId, StoreState,
 };
 pub use region_cache::{LeaderUpdate, RegionCache};
 pub use rng::Rng;
+pub use rpc::{TikvRequest, TikvResponse};
 pub use time::Instant;
 pub use timestamp::Timestamp;

@@ -41,10 +41,11 @@ impl Timestamp {
         self.0
     }
 
-    /// Builds a timestamp from physical milliseconds and a logical counter; the logical part
-    /// is masked to its 18 bits.
+    /// Builds a timestamp from physical milliseconds and a logical counter. Like client-go's
+    /// `ComposeTS`, the parts are added, so a logical value past 18 bits carries into the
+    /// physical part instead of being lost (order is preserved either way).
     pub const fn compose(physical_ms: u64, logical: u64) -> Self {
-        Timestamp((physical_ms << LOGICAL_BITS) | (logical & LOGICAL_MASK))
+        Timestamp((physical_ms << LOGICAL_BITS).wrapping_add(logical))
     }
 
     /// Milliseconds since the Unix epoch.

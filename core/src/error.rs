@@ -1,0 +1,272 @@
+//! The client's error type: what went wrong, with the key, region, store or timestamp it
+//! concerns.
+//!
+//! One enum for the whole client, `#[non_exhaustive]` so that new failure kinds are not a
+//! breaking change. [`Error::is_retryable`] says whether retrying the whole operation may
+//! succeed (a write conflict, a region that was unavailable for a while) as opposed to a
+//! definite failure (a bad argument, a key that exists, an assertion).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::key::Key;
+use crate::region::{RegionVerId, StoreId};
+
+/// Where a request was going.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A TiKV store.
+    Store {
+        /// The store's id.
+        id: StoreId,
+        /// Its address.
+        address: String,
+    },
+    /// The PD cluster (its leader, or the endpoint being tried).
+    Pd {
+        /// The endpoint.
+        address: String,
+    },
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Store { id, address } => write!(f, "store {id} ({address})"),
+            Target::Pd { address } => write!(f, "PD {address}"),
+        }
+    }
+}
+
+/// gRPC status codes (the `grpc-status` trailer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)] // the standard gRPC code names
+pub enum GrpcCode {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DataLoss = 15,
+    Unauthenticated = 16,
+}
+
+impl GrpcCode {
+    /// The code for a `grpc-status` value; unknown values map to `Unknown`, as gRPC specifies.
+    pub fn from_u32(v: u32) -> Self {
+        use GrpcCode::*;
+        const ALL: [GrpcCode; 17] = [
+            Ok,
+            Cancelled,
+            Unknown,
+            InvalidArgument,
+            DeadlineExceeded,
+            NotFound,
+            AlreadyExists,
+            PermissionDenied,
+            ResourceExhausted,
+            FailedPrecondition,
+            Aborted,
+            OutOfRange,
+            Unimplemented,
+            Internal,
+            Unavailable,
+            DataLoss,
+            Unauthenticated,
+        ];
+        ALL.get(v as usize).copied().unwrap_or(Unknown)
+    }
+}
+
+/// Whether a failed request may have reached the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// It certainly did not (connection refused, stream refused, above GOAWAY's last id):
+    /// retrying is always safe.
+    NotSent,
+    /// It may have been applied (reset, timeout or connection loss after it was written).
+    MaybeDelivered,
+}
+
+/// An error of the TiKV client.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller passed something unusable.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// A request failed in transport (connect, stream, timeout).
+    #[error("{method} to {target} failed ({delivery:?}): {detail}")]
+    Transport {
+        /// The method.
+        method: &'static str,
+        /// Where it was going.
+        target: Target,
+        /// Whether it may have been applied.
+        delivery: Delivery,
+        /// What the transport reported.
+        detail: String,
+    },
+
+    /// The server answered with a non-OK gRPC status.
+    #[error("{method} to {target}: gRPC status {code:?}: {message}")]
+    Grpc {
+        /// The method.
+        method: &'static str,
+        /// Where it was going.
+        target: Target,
+        /// The status code.
+        code: GrpcCode,
+        /// The status message.
+        message: String,
+    },
+
+    /// PD answered with an error in its response header.
+    #[error("PD {method}: {kind}: {message}")]
+    Pd {
+        /// The PD method.
+        method: &'static str,
+        /// PD's error type name (e.g. `REGION_NOT_FOUND`).
+        kind: String,
+        /// PD's message.
+        message: String,
+    },
+
+    /// A region error that the client does not retry (or no longer can).
+    #[error("{region}: region error: {message}")]
+    Region {
+        /// The region at the epoch the request named.
+        region: RegionVerId,
+        /// The error, as TiKV described it.
+        message: String,
+    },
+
+    /// The operation kept failing until its backoff budget ran out.
+    #[error(
+        "{operation}: {reason}: gave up after {attempts} retries and {slept:?} of backoff (budget {budget:?}); recent errors: {recent}"
+    )]
+    BackoffExhausted {
+        /// What was being attempted.
+        operation: &'static str,
+        /// What the longest backoff was waiting for (e.g. "region unavailable").
+        reason: &'static str,
+        /// How many times it was tried.
+        attempts: u32,
+        /// Total backoff sleep.
+        slept: Duration,
+        /// The budget that ran out.
+        budget: Duration,
+        /// The last few errors, most recent last.
+        recent: String,
+        /// The last error.
+        last: Box<Error>,
+    },
+
+    /// A TiKV key error the client does not interpret further.
+    #[error("key error on {key}: {message}")]
+    KeyError {
+        /// The key concerned (empty when TiKV did not name one).
+        key: Key,
+        /// TiKV's description.
+        message: String,
+    },
+
+    /// A write may or may not have been applied: the client cannot tell (e.g. the reply to a
+    /// primary commit or a compare-and-swap was lost).
+    #[error("{operation}: result undetermined: {detail}")]
+    Undetermined {
+        /// What was being attempted.
+        operation: &'static str,
+        /// Why the result is unknown.
+        detail: String,
+    },
+
+    /// The server sent something this client cannot make sense of.
+    #[error("protocol violation from {target}: {detail}")]
+    Protocol {
+        /// Who sent it.
+        target: Target,
+        /// What was wrong.
+        detail: String,
+    },
+
+    /// The client was shut down or the operation was cancelled.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+}
+
+impl Error {
+    /// Whether retrying the operation later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Transport {
+                delivery: Delivery::NotSent,
+                ..
+            } => true,
+            Error::Transport {
+                delivery: Delivery::MaybeDelivered,
+                ..
+            } => true,
+            Error::Grpc { code, .. } => matches!(
+                code,
+                GrpcCode::Unavailable
+                    | GrpcCode::DeadlineExceeded
+                    | GrpcCode::ResourceExhausted
+                    | GrpcCode::Aborted
+            ),
+            Error::Region { .. } | Error::BackoffExhausted { .. } => true,
+            Error::Pd { .. } => true,
+            Error::InvalidArgument(_)
+            | Error::KeyError { .. }
+            | Error::Undetermined { .. }
+            | Error::Protocol { .. }
+            | Error::Cancelled(_) => false,
+        }
+    }
+}
+
+/// The client's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_map_and_unknown_values_are_unknown() {
+        assert_eq!(GrpcCode::from_u32(14), GrpcCode::Unavailable);
+        assert_eq!(GrpcCode::from_u32(0), GrpcCode::Ok);
+        assert_eq!(GrpcCode::from_u32(99), GrpcCode::Unknown);
+    }
+
+    #[test]
+    fn messages_carry_context() {
+        let e = Error::Grpc {
+            method: "RawGet",
+            target: Target::Store {
+                id: 4,
+                address: "127.0.0.1:20160".into(),
+            },
+            code: GrpcCode::Unavailable,
+            message: "shutting down".into(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("RawGet") && text.contains("store 4") && text.contains("shutting down"),
+            "{text}"
+        );
+        assert!(e.is_retryable());
+        assert!(!Error::InvalidArgument("empty key".into()).is_retryable());
+    }
+}
