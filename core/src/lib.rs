@@ -15,8 +15,10 @@ pub mod error;
 pub mod key;
 pub mod region;
 pub mod region_cache;
+pub mod region_error;
 pub mod rng;
 pub mod rpc;
+pub mod store_cache;
 pub mod time;
 pub mod timestamp;
 
@@ -29,5 +31,6 @@ pub use region::{
 pub use region_cache::{LeaderUpdate, RegionCache};
 pub use rng::Rng;
 pub use rpc::{TikvRequest, TikvResponse};
+pub use store_cache::{StoreCache, StoreLookup};
 pub use time::Instant;
 pub use timestamp::Timestamp;

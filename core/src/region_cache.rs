@@ -230,6 +230,39 @@ impl RegionCache {
         }
     }
 
+    /// After a leader said "not leader" without naming a new one: if region `ver` is cached
+    /// with its leader on `store_id`, makes the next voter (in peer order) the presumed
+    /// leader, so that the retry asks another replica (which will name the real leader).
+    /// Returns whether the cached leader moved.
+    pub fn rotate_leader(&mut self, ver: RegionVerId, store_id: StoreId) -> bool {
+        let Some(start) = self.by_id.get(&ver.id) else {
+            return false;
+        };
+        let Some(entry) = self.by_start.get_mut(start) else {
+            return false;
+        };
+        let region = &mut entry.region;
+        if region.ver_id() != ver || region.peers.is_empty() {
+            return false;
+        }
+        let current = region
+            .peers
+            .iter()
+            .position(|p| p.store_id == store_id)
+            .unwrap_or(region.peers.len() - 1);
+        let n = region.peers.len();
+        let next = (1..=n)
+            .map(|i| region.peers[(current + i) % n])
+            .find(|p| p.store_id != store_id && p.role != crate::region::PeerRole::Learner);
+        match next {
+            Some(p) => {
+                region.leader = Some(p);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Drops every region with a peer on `store_id` (e.g. the store was removed).
     pub fn invalidate_store(&mut self, store_id: StoreId) {
         let gone: Vec<Key> = self
@@ -455,6 +488,32 @@ mod tests {
         );
         assert_eq!(c.update_leader(r.ver_id(), 7), LeaderUpdate::Invalidated);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn rotate_leader_moves_to_another_voter() {
+        let (mut c, mut rng) = cache();
+        let mut r = region(1, "a", "z", 1);
+        r.peers.push(Peer {
+            id: 13,
+            store_id: 3,
+            role: PeerRole::Learner,
+        });
+        r.leader = Some(r.peers[1]);
+        c.insert(r.clone(), at(0), &mut rng);
+        assert!(c.rotate_leader(r.ver_id(), 2));
+        assert_eq!(
+            c.peek_by_id(1).unwrap().leader.unwrap().store_id,
+            1,
+            "skips the learner, wraps around"
+        );
+        assert!(!c.rotate_leader(
+            RegionVerId {
+                version: 5,
+                ..r.ver_id()
+            },
+            1
+        ));
     }
 
     #[test]
