@@ -11,20 +11,26 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod config;
 pub mod error;
 pub mod key;
+pub mod machine;
 pub mod region;
 pub mod region_cache;
 pub mod region_error;
+pub mod request;
 pub mod rng;
 pub mod rpc;
 pub mod store_cache;
+pub mod testing;
 pub mod time;
 pub mod timestamp;
 
 pub use backoff::{BackoffKind, Backoffer};
+pub use config::{ApiVersion, Config};
 pub use error::{Delivery, Error, GrpcCode, Result, Target};
 pub use key::{Key, KeyRange};
+pub use machine::{Cx, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
 pub use region::{
     Peer, PeerRole, Region, RegionEpoch, RegionId, RegionVerId, Store, StoreId, StoreState,
 };

@@ -1,0 +1,762 @@
+//! Sending one request to one region: the building block of every operation.
+//!
+//! [`RegionRpc`] takes a region (as the cache described it) and a request, resolves the
+//! leader's store, sends, and follows what comes back: a new leader is retried at once, a busy
+//! or recovering region after a backoff, a transport failure after a `tikvRPC` backoff on
+//! another replica. When the region itself is gone (split, merged, moved), it hands the work
+//! back with [`RegionRpcResult::Relocate`]: the caller owns the keys, so the caller re-routes
+//! them. [`Locate`] is the matching building block for a cache miss: it asks PD, retrying
+//! with `pdRPC` backoff, and caches the answer.
+
+use std::time::Duration;
+
+use tikv_proto::kvrpcpb;
+
+use crate::backoff::{BackoffKind, Backoffer};
+use crate::config::{ApiVersion, Config};
+use crate::error::{Delivery, Error};
+use crate::machine::{Cx, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
+use crate::region::{Peer, PeerRole, Region};
+use crate::region_error::{RegionErrorAction, RoutingState, SentTo, on_region_error};
+use crate::rpc::{TikvRequest, TikvResponse};
+use crate::store_cache::StoreLookup;
+
+/// After this many immediate retries in a row (leader hints bouncing between stores), the
+/// next retry backs off `regionScheduling` instead, so a confused cluster cannot make the
+/// client spin.
+const MAX_IMMEDIATE_RETRIES: u32 = 10;
+
+/// How a request may be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RpcOptions {
+    /// Whether applying the request twice is harmless (reads, puts, deletes). A
+    /// non-idempotent request (compare-and-swap, a primary commit) whose delivery is unknown
+    /// fails with [`Error::Undetermined`] instead of being resent.
+    pub idempotent: bool,
+    /// `max_execution_duration_ms` for TiKV, for writes.
+    pub max_execution: Option<Duration>,
+}
+
+impl RpcOptions {
+    /// A read: idempotent, no execution limit.
+    pub const READ: RpcOptions = RpcOptions {
+        idempotent: true,
+        max_execution: None,
+    };
+}
+
+/// Fills the fields of `ctx` that come from the client's configuration.
+pub fn stamp_context(ctx: &mut kvrpcpb::Context, config: &Config, options: &RpcOptions) {
+    ctx.api_version = match config.api_version {
+        ApiVersion::V1 => kvrpcpb::ApiVersion::V1 as i32,
+        ApiVersion::V2 => kvrpcpb::ApiVersion::V2 as i32,
+    };
+    if !config.request_source.is_empty() {
+        ctx.request_source = config.request_source.clone();
+    }
+    if !config.resource_group_tag.is_empty() {
+        ctx.resource_group_tag = config.resource_group_tag.clone().into();
+    }
+    if let Some(limit) = options.max_execution {
+        ctx.max_execution_duration_ms = limit.as_millis().min(u128::from(u64::MAX)) as u64;
+    }
+}
+
+/// What became of a [`RegionRpc`].
+#[derive(Debug)]
+pub enum RegionRpcResult {
+    /// The store answered without a region error (a key error may be inside).
+    Response(TikvResponse),
+    /// The region is gone or changed: route the request's keys again. The backoffer carries
+    /// what was slept so far.
+    Relocate(Backoffer),
+    /// Failed for good.
+    Failed(Error),
+}
+
+#[derive(Debug)]
+enum RpcState {
+    /// Ready to pick the leader and send.
+    Ready,
+    ResolvingStore(EffectId),
+    InFlight(EffectId, SentTo),
+    /// Decided to back off; the next poll computes the sleep and emits it.
+    Backoff(BackoffKind, Box<Error>, AfterSleep),
+    Sleeping(EffectId, AfterSleep),
+    Finished(Option<RegionRpcResult>),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum AfterSleep {
+    Resend,
+    Relocate,
+}
+
+/// Sends one request to one region until it is answered, must be re-routed, or fails.
+#[derive(Debug)]
+pub struct RegionRpc {
+    region: Region,
+    request: TikvRequest,
+    options: RpcOptions,
+    backoff: Backoffer,
+    state: RpcState,
+    immediate_retries: u32,
+}
+
+impl RegionRpc {
+    /// Sends `request` to `region` (the context is filled in here).
+    pub fn new(
+        region: Region,
+        request: TikvRequest,
+        options: RpcOptions,
+        backoff: Backoffer,
+    ) -> Self {
+        RegionRpc {
+            region,
+            request,
+            options,
+            backoff,
+            state: RpcState::Ready,
+            immediate_retries: 0,
+        }
+    }
+
+    /// The region the request is routed to.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// The request (without the routing part of its context).
+    pub fn request(&self) -> &TikvRequest {
+        &self.request
+    }
+
+    fn finish(&mut self, result: RegionRpcResult) {
+        self.state = RpcState::Finished(Some(result));
+    }
+
+    fn back_off(&mut self, kind: BackoffKind, error: Error, then: AfterSleep) {
+        self.state = RpcState::Backoff(kind, Box::new(error), then);
+    }
+
+    /// The peer to send to: the cached leader, else the first voter.
+    fn target(&self) -> Option<Peer> {
+        self.region.leader.or_else(|| {
+            self.region
+                .peers
+                .iter()
+                .copied()
+                .find(|p| p.role != PeerRole::Learner)
+        })
+    }
+
+    /// Picks up the latest cached view of our region (e.g. a leader switch); `false` when it
+    /// is no longer cached at this epoch and the caller must relocate.
+    fn refresh_region(&mut self, cx: &mut Cx<'_>) -> bool {
+        match cx.regions.peek_by_id(self.region.id) {
+            Some(r) if r.ver_id() == self.region.ver_id() => {
+                self.region = r.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn region_error(&self, message: String) -> Error {
+        Error::Region {
+            region: self.region.ver_id(),
+            message,
+        }
+    }
+
+    fn send(&mut self, cx: &mut Cx<'_>) -> Step<RegionRpcResult> {
+        let Some(peer) = self.target() else {
+            let e = self.region_error("region has no voter peer".into());
+            cx.regions.invalidate(self.region.ver_id());
+            self.back_off(BackoffKind::RegionMiss, e, AfterSleep::Relocate);
+            return Step::Wait;
+        };
+        match cx.stores.lookup(peer.store_id) {
+            StoreLookup::Unknown => {
+                let id = cx.next_id();
+                self.state = RpcState::ResolvingStore(id);
+                Step::Effect(Effect::ResolveStore {
+                    id,
+                    store_id: peer.store_id,
+                })
+            }
+            StoreLookup::Tombstone => {
+                // The region still lists a removed store: PD has newer information.
+                let e = self.region_error(format!(
+                    "peer on store {}, which is a tombstone",
+                    peer.store_id
+                ));
+                cx.regions.invalidate(self.region.ver_id());
+                self.back_off(BackoffKind::RegionMiss, e, AfterSleep::Relocate);
+                Step::Wait
+            }
+            StoreLookup::Ready(store) => {
+                let address = store.address.clone();
+                let mut request = self.request.clone();
+                if let Some(ctx) = request.context_mut() {
+                    let fresh = self.region.context_for(peer);
+                    ctx.region_id = fresh.region_id;
+                    ctx.region_epoch = fresh.region_epoch;
+                    ctx.peer = fresh.peer;
+                    stamp_context(ctx, cx.config, &self.options);
+                }
+                let id = cx.next_id();
+                let sent = SentTo {
+                    region: self.region.ver_id(),
+                    store_id: peer.store_id,
+                };
+                self.state = RpcState::InFlight(id, sent);
+                Step::Effect(Effect::Rpc {
+                    id,
+                    store_id: peer.store_id,
+                    address,
+                    request,
+                    timeout: cx.config.rpc_timeout,
+                })
+            }
+        }
+    }
+
+    fn on_response(&mut self, cx: &mut Cx<'_>, sent: SentTo, mut response: TikvResponse) {
+        let Some(region_error) = response.take_region_error() else {
+            self.finish(RegionRpcResult::Response(response));
+            return;
+        };
+        let mut routing = RoutingState {
+            regions: cx.regions,
+            stores: cx.stores,
+            now: cx.now,
+            rng: cx.rng,
+        };
+        let action = on_region_error(&region_error, sent, &mut routing);
+        let error = self.region_error(region_error.message.clone());
+        match action {
+            RegionErrorAction::RetryNow => {
+                self.immediate_retries += 1;
+                if self.immediate_retries > MAX_IMMEDIATE_RETRIES {
+                    self.immediate_retries = 0;
+                    self.back_off(BackoffKind::RegionScheduling, error, AfterSleep::Resend);
+                } else if !self.refresh_region(cx) {
+                    self.finish(RegionRpcResult::Relocate(self.backoff.clone()));
+                }
+            }
+            RegionErrorAction::Backoff(kind) => self.back_off(kind, error, AfterSleep::Resend),
+            RegionErrorAction::Relocate(Some(kind)) => {
+                self.back_off(kind, error, AfterSleep::Relocate)
+            }
+            RegionErrorAction::Relocate(None) => {
+                self.finish(RegionRpcResult::Relocate(self.backoff.clone()))
+            }
+            RegionErrorAction::Undetermined => {
+                self.finish(RegionRpcResult::Failed(Error::Undetermined {
+                    operation: response.method_name(),
+                    detail: format!("{}: {}", self.region.ver_id(), region_error.message),
+                }))
+            }
+            RegionErrorAction::Fail(message) => {
+                self.finish(RegionRpcResult::Failed(self.region_error(message)))
+            }
+        }
+    }
+
+    fn on_failure(&mut self, cx: &mut Cx<'_>, sent: SentTo, delivery: Delivery, error: Error) {
+        if delivery == Delivery::MaybeDelivered && !self.options.idempotent {
+            self.finish(RegionRpcResult::Failed(Error::Undetermined {
+                operation: self.request.method_name(),
+                detail: error.to_string(),
+            }));
+            return;
+        }
+        // The store may be down or gone: the next attempt asks another replica (which names the
+        // leader if it is not one), and a store that refused connections is resolved again in
+        // case it moved.
+        cx.regions.rotate_leader(sent.region, sent.store_id);
+        if delivery == Delivery::NotSent {
+            cx.stores.invalidate(sent.store_id);
+        }
+        self.back_off(BackoffKind::TikvRpc, error, AfterSleep::Resend);
+    }
+}
+
+impl Machine for RegionRpc {
+    type Output = RegionRpcResult;
+
+    fn poll(&mut self, cx: &mut Cx<'_>) -> Step<RegionRpcResult> {
+        match std::mem::replace(&mut self.state, RpcState::Ready) {
+            RpcState::Finished(result) => {
+                self.state = RpcState::Finished(None);
+                result.map_or(Step::Wait, Step::Done)
+            }
+            waiting @ (RpcState::ResolvingStore(_)
+            | RpcState::InFlight(..)
+            | RpcState::Sleeping(..)) => {
+                self.state = waiting;
+                Step::Wait
+            }
+            RpcState::Ready => self.send(cx),
+            RpcState::Backoff(kind, error, then) => {
+                match self.backoff.next_sleep(kind, &error, cx.rng) {
+                    Ok(duration) => {
+                        let id = cx.next_id();
+                        self.state = RpcState::Sleeping(id, then);
+                        Step::Effect(Effect::Sleep { id, duration })
+                    }
+                    Err(exhausted) => {
+                        // A transport failure that outlived the budget reports the transport error
+                        // itself, which says more than "budget exhausted" (client-go does the same).
+                        let result = if kind == BackoffKind::TikvRpc {
+                            *error
+                        } else {
+                            exhausted
+                        };
+                        self.state = RpcState::Finished(None);
+                        Step::Done(RegionRpcResult::Failed(result))
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
+        match std::mem::replace(&mut self.state, RpcState::Ready) {
+            RpcState::ResolvingStore(want) if want == id => match outcome {
+                Outcome::Store(Ok(store)) => cx.stores.insert(store),
+                Outcome::Store(Err(e)) => self.back_off(BackoffKind::PdRpc, e, AfterSleep::Resend),
+                _ => self.state = RpcState::ResolvingStore(want),
+            },
+            RpcState::InFlight(want, sent) if want == id => match outcome {
+                Outcome::Response(response) => self.on_response(cx, sent, response),
+                Outcome::RpcFailed { delivery, error } => {
+                    self.on_failure(cx, sent, delivery, error)
+                }
+                _ => self.state = RpcState::InFlight(want, sent),
+            },
+            RpcState::Sleeping(want, then) if want == id => match then {
+                AfterSleep::Resend => {
+                    if !self.refresh_region(cx) {
+                        self.finish(RegionRpcResult::Relocate(self.backoff.clone()));
+                    }
+                }
+                AfterSleep::Relocate => {
+                    self.finish(RegionRpcResult::Relocate(self.backoff.clone()))
+                }
+            },
+            // Not the effect we wait for: a late or duplicate outcome. Keep waiting.
+            other => self.state = other,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum LocateState {
+    Ready,
+    Asking(EffectId),
+    Backoff(BackoffKind, Box<Error>),
+    Sleeping(EffectId),
+    Finished(Option<Result<Region, Error>>),
+}
+
+/// Finds the region for a query, from the cache or from PD (caching PD's answer).
+#[derive(Debug)]
+pub struct Locate {
+    query: LocateQuery,
+    backoff: Backoffer,
+    state: LocateState,
+}
+
+impl Locate {
+    /// Looks up `query`; PD failures back off `pdRPC` (and "no region" `regionMiss`) within
+    /// `backoff`'s budget.
+    pub fn new(query: LocateQuery, backoff: Backoffer) -> Self {
+        Locate {
+            query,
+            backoff,
+            state: LocateState::Ready,
+        }
+    }
+
+    /// The backoff state, to carry on into the request that follows.
+    pub fn into_backoff(self) -> Backoffer {
+        self.backoff
+    }
+
+    fn cached(&self, cx: &mut Cx<'_>) -> Option<Region> {
+        match &self.query {
+            LocateQuery::Key(k) => cx.regions.locate_key(k, cx.now, cx.rng).cloned(),
+            LocateQuery::EndKey(k) => cx.regions.locate_end_key(k, cx.now, cx.rng).cloned(),
+            LocateQuery::Id(id) => cx.regions.get_by_id(*id, cx.now, cx.rng).cloned(),
+        }
+    }
+
+    fn matches(&self, region: &Region) -> bool {
+        match &self.query {
+            LocateQuery::Key(k) => region.contains(k),
+            LocateQuery::EndKey(k) => region.contains_end_key(k),
+            LocateQuery::Id(id) => region.id == *id,
+        }
+    }
+}
+
+impl Machine for Locate {
+    type Output = Result<Region, Error>;
+
+    fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Result<Region, Error>> {
+        match std::mem::replace(&mut self.state, LocateState::Ready) {
+            LocateState::Finished(result) => {
+                self.state = LocateState::Finished(None);
+                result.map_or(Step::Wait, Step::Done)
+            }
+            waiting @ (LocateState::Asking(_) | LocateState::Sleeping(_)) => {
+                self.state = waiting;
+                Step::Wait
+            }
+            LocateState::Ready => match self.cached(cx) {
+                Some(region) => {
+                    self.state = LocateState::Finished(None);
+                    Step::Done(Ok(region))
+                }
+                None => {
+                    let id = cx.next_id();
+                    self.state = LocateState::Asking(id);
+                    Step::Effect(Effect::Locate {
+                        id,
+                        query: self.query.clone(),
+                    })
+                }
+            },
+            LocateState::Backoff(kind, error) => {
+                match self.backoff.next_sleep(kind, &error, cx.rng) {
+                    Ok(duration) => {
+                        let id = cx.next_id();
+                        self.state = LocateState::Sleeping(id);
+                        Step::Effect(Effect::Sleep { id, duration })
+                    }
+                    Err(exhausted) => {
+                        self.state = LocateState::Finished(None);
+                        Step::Done(Err(exhausted))
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
+        match std::mem::replace(&mut self.state, LocateState::Ready) {
+            LocateState::Asking(want) if want == id => match outcome {
+                Outcome::Located(Ok(Some(region))) if self.matches(&region) => {
+                    cx.regions.insert(region.clone(), cx.now, cx.rng);
+                    self.state = LocateState::Finished(Some(Ok(region)));
+                }
+                Outcome::Located(Ok(found)) => {
+                    // No region there, or one that does not cover the query: PD's view is
+                    // moving (a split in progress); ask again shortly.
+                    let e = Error::Pd {
+                        method: "GetRegion",
+                        kind: "REGION_NOT_FOUND".into(),
+                        message: format!(
+                            "no region for {:?} (got {:?})",
+                            self.query,
+                            found.map(|r| r.range)
+                        ),
+                    };
+                    self.state = LocateState::Backoff(BackoffKind::RegionMiss, Box::new(e));
+                }
+                Outcome::Located(Err(e)) => {
+                    self.state = LocateState::Backoff(BackoffKind::PdRpc, Box::new(e))
+                }
+                _ => self.state = LocateState::Asking(want),
+            },
+            LocateState::Sleeping(want) if want == id => self.state = LocateState::Ready,
+            other => self.state = other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tikv_proto::{errorpb, metapb};
+
+    use super::*;
+    use crate::backoff::budget;
+    use crate::error::Target;
+    use crate::region::{Store, StoreState};
+    use crate::testing::{Harness, region};
+
+    fn get(key: &str) -> TikvRequest {
+        TikvRequest::RawGet(kvrpcpb::RawGetRequest {
+            key: key.to_owned().into_bytes().into(),
+            ..Default::default()
+        })
+    }
+
+    fn ok_get(value: &str) -> Outcome {
+        Outcome::Response(TikvResponse::RawGet(kvrpcpb::RawGetResponse {
+            value: value.to_owned().into_bytes().into(),
+            ..Default::default()
+        }))
+    }
+
+    fn region_error(f: impl FnOnce(&mut errorpb::Error)) -> Outcome {
+        let mut e = errorpb::Error {
+            message: "scripted".into(),
+            ..Default::default()
+        };
+        f(&mut e);
+        Outcome::Response(TikvResponse::RawGet(kvrpcpb::RawGetResponse {
+            region_error: Some(e),
+            ..Default::default()
+        }))
+    }
+
+    fn transport(delivery: Delivery) -> Outcome {
+        Outcome::RpcFailed {
+            delivery,
+            error: Error::Transport {
+                method: "RawGet",
+                target: Target::Store {
+                    id: 1,
+                    address: "store-1".into(),
+                },
+                delivery,
+                detail: "connection reset".into(),
+            },
+        }
+    }
+
+    fn rpc(region: Region, request: TikvRequest, options: RpcOptions) -> RegionRpc {
+        RegionRpc::new(
+            region,
+            request,
+            options,
+            Backoffer::new("test", budget::RAWKV),
+        )
+    }
+
+    /// The (store, region id, epoch version) each RPC was sent with.
+    fn sends(h: &Harness) -> Vec<(u64, u64, u64)> {
+        h.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Rpc {
+                    store_id, request, ..
+                } => {
+                    let mut r = request.clone();
+                    let ctx = r.context_mut().unwrap();
+                    Some((*store_id, ctx.region_id, ctx.region_epoch.unwrap().version))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sends_to_leader_with_full_context() {
+        let mut h = Harness::new(1).with_stores(3);
+        h.config.request_source = "external_test".into();
+        let r = region(7, "a", "z", &[2, 1, 3]);
+        let out = h.run(rpc(r, get("k"), RpcOptions::READ), |_| ok_get("v"));
+        assert!(
+            matches!(out, RegionRpcResult::Response(TikvResponse::RawGet(ref g)) if g.value == "v")
+        );
+        let Effect::Rpc {
+            address, request, ..
+        } = &h.effects[0]
+        else {
+            panic!()
+        };
+        assert_eq!(address, "store-2");
+        let mut req = request.clone();
+        let ctx = req.context_mut().unwrap();
+        assert_eq!(ctx.peer.unwrap().id, 702);
+        assert_eq!(ctx.request_source, "external_test");
+    }
+
+    #[test]
+    fn resolves_unknown_store_first() {
+        let mut h = Harness::new(1);
+        let out = h.run(
+            rpc(region(7, "", "", &[4]), get("k"), RpcOptions::READ),
+            |e| match e {
+                Effect::ResolveStore { store_id: 4, .. } => Outcome::Store(Ok(Store {
+                    id: 4,
+                    address: "s4:20160".into(),
+                    labels: vec![],
+                    state: StoreState::Up,
+                })),
+                Effect::Rpc { address, .. } if address == "s4:20160" => ok_get("v"),
+                other => panic!("unexpected {other:?}"),
+            },
+        );
+        assert!(matches!(out, RegionRpcResult::Response(_)));
+    }
+
+    #[test]
+    fn follows_not_leader_hint_without_sleeping() {
+        let mut h = Harness::new(1).with_stores(3);
+        let r = region(7, "a", "z", &[1, 2, 3]);
+        h.cache(r.clone());
+        let out = h.run(rpc(r, get("k"), RpcOptions::READ), |e| match e {
+            Effect::Rpc { store_id: 1, .. } => region_error(|e| {
+                e.not_leader = Some(errorpb::NotLeader {
+                    region_id: 7,
+                    leader: Some(metapb::Peer {
+                        id: 703,
+                        store_id: 3,
+                        ..Default::default()
+                    }),
+                })
+            }),
+            _ => ok_get("v"),
+        });
+        assert!(matches!(out, RegionRpcResult::Response(_)));
+        assert_eq!(sends(&h), vec![(1, 7, 1), (3, 7, 1)]);
+        assert_eq!(h.slept(), Duration::ZERO);
+    }
+
+    #[test]
+    fn busy_server_backs_off_then_resends() {
+        let mut h = Harness::new(1).with_stores(1);
+        let r = region(7, "", "", &[1]);
+        h.cache(r.clone());
+        let mut calls = 0;
+        let out = h.run(rpc(r, get("k"), RpcOptions::READ), |_| {
+            calls += 1;
+            if calls < 3 {
+                region_error(|e| e.server_is_busy = Some(Default::default()))
+            } else {
+                ok_get("v")
+            }
+        });
+        assert!(matches!(out, RegionRpcResult::Response(_)));
+        assert!(
+            h.slept() >= Duration::from_secs(2),
+            "server-busy backoff starts at 2 s, slept {:?}",
+            h.slept()
+        );
+    }
+
+    #[test]
+    fn epoch_not_match_hands_keys_back_for_relocation() {
+        let mut h = Harness::new(1).with_stores(1);
+        let r = region(7, "a", "z", &[1]);
+        h.cache(r.clone());
+        let mut left = region(7, "a", "m", &[1]).to_meta();
+        left.region_epoch = Some(metapb::RegionEpoch {
+            conf_ver: 1,
+            version: 2,
+        });
+        let mut right = region(8, "m", "z", &[1]).to_meta();
+        right.region_epoch = Some(metapb::RegionEpoch {
+            conf_ver: 1,
+            version: 2,
+        });
+        let out = h.run(rpc(r, get("k"), RpcOptions::READ), move |_| {
+            region_error(|e| {
+                e.epoch_not_match = Some(errorpb::EpochNotMatch {
+                    current_regions: vec![left.clone(), right.clone()],
+                })
+            })
+        });
+        assert!(matches!(out, RegionRpcResult::Relocate(_)));
+        assert_eq!(h.regions.len(), 2, "the split is cached without asking PD");
+    }
+
+    #[test]
+    fn maybe_delivered_write_is_undetermined_but_reads_retry() {
+        let mut h = Harness::new(1).with_stores(2);
+        let cas = TikvRequest::RawCompareAndSwap(Default::default());
+        let opts = RpcOptions {
+            idempotent: false,
+            max_execution: Some(Duration::from_secs(20)),
+        };
+        let out = h.run(rpc(region(7, "", "", &[1, 2]), cas, opts), |_| {
+            transport(Delivery::MaybeDelivered)
+        });
+        assert!(matches!(
+            out,
+            RegionRpcResult::Failed(Error::Undetermined {
+                operation: "RawCompareAndSwap",
+                ..
+            })
+        ));
+
+        let mut h = Harness::new(1).with_stores(2);
+        let r = region(7, "", "", &[1, 2]);
+        h.cache(r.clone());
+        let out = h.run(rpc(r, get("k"), RpcOptions::READ), |e| match e {
+            Effect::Rpc { store_id: 1, .. } => transport(Delivery::MaybeDelivered),
+            _ => ok_get("v"),
+        });
+        assert!(matches!(out, RegionRpcResult::Response(_)));
+        assert_eq!(
+            sends(&h).iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![1, 2],
+            "retried on the other replica"
+        );
+    }
+
+    #[test]
+    fn persistent_transport_failure_reports_the_transport_error() {
+        let mut h = Harness::new(1).with_stores(2);
+        let r = region(7, "", "", &[1, 2]);
+        h.cache(r.clone());
+        let out = h.run(rpc(r, get("k"), RpcOptions::READ), |e| match e {
+            Effect::ResolveStore { store_id, .. } => Outcome::Store(Ok(Store {
+                id: *store_id,
+                address: format!("store-{store_id}"),
+                labels: vec![],
+                state: StoreState::Up,
+            })),
+            _ => transport(Delivery::NotSent),
+        });
+        assert!(
+            matches!(out, RegionRpcResult::Failed(Error::Transport { .. })),
+            "{out:?}"
+        );
+        assert!(
+            h.slept() >= budget::RAWKV,
+            "kept trying for the whole budget"
+        );
+    }
+
+    #[test]
+    fn locate_retries_pd_until_a_region_covers_the_key() {
+        let mut h = Harness::new(1);
+        let mut asks = 0;
+        let found = h.run(
+            Locate::new(
+                LocateQuery::Key("k".into()),
+                Backoffer::new("t", budget::RAWKV),
+            ),
+            |_| {
+                asks += 1;
+                match asks {
+                    1 => Outcome::Located(Err(Error::Pd {
+                        method: "GetRegion",
+                        kind: "x".into(),
+                        message: "down".into(),
+                    })),
+                    2 => Outcome::Located(Ok(None)),
+                    3 => Outcome::Located(Ok(Some(region(1, "a", "b", &[1])))),
+                    _ => Outcome::Located(Ok(Some(region(2, "b", "", &[1])))),
+                }
+            },
+        );
+        assert_eq!(found.unwrap().id, 2);
+        assert_eq!(asks, 4);
+        // A cached answer needs no PD at all.
+        let again = h.run(
+            Locate::new(
+                LocateQuery::Key("k".into()),
+                Backoffer::new("t", budget::RAWKV),
+            ),
+            |e| panic!("unexpected {e:?}"),
+        );
+        assert_eq!(again.unwrap().id, 2);
+    }
+}
