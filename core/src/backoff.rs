@@ -204,7 +204,8 @@ pub struct Backoffer {
     budget: Duration,
     total: Duration,
     excluded: Duration,
-    kinds: [KindState; BackoffKind::ALL.len()],
+    // Boxed: backoffers travel inside results and states, which should stay small.
+    kinds: Box<[KindState; BackoffKind::ALL.len()]>,
     recent: VecDeque<String>,
     errors: u32,
 }
@@ -218,7 +219,7 @@ impl Backoffer {
             budget,
             total: Duration::ZERO,
             excluded: Duration::ZERO,
-            kinds: [KindState::default(); BackoffKind::ALL.len()],
+            kinds: Box::new([KindState::default(); BackoffKind::ALL.len()]),
             recent: VecDeque::with_capacity(RECORDED_ERRORS),
             errors: 0,
         }

@@ -53,8 +53,8 @@ pub enum Effect {
         store_id: StoreId,
         /// Its address.
         address: String,
-        /// The request.
-        request: TikvRequest,
+        /// The request (boxed: requests are large, effects move around).
+        request: Box<TikvRequest>,
         /// Give up (as `MaybeDelivered`) after this long.
         timeout: Duration,
     },
@@ -105,7 +105,7 @@ impl Effect {
 #[derive(Clone, Debug)]
 pub enum Outcome {
     /// The store answered (the response may still carry a region or key error).
-    Response(TikvResponse),
+    Response(Box<TikvResponse>),
     /// The RPC failed; `delivery` says whether it may have been applied.
     RpcFailed {
         /// Whether the request may have reached the store.

@@ -66,7 +66,7 @@ pub fn stamp_context(ctx: &mut kvrpcpb::Context, config: &Config, options: &RpcO
 #[derive(Debug)]
 pub enum RegionRpcResult {
     /// The store answered without a region error (a key error may be inside).
-    Response(TikvResponse),
+    Response(Box<TikvResponse>),
     /// The region is gone or changed: route the request's keys again. The backoffer carries
     /// what was slept so far.
     Relocate(Backoffer),
@@ -215,14 +215,14 @@ impl RegionRpc {
                     id,
                     store_id: peer.store_id,
                     address,
-                    request,
+                    request: Box::new(request),
                     timeout: cx.config.rpc_timeout,
                 })
             }
         }
     }
 
-    fn on_response(&mut self, cx: &mut Cx<'_>, sent: SentTo, mut response: TikvResponse) {
+    fn on_response(&mut self, cx: &mut Cx<'_>, sent: SentTo, mut response: Box<TikvResponse>) {
         let Some(region_error) = response.take_region_error() else {
             self.finish(RegionRpcResult::Response(response));
             return;
@@ -495,10 +495,10 @@ mod tests {
     }
 
     fn ok_get(value: &str) -> Outcome {
-        Outcome::Response(TikvResponse::RawGet(kvrpcpb::RawGetResponse {
+        Outcome::Response(Box::new(TikvResponse::RawGet(kvrpcpb::RawGetResponse {
             value: value.to_owned().into_bytes().into(),
             ..Default::default()
-        }))
+        })))
     }
 
     fn region_error(f: impl FnOnce(&mut errorpb::Error)) -> Outcome {
@@ -507,10 +507,10 @@ mod tests {
             ..Default::default()
         };
         f(&mut e);
-        Outcome::Response(TikvResponse::RawGet(kvrpcpb::RawGetResponse {
+        Outcome::Response(Box::new(TikvResponse::RawGet(kvrpcpb::RawGetResponse {
             region_error: Some(e),
             ..Default::default()
-        }))
+        })))
     }
 
     fn transport(delivery: Delivery) -> Outcome {
@@ -561,7 +561,7 @@ mod tests {
         let r = region(7, "a", "z", &[2, 1, 3]);
         let out = h.run(rpc(r, get("k"), RpcOptions::READ), |_| ok_get("v"));
         assert!(
-            matches!(out, RegionRpcResult::Response(TikvResponse::RawGet(ref g)) if g.value == "v")
+            matches!(out, RegionRpcResult::Response(ref r) if matches!(**r, TikvResponse::RawGet(ref g) if g.value == "v"))
         );
         let Effect::Rpc {
             address, request, ..
