@@ -1,1 +1,11 @@
-//! placeholder
+//! The async layer of the TiKV client, generic over a [`Runtime`].
+//!
+//! It executes what `tikv-core`'s machines ask for: gRPC calls over HTTP/2 (written on the
+//! `h2` crate, no tonic), PD lookups, timestamps and sleeps. It names no runtime: the
+//! `tikv-tokio` and `tikv-async-std` crates provide [`Runtime`] implementations and re-export
+//! the client API.
+
+pub mod grpc;
+pub mod runtime;
+
+pub use runtime::Runtime;
