@@ -15,6 +15,8 @@ pub mod config;
 pub mod error;
 pub mod key;
 pub mod machine;
+pub mod plan;
+pub mod raw;
 pub mod region;
 pub mod region_cache;
 pub mod region_error;
@@ -25,6 +27,7 @@ pub mod store_cache;
 pub mod testing;
 pub mod time;
 pub mod timestamp;
+pub mod tso;
 
 pub use backoff::{BackoffKind, Backoffer};
 pub use config::{ApiVersion, Config};

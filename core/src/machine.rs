@@ -169,3 +169,36 @@ pub trait Machine {
     /// Delivers the outcome of effect `id`.
     fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome);
 }
+
+/// A machine whose output is transformed by a function once it is done.
+#[derive(Debug)]
+pub struct Map<M, F> {
+    inner: M,
+    f: Option<F>,
+}
+
+impl<M, F> Map<M, F> {
+    /// Applies `f` to `inner`'s output.
+    pub fn new(inner: M, f: F) -> Self {
+        Map { inner, f: Some(f) }
+    }
+}
+
+impl<M: Machine, T, F: FnOnce(M::Output) -> T> Machine for Map<M, F> {
+    type Output = T;
+
+    fn poll(&mut self, cx: &mut Cx<'_>) -> Step<T> {
+        match self.inner.poll(cx) {
+            Step::Effect(e) => Step::Effect(e),
+            Step::Wait => Step::Wait,
+            Step::Done(out) => match self.f.take() {
+                Some(f) => Step::Done(f(out)),
+                None => Step::Wait,
+            },
+        }
+    }
+
+    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
+        self.inner.handle(cx, id, outcome);
+    }
+}

@@ -6,6 +6,7 @@
 //! the client API.
 
 pub mod grpc;
+pub mod pd;
 pub mod runtime;
 
 pub use runtime::Runtime;
