@@ -5,8 +5,14 @@
 //! `tikv-tokio` and `tikv-async-std` crates provide [`Runtime`] implementations and re-export
 //! the client API.
 
+pub mod executor;
 pub mod grpc;
 pub mod pd;
+pub mod pool;
+pub mod raw;
 pub mod runtime;
 
+pub use raw::{CurrentRuntime, RawClient};
 pub use runtime::Runtime;
+pub use tikv_core::raw::{CasResult, Checksum, KvPair};
+pub use tikv_core::{Config, Error, Key, KeyRange, Result};

@@ -9,7 +9,13 @@ use std::io;
 use std::time::Duration;
 
 use tikv_driver::runtime::BoxFuture;
-pub use tikv_driver::{Runtime, grpc};
+pub use tikv_driver::{
+    CasResult, Checksum, Config, Error, Key, KeyRange, KvPair, Result, Runtime, grpc,
+};
+
+/// The RawKV client on tokio: `RawClient::connect(&["127.0.0.1:2379"], Config::default())`
+/// inside a tokio runtime.
+pub type RawClient = tikv_driver::RawClient<TokioRuntime>;
 use tokio::net::TcpStream;
 
 /// tokio as a [`Runtime`].
@@ -35,6 +41,12 @@ impl TokioRuntime {
             handle,
             origin: tokio::time::Instant::now(),
         }
+    }
+}
+
+impl tikv_driver::CurrentRuntime for TokioRuntime {
+    fn current() -> Self {
+        TokioRuntime::current()
     }
 }
 

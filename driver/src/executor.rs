@@ -1,0 +1,214 @@
+//! Runs core machines: the one place where effects become I/O.
+//!
+//! [`run`] drives a machine on the caller's task: it polls the machine for effects under the
+//! shared-state lock (never held across an await), starts each effect as a future, and feeds
+//! outcomes back as they complete, so a multi-region operation's requests run concurrently.
+
+use std::sync::Mutex;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tikv_core::machine::{Cx, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
+use tikv_core::{Config, Delivery, Error, RegionCache, Rng, StoreCache, Target, TikvRequest};
+
+use crate::grpc::{CallError, codec};
+use crate::pd::PdClient;
+use crate::pool::Pool;
+use crate::runtime::{BoxFuture, Runtime};
+
+/// State shared by every operation of a client.
+pub struct Shared {
+    /// Region cache.
+    pub regions: RegionCache,
+    /// Store cache.
+    pub stores: StoreCache,
+    /// Random generator (backoff jitter, cache TTL jitter).
+    pub rng: Rng,
+}
+
+/// Everything an operation needs to run.
+pub struct ClientContext<R: Runtime> {
+    /// The runtime.
+    pub runtime: R,
+    /// The configuration.
+    pub config: Config,
+    /// PD.
+    pub pd: PdClient<R>,
+    /// TiKV connections.
+    pub pool: Pool<R>,
+    /// Caches and RNG.
+    pub shared: Mutex<Shared>,
+}
+
+impl<R: Runtime> ClientContext<R> {
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // Machines do not panic on any input (they are pure and tested for it); if one did,
+        // the caches it was updating are still structurally valid, so recover the lock.
+        self.shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Runs `machine` to completion.
+pub async fn run<R: Runtime, M: Machine>(ctx: &ClientContext<R>, mut machine: M) -> M::Output {
+    let mut ids = 0u64;
+    let mut inflight: FuturesUnordered<BoxFuture<'_, (EffectId, Outcome)>> =
+        FuturesUnordered::new();
+    loop {
+        {
+            let mut shared = ctx.shared();
+            let Shared {
+                regions,
+                stores,
+                rng,
+            } = &mut *shared;
+            let mut cx = Cx {
+                now: ctx.runtime.now(),
+                rng,
+                config: &ctx.config,
+                regions,
+                stores,
+                ids: &mut ids,
+            };
+            loop {
+                match machine.poll(&mut cx) {
+                    Step::Effect(effect) => inflight.push(Box::pin(execute(ctx, effect))),
+                    Step::Wait => break,
+                    Step::Done(output) => return output,
+                }
+            }
+        }
+        let Some((id, outcome)) = inflight.next().await else {
+            // A machine that waits with nothing outstanding would wait forever; every machine
+            // in core emits an effect before it waits, and their tests check it.
+            unreachable!("machine is waiting with no effect outstanding");
+        };
+        let mut shared = ctx.shared();
+        let Shared {
+            regions,
+            stores,
+            rng,
+        } = &mut *shared;
+        let mut cx = Cx {
+            now: ctx.runtime.now(),
+            rng,
+            config: &ctx.config,
+            regions,
+            stores,
+            ids: &mut ids,
+        };
+        machine.handle(&mut cx, id, outcome);
+    }
+}
+
+async fn execute<R: Runtime>(ctx: &ClientContext<R>, effect: Effect) -> (EffectId, Outcome) {
+    let id = effect.id();
+    let outcome = match effect {
+        Effect::Rpc {
+            store_id,
+            address,
+            request,
+            timeout,
+            ..
+        } => rpc(ctx, store_id, address, *request, timeout).await,
+        Effect::Locate { query, .. } => Outcome::Located(match query {
+            LocateQuery::Key(k) => ctx.pd.get_region(k.as_bytes()).await,
+            LocateQuery::EndKey(k) => locate_end_key(ctx, k.as_bytes()).await,
+            LocateQuery::Id(id) => ctx.pd.get_region_by_id(id).await,
+        }),
+        Effect::ResolveStore { store_id, .. } => Outcome::Store(ctx.pd.get_store(store_id).await),
+        Effect::Tso { count, .. } => Outcome::Timestamps(ctx.pd.get_timestamps(count).await),
+        Effect::Sleep { duration, .. } => {
+            ctx.runtime.sleep(duration).await;
+            Outcome::Slept
+        }
+    };
+    (id, outcome)
+}
+
+/// The region holding the keys just below `key`: the region of `key` unless `key` starts it,
+/// then the previous one (what client-go's `LocateEndKey` asks PD). An empty key means +inf:
+/// the last region.
+async fn locate_end_key<R: Runtime>(
+    ctx: &ClientContext<R>,
+    key: &[u8],
+) -> Result<Option<tikv_core::Region>, Error> {
+    if key.is_empty() {
+        // PD answers GetPrevRegion("") with the last region.
+        return ctx.pd.get_prev_region(key).await;
+    }
+    match ctx.pd.get_region(key).await? {
+        Some(r) if r.range.start().as_bytes() == key => ctx.pd.get_prev_region(key).await,
+        other => Ok(other),
+    }
+}
+
+fn call_error(e: CallError, method: &'static str, target: Target) -> Error {
+    if e.from_server {
+        Error::Grpc {
+            method,
+            target,
+            code: e.status.code,
+            message: e.status.message,
+        }
+    } else {
+        Error::Transport {
+            method,
+            target,
+            delivery: e.delivery,
+            detail: e.status.to_string(),
+        }
+    }
+}
+
+async fn rpc<R: Runtime>(
+    ctx: &ClientContext<R>,
+    store_id: u64,
+    address: String,
+    request: TikvRequest,
+    timeout: std::time::Duration,
+) -> Outcome {
+    let method = request.method_name();
+    let target = Target::Store {
+        id: store_id,
+        address: address.clone(),
+    };
+    let channel = match ctx.pool.get(&address).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome::RpcFailed {
+                delivery: e.delivery,
+                error: call_error(e, method, target),
+            };
+        }
+    };
+    let body = match codec::frame(&request.encode_to_vec()) {
+        Ok(b) => b,
+        Err(status) => {
+            return Outcome::RpcFailed {
+                delivery: Delivery::NotSent,
+                error: Error::InvalidArgument(format!("{method}: {}", status.message)),
+            };
+        }
+    };
+    match channel
+        .unary(&ctx.runtime, request.path(), body, timeout)
+        .await
+    {
+        Ok(bytes) => match request.decode_response(bytes) {
+            Ok(response) => Outcome::Response(Box::new(response)),
+            Err(e) => Outcome::RpcFailed {
+                delivery: Delivery::MaybeDelivered,
+                error: Error::Protocol {
+                    target,
+                    detail: format!("{method} response does not decode: {e}"),
+                },
+            },
+        },
+        Err(e) => Outcome::RpcFailed {
+            delivery: e.delivery,
+            error: call_error(e, method, target),
+        },
+    }
+}
