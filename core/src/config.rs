@@ -46,6 +46,9 @@ pub struct Config {
     pub request_source: String,
     /// `Context.resource_group_tag` stamped on every request.
     pub resource_group_tag: Vec<u8>,
+    /// Send batchable requests inside BatchCommands streams (client-go's default); `false`
+    /// sends every request as its own unary call.
+    pub batch_commands: bool,
     /// Seed of the client's random generator (jitter, replica choice); `None` seeds from the
     /// driver's entropy. Set it in tests for reproducible runs.
     pub rng_seed: Option<u64>,
@@ -67,6 +70,7 @@ impl Default for Config {
             api_version: ApiVersion::V1,
             request_source: String::new(),
             resource_group_tag: Vec::new(),
+            batch_commands: true,
             rng_seed: None,
         }
     }

@@ -63,7 +63,34 @@ macro_rules! tikv_rpcs {
             $($u(<svc::$u as Method>::Response),)*
         }
 
+        /// Which TiKV method a request or response belongs to.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[allow(missing_docs)] // each variant is the method of the same name
+        pub enum TikvMethod {
+            $($b,)*
+            $($u,)*
+        }
+
+        impl TikvMethod {
+            /// Takes this method's response out of a BatchCommands response; `None` when the
+            /// server answered with another method's variant (or the method is unary-only).
+            pub fn response_from_batch(self, cmd: batch_commands_response::response::Cmd) -> Option<TikvResponse> {
+                match self {
+                    $(TikvMethod::$b => <svc::$b as BatchMethod>::from_batch(cmd).map(TikvResponse::$b),)*
+                    _ => None,
+                }
+            }
+        }
+
         impl TikvRequest {
+            /// The method this request calls.
+            pub fn method(&self) -> TikvMethod {
+                match self {
+                    $(TikvRequest::$b(_) => TikvMethod::$b,)*
+                    $(TikvRequest::$u(_) => TikvMethod::$u,)*
+                }
+            }
+
             /// The gRPC path of the unary method.
             pub fn path(&self) -> &'static str {
                 match self {
@@ -133,10 +160,7 @@ macro_rules! tikv_rpcs {
             /// Takes this request's response out of a BatchCommands response; `None` when the
             /// server answered with another method's variant.
             pub fn response_from_batch(&self, cmd: batch_commands_response::response::Cmd) -> Option<TikvResponse> {
-                match self {
-                    $(TikvRequest::$b(_) => <svc::$b as BatchMethod>::from_batch(cmd).map(TikvResponse::$b),)*
-                    _ => None,
-                }
+                self.method().response_from_batch(cmd)
             }
         }
 

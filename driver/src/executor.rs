@@ -4,13 +4,14 @@
 //! shared-state lock (never held across an await), starts each effect as a future, and feeds
 //! outcomes back as they complete, so a multi-region operation's requests run concurrently.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tikv_core::machine::{Cx, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
 use tikv_core::{Config, Delivery, Error, RegionCache, Rng, StoreCache, Target, TikvRequest};
 
+use crate::batch::BatchClient;
 use crate::grpc::{CallError, codec};
 use crate::pd::PdClient;
 use crate::pool::Pool;
@@ -35,7 +36,9 @@ pub struct ClientContext<R: Runtime> {
     /// PD.
     pub pd: PdClient<R>,
     /// TiKV connections.
-    pub pool: Pool<R>,
+    pub pool: Arc<Pool<R>>,
+    /// BatchCommands streams (used when `config.batch_commands`).
+    pub batch: BatchClient<R>,
     /// Caches and RNG.
     pub shared: Mutex<Shared>,
 }
@@ -174,6 +177,9 @@ async fn rpc<R: Runtime>(
         id: store_id,
         address: address.clone(),
     };
+    if ctx.config.batch_commands && request.is_batchable() {
+        return batched(ctx, target, address, request, timeout).await;
+    }
     let channel = match ctx.pool.get(&address).await {
         Ok(c) => c,
         Err(e) => {
@@ -209,6 +215,47 @@ async fn rpc<R: Runtime>(
         Err(e) => Outcome::RpcFailed {
             delivery: e.delivery,
             error: call_error(e, method, target),
+        },
+    }
+}
+
+async fn batched<R: Runtime>(
+    ctx: &ClientContext<R>,
+    target: Target,
+    address: String,
+    request: TikvRequest,
+    timeout: std::time::Duration,
+) -> Outcome {
+    let method = request.method();
+    let name = request.method_name();
+    let cmd = match request.into_batch() {
+        Ok(cmd) => cmd,
+        Err(request) => {
+            return Outcome::RpcFailed {
+                delivery: Delivery::NotSent,
+                error: Error::InvalidArgument(format!(
+                    "{} cannot be batched",
+                    request.method_name()
+                )),
+            };
+        }
+    };
+    match ctx.batch.call(&address, cmd, timeout).await {
+        Ok(cmd) => match method.response_from_batch(cmd) {
+            Some(response) => Outcome::Response(Box::new(response)),
+            None => Outcome::RpcFailed {
+                delivery: Delivery::MaybeDelivered,
+                error: Error::Protocol {
+                    target,
+                    detail: format!(
+                        "{name}: BatchCommands answered with another method's response"
+                    ),
+                },
+            },
+        },
+        Err(e) => Outcome::RpcFailed {
+            delivery: e.delivery,
+            error: call_error(e, name, target),
         },
     }
 }

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use tikv_core::raw::{self, CasResult, Checksum, KvPair, PutItem};
 use tikv_core::{Config, Error, Key, KeyRange, RegionCache, Result, Rng, StoreCache};
 
+use crate::batch::{BatchClient, BatchConfig};
 use crate::executor::{ClientContext, Shared, run};
 use crate::grpc::ChannelConfig;
 use crate::pd::{PdClient, PdConfig};
@@ -82,12 +83,14 @@ impl<R: Runtime> RawClient<R> {
             stores: StoreCache::new(),
             rng: Rng::seeded(seed),
         };
-        let pool = Pool::new(runtime.clone(), ChannelConfig::default(), 4);
+        let pool = Arc::new(Pool::new(runtime.clone(), ChannelConfig::default(), 4));
+        let batch = BatchClient::new(runtime.clone(), pool.clone(), BatchConfig::default());
         let ctx = ClientContext {
             runtime,
             config,
             pd,
             pool,
+            batch,
             shared: Mutex::new(shared),
         };
         Ok(RawClient {

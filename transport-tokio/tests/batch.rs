@@ -1,0 +1,192 @@
+//! BatchCommands over loopback: thousands of concurrent requests multiplexed on a few
+//! streams, answered out of order, each reaching its own caller; a broken stream fails what
+//! it carried and is re-created for the next requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use tikv_driver::batch::{BatchClient, BatchConfig};
+use tikv_driver::grpc::server::boxed;
+use tikv_driver::grpc::{
+    ChannelConfig, Requests, Responses, ServerConfig, Service, Status, codec, serve_connection,
+};
+use tikv_driver::pool::Pool;
+use tikv_driver::runtime::BoxFuture;
+use tikv_proto::kvrpcpb;
+use tikv_proto::method::MethodKind;
+use tikv_proto::tikvpb::{self, batch_commands_request, batch_commands_response};
+use tikv_tokio::{Runtime, TokioRuntime};
+use tokio::net::TcpListener;
+
+/// Answers every RawGet with value = key, in reverse order within each message. After
+/// `break_after` messages on a stream, it ends the stream with an error instead.
+#[derive(Clone)]
+struct Store {
+    messages: Arc<AtomicUsize>,
+    break_after: usize,
+}
+
+impl Service for Store {
+    fn kind(&self, path: &str) -> Option<MethodKind> {
+        (path == "/tikvpb.Tikv/BatchCommands").then_some(MethodKind::BidiStreaming)
+    }
+
+    fn unary(&self, _: &str, _: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+        boxed(async { Err(Status::new(tikv_core::GrpcCode::Unimplemented, "unary")) })
+    }
+
+    fn streaming(
+        &self,
+        _: &str,
+        mut requests: Requests,
+        responses: Responses,
+    ) -> BoxFuture<'static, Result<(), Status>> {
+        let this = self.clone();
+        boxed(async move {
+            while let Some(m) = requests.message().await? {
+                if this.messages.fetch_add(1, Ordering::SeqCst) + 1 == this.break_after {
+                    return Err(Status::new(
+                        tikv_core::GrpcCode::Unavailable,
+                        "store restarting",
+                    ));
+                }
+                let req = tikvpb::BatchCommandsRequest::decode(m)
+                    .map_err(|e| Status::new(tikv_core::GrpcCode::Internal, e.to_string()))?;
+                let mut out = tikvpb::BatchCommandsResponse::default();
+                for (r, id) in req.requests.into_iter().zip(req.request_ids).rev() {
+                    let Some(batch_commands_request::request::Cmd::RawGet(get)) = r.cmd else {
+                        continue;
+                    };
+                    out.responses.push(batch_commands_response::Response {
+                        cmd: Some(batch_commands_response::response::Cmd::RawGet(
+                            kvrpcpb::RawGetResponse {
+                                value: get.key,
+                                ..Default::default()
+                            },
+                        )),
+                    });
+                    out.request_ids.push(id);
+                }
+                responses.send(codec::encode(&out)?)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn start(break_after: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let rt = TokioRuntime::current();
+    let messages = Arc::new(AtomicUsize::new(0));
+    let store = Store {
+        messages: messages.clone(),
+        break_after,
+    };
+    tokio::spawn(async move {
+        loop {
+            let (io, _) = listener.accept().await.unwrap();
+            rt.spawn(serve_connection(
+                rt.clone(),
+                io,
+                store.clone(),
+                ServerConfig::default(),
+            ));
+        }
+    });
+    (address, messages)
+}
+
+fn get(key: &str) -> batch_commands_request::request::Cmd {
+    batch_commands_request::request::Cmd::RawGet(kvrpcpb::RawGetRequest {
+        key: key.to_owned().into_bytes().into(),
+        ..Default::default()
+    })
+}
+
+fn client() -> Arc<BatchClient<TokioRuntime>> {
+    let rt = TokioRuntime::current();
+    let pool = Arc::new(Pool::new(rt.clone(), ChannelConfig::default(), 2));
+    Arc::new(BatchClient::new(
+        rt,
+        pool,
+        BatchConfig {
+            streams_per_store: 2,
+            ..Default::default()
+        },
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_requests_each_get_their_own_answer() {
+    let (address, messages) = start(usize::MAX).await;
+    let batch = client();
+    let tasks: Vec<_> = (0..3000)
+        .map(|i| {
+            let batch = batch.clone();
+            let address = address.clone();
+            tokio::spawn(async move {
+                let key = format!("key-{i}");
+                let answer = batch
+                    .call(&address, get(&key), Duration::from_secs(10))
+                    .await
+                    .unwrap();
+                match answer {
+                    batch_commands_response::response::Cmd::RawGet(r) => {
+                        assert_eq!(r.value, key.as_bytes())
+                    }
+                    other => panic!("wrong variant {other:?}"),
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let sent = batch.stats.requests.load(Ordering::Relaxed);
+    let batches = batch.stats.batches.load(Ordering::Relaxed);
+    assert_eq!(sent, 3000);
+    assert_eq!(messages.load(Ordering::SeqCst) as u64, batches);
+    assert!(
+        batches < 3000,
+        "requests were batched ({batches} messages for 3000 requests)"
+    );
+}
+
+#[tokio::test]
+async fn broken_stream_fails_its_requests_and_is_recreated() {
+    let (address, _) = start(1).await;
+    let batch = client();
+    // The first message breaks its stream: its request may have been applied.
+    let e = batch
+        .call(&address, get("a"), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(e.delivery, tikv_core::Delivery::MaybeDelivered, "{e}");
+    // Later requests go out on fresh streams and succeed.
+    for i in 0..10 {
+        let key = format!("k{i}");
+        let answer = batch
+            .call(&address, get(&key), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            matches!(answer, batch_commands_response::response::Cmd::RawGet(r) if r.value == key.as_bytes())
+        );
+    }
+}
+
+#[tokio::test]
+async fn unreachable_store_is_not_sent() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let e = client()
+        .call(&address, get("a"), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(e.delivery, tikv_core::Delivery::NotSent);
+}
