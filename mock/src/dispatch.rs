@@ -1,0 +1,632 @@
+//! Entry points for fronts: typed calls by method type, bytes-level calls by gRPC path, and
+//! `BatchCommands` messages.
+//!
+//! A gRPC front decodes nothing itself: it hands the path and the message bytes to
+//! [`Cluster::handle_tikv`] / [`Cluster::handle_pd`] and sends back the bytes or turns the
+//! [`MockError`] into a status (or a dropped reply). An in-process front calls
+//! [`Cluster::tikv`] / [`Cluster::pd`] with typed messages instead.
+
+use bytes::Bytes;
+use prost::Message;
+use tikv_proto::kvrpcpb;
+use tikv_proto::method::Method;
+use tikv_proto::pdpb::pd_service;
+use tikv_proto::tikvpb::batch_commands_request::request::Cmd as ReqCmd;
+use tikv_proto::tikvpb::batch_commands_response::response::Cmd as RespCmd;
+use tikv_proto::tikvpb::{
+    BatchCommandsEmptyResponse, BatchCommandsRequest, BatchCommandsResponse,
+    batch_commands_response, tikv_service,
+};
+
+use crate::cluster::Cluster;
+use crate::error::{FailureKind, MockError};
+
+/// A TiKV method the mock serves.
+pub trait TikvMethod: Method {
+    /// Serves one request addressed to `store_id`.
+    fn call(
+        cluster: &mut Cluster,
+        store_id: u64,
+        request: Self::Request,
+        now_ms: u64,
+    ) -> Result<Self::Response, MockError>;
+}
+
+/// A PD method the mock serves.
+pub trait PdMethod: Method {
+    /// Serves one request (for `Tso`, one message of the stream).
+    fn call(
+        cluster: &mut Cluster,
+        request: Self::Request,
+        now_ms: u64,
+    ) -> Result<Self::Response, MockError>;
+}
+
+/// The method name of a gRPC path (`/tikvpb.Tikv/RawGet` → `RawGet`).
+fn method_name(path: &'static str) -> &'static str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn decode_call<M: Method>(
+    path: &str,
+    body: Bytes,
+    call: impl FnOnce(M::Request) -> Result<M::Response, MockError>,
+) -> Result<Bytes, MockError> {
+    let request = M::Request::decode(body).map_err(|e| MockError::undecodable(path, &e))?;
+    Ok(Bytes::from(call(request)?.encode_to_vec()))
+}
+
+macro_rules! tikv_methods {
+    ($($method:ident => $handler:ident),* $(,)?) => {
+        $(
+            impl TikvMethod for tikv_service::$method {
+                fn call(
+                    cluster: &mut Cluster,
+                    store_id: u64,
+                    request: Self::Request,
+                    now_ms: u64,
+                ) -> Result<Self::Response, MockError> {
+                    cluster.serve(
+                        store_id,
+                        method_name(<Self as Method>::PATH),
+                        request,
+                        now_ms,
+                        Cluster::$handler,
+                    )
+                }
+            }
+        )*
+
+        fn route_tikv(
+            cluster: &mut Cluster,
+            store_id: u64,
+            path: &str,
+            body: Bytes,
+            now_ms: u64,
+        ) -> Result<Bytes, MockError> {
+            $(
+                if path == <tikv_service::$method as Method>::PATH {
+                    return decode_call::<tikv_service::$method>(path, body, |r| {
+                        <tikv_service::$method as TikvMethod>::call(cluster, store_id, r, now_ms)
+                    });
+                }
+            )*
+            Err(MockError::unimplemented(path))
+        }
+    };
+}
+
+tikv_methods!(
+    RawGet => raw_get,
+    RawBatchGet => raw_batch_get,
+    RawPut => raw_put,
+    RawBatchPut => raw_batch_put,
+    RawDelete => raw_delete,
+    RawBatchDelete => raw_batch_delete,
+    RawDeleteRange => raw_delete_range,
+    RawScan => raw_scan,
+    RawBatchScan => raw_batch_scan,
+    RawGetKeyTtl => raw_get_key_ttl,
+    RawCompareAndSwap => raw_compare_and_swap,
+    RawChecksum => raw_checksum,
+);
+
+macro_rules! pd_methods {
+    ($($method:ident => $handler:ident, $check:expr, $header:expr),* $(,)?) => {
+        $(
+            impl PdMethod for pd_service::$method {
+                fn call(
+                    cluster: &mut Cluster,
+                    request: Self::Request,
+                    now_ms: u64,
+                ) -> Result<Self::Response, MockError> {
+                    cluster.serve_pd(
+                        method_name(<Self as Method>::PATH),
+                        request,
+                        now_ms,
+                        $check,
+                        $header,
+                        Cluster::$handler,
+                    )
+                }
+            }
+        )*
+
+        fn route_pd(cluster: &mut Cluster, path: &str, body: Bytes, now_ms: u64) -> Result<Bytes, MockError> {
+            $(
+                if path == <pd_service::$method as Method>::PATH {
+                    return decode_call::<pd_service::$method>(path, body, |r| {
+                        <pd_service::$method as PdMethod>::call(cluster, r, now_ms)
+                    });
+                }
+            )*
+            Err(MockError::unimplemented(path))
+        }
+    };
+}
+
+// kvproto gives `GetClusterInfoRequest` a *response* header; it is never checked anyway.
+pd_methods!(
+    GetMembers => pd_get_members, false, |r| r.header.as_ref(),
+    GetClusterInfo => pd_get_cluster_info, false, |_| None,
+    Tso => pd_tso, true, |r| r.header.as_ref(),
+    GetRegion => pd_get_region, true, |r| r.header.as_ref(),
+    GetPrevRegion => pd_get_prev_region, true, |r| r.header.as_ref(),
+    GetRegionById => pd_get_region_by_id, true, |r| r.header.as_ref(),
+    ScanRegions => pd_scan_regions, true, |r| r.header.as_ref(),
+    BatchScanRegions => pd_batch_scan_regions, true, |r| r.header.as_ref(),
+    GetStore => pd_get_store, true, |r| r.header.as_ref(),
+    GetAllStores => pd_get_all_stores, true, |r| r.header.as_ref(),
+    AllocId => pd_alloc_id, true, |r| r.header.as_ref(),
+);
+
+impl Cluster {
+    /// Serves a typed TiKV request addressed to `store_id`.
+    pub fn tikv<M: TikvMethod>(
+        &mut self,
+        store_id: u64,
+        request: M::Request,
+        now_ms: u64,
+    ) -> Result<M::Response, MockError> {
+        M::call(self, store_id, request, now_ms)
+    }
+
+    /// Serves a typed PD request.
+    pub fn pd<M: PdMethod>(
+        &mut self,
+        request: M::Request,
+        now_ms: u64,
+    ) -> Result<M::Response, MockError> {
+        M::call(self, request, now_ms)
+    }
+
+    /// Serves one unary TiKV call given its gRPC path and encoded request.
+    pub fn handle_tikv(
+        &mut self,
+        store_id: u64,
+        path: &str,
+        body: Bytes,
+        now_ms: u64,
+    ) -> Result<Bytes, MockError> {
+        route_tikv(self, store_id, path, body, now_ms)
+    }
+
+    /// Serves one PD call (for the `Tso` stream: one request message) given its gRPC path
+    /// and encoded request.
+    pub fn handle_pd(&mut self, path: &str, body: Bytes, now_ms: u64) -> Result<Bytes, MockError> {
+        route_pd(self, path, body, now_ms)
+    }
+
+    /// Serves one `BatchCommandsRequest` on a stream to `store_id`.
+    ///
+    /// Each sub-request gets the matching response variant under its request id. A
+    /// sub-request whose reply is lost (injected `ReplyLost`) is applied and simply left out
+    /// of the response. An `Err` means the whole stream fails, as TiKV fails it for a
+    /// cluster-id mismatch; earlier sub-requests of the message may have been applied.
+    /// Commands the mock does not serve yet get an empty response (TiKV's answer to a
+    /// request without a command).
+    pub fn handle_batch_commands(
+        &mut self,
+        store_id: u64,
+        request: BatchCommandsRequest,
+        now_ms: u64,
+    ) -> Result<BatchCommandsResponse, MockError> {
+        self.counters.batch_messages += 1;
+        self.counters.batch_requests += request.requests.len() as u64;
+        self.admit_store(store_id)?;
+        let mut out = BatchCommandsResponse::default();
+        for (req, id) in request.requests.into_iter().zip(request.request_ids) {
+            let cmd = match req.cmd {
+                Some(cmd) => self.batch_one(store_id, cmd, now_ms),
+                None => Ok(None),
+            };
+            match cmd {
+                Ok(cmd) => {
+                    out.responses
+                        .push(batch_commands_response::Response { cmd });
+                    out.request_ids.push(id);
+                }
+                Err(e) if e.kind == FailureKind::ReplyLost => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.health_seq += 1;
+        out.health_feedback = Some(kvrpcpb::HealthFeedback {
+            store_id,
+            feedback_seq_no: self.health_seq,
+            slow_score: 1,
+        });
+        Ok(out)
+    }
+
+    fn batch_one(
+        &mut self,
+        store_id: u64,
+        cmd: ReqCmd,
+        now_ms: u64,
+    ) -> Result<Option<RespCmd>, MockError> {
+        use tikv_service as t;
+        Ok(Some(match cmd {
+            ReqCmd::RawGet(r) => RespCmd::RawGet(self.tikv::<t::RawGet>(store_id, r, now_ms)?),
+            ReqCmd::RawBatchGet(r) => {
+                RespCmd::RawBatchGet(self.tikv::<t::RawBatchGet>(store_id, r, now_ms)?)
+            }
+            ReqCmd::RawPut(r) => RespCmd::RawPut(self.tikv::<t::RawPut>(store_id, r, now_ms)?),
+            ReqCmd::RawBatchPut(r) => {
+                RespCmd::RawBatchPut(self.tikv::<t::RawBatchPut>(store_id, r, now_ms)?)
+            }
+            ReqCmd::RawDelete(r) => {
+                RespCmd::RawDelete(self.tikv::<t::RawDelete>(store_id, r, now_ms)?)
+            }
+            ReqCmd::RawBatchDelete(r) => {
+                RespCmd::RawBatchDelete(self.tikv::<t::RawBatchDelete>(store_id, r, now_ms)?)
+            }
+            ReqCmd::RawScan(r) => RespCmd::RawScan(self.tikv::<t::RawScan>(store_id, r, now_ms)?),
+            ReqCmd::RawDeleteRange(r) => {
+                RespCmd::RawDeleteRange(self.tikv::<t::RawDeleteRange>(store_id, r, now_ms)?)
+            }
+            ReqCmd::RawBatchScan(r) => {
+                RespCmd::RawBatchScan(self.tikv::<t::RawBatchScan>(store_id, r, now_ms)?)
+            }
+            ReqCmd::Empty(r) => RespCmd::Empty(BatchCommandsEmptyResponse { test_id: r.test_id }),
+            _ => return Ok(None),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use prost::Message;
+    use tikv_proto::kvrpcpb;
+    use tikv_proto::method::Method;
+    use tikv_proto::pdpb::{self, pd_service as p};
+    use tikv_proto::tikvpb::batch_commands_request::{Request as BatchReq, request::Cmd as ReqCmd};
+    use tikv_proto::tikvpb::batch_commands_response::response::Cmd as RespCmd;
+    use tikv_proto::tikvpb::{BatchCommandsEmptyRequest, BatchCommandsRequest, tikv_service as t};
+
+    use crate::error::{Code, FailureKind};
+    use crate::fault::{FaultAction, FaultFilter};
+    use crate::region_errors;
+    use crate::test_util::{Harness, NOW, b};
+
+    fn raw_get(
+        h: &mut Harness,
+        store: u64,
+        ctx: kvrpcpb::Context,
+        key: &str,
+    ) -> kvrpcpb::RawGetResponse {
+        h.c.tikv::<t::RawGet>(
+            store,
+            kvrpcpb::RawGetRequest {
+                context: Some(ctx),
+                key: b(key),
+                ..Default::default()
+            },
+            NOW,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn bytes_level_call_round_trips() {
+        let mut h = Harness::v1();
+        let (store, ctx) = h.ctx(b"k");
+        let put = kvrpcpb::RawPutRequest {
+            context: Some(ctx.clone()),
+            key: b("k"),
+            value: b("v"),
+            ..Default::default()
+        };
+        let out =
+            h.c.handle_tikv(
+                store,
+                t::RawPut::PATH,
+                Bytes::from(put.encode_to_vec()),
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(
+            kvrpcpb::RawPutResponse::decode(out).unwrap(),
+            Default::default()
+        );
+        let get = kvrpcpb::RawGetRequest {
+            context: Some(ctx),
+            key: b("k"),
+            ..Default::default()
+        };
+        let out =
+            h.c.handle_tikv(
+                store,
+                t::RawGet::PATH,
+                Bytes::from(get.encode_to_vec()),
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(kvrpcpb::RawGetResponse::decode(out).unwrap().value, b("v"));
+        let members =
+            h.c.handle_pd(p::GetMembers::PATH, Bytes::new(), NOW)
+                .unwrap();
+        let members = pdpb::GetMembersResponse::decode(members).unwrap();
+        assert_eq!(members.header.unwrap().cluster_id, h.c.cluster_id());
+        assert_eq!(h.c.counters().rpcs_of("RawPut"), 1);
+        assert_eq!(h.c.counters().rpcs_of("GetMembers"), 1);
+    }
+
+    #[test]
+    fn unknown_path_is_unimplemented_and_garbage_is_invalid_argument() {
+        let mut h = Harness::v1();
+        let e =
+            h.c.handle_tikv(1, "/tikvpb.Tikv/Nope", Bytes::new(), NOW)
+                .unwrap_err();
+        assert_eq!(e.code, Code::Unimplemented);
+        let e =
+            h.c.handle_pd("/pdpb.PD/Nope", Bytes::new(), NOW)
+                .unwrap_err();
+        assert_eq!(e.code, Code::Unimplemented);
+        let e =
+            h.c.handle_tikv(
+                1,
+                t::RawGet::PATH,
+                Bytes::from_static(&[0xFF, 0xFF, 0xFF]),
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!(e.code, Code::InvalidArgument);
+    }
+
+    #[test]
+    fn missing_context_gets_store_not_match_not_a_panic() {
+        let mut h = Harness::v1();
+        let out =
+            h.c.handle_tikv(1, t::RawGet::PATH, Bytes::new(), NOW)
+                .unwrap();
+        let r = kvrpcpb::RawGetResponse::decode(out).unwrap();
+        assert!(r.region_error.unwrap().store_not_match.is_some());
+    }
+
+    #[test]
+    fn down_store_is_unreachable_and_comes_back() {
+        let mut h = Harness::v1();
+        let (store, ctx) = h.ctx(b"k");
+        h.c.store_down(store).unwrap();
+        let e =
+            h.c.tikv::<t::RawGet>(
+                store,
+                kvrpcpb::RawGetRequest {
+                    context: Some(ctx.clone()),
+                    ..Default::default()
+                },
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.kind),
+            (Code::Unavailable, FailureKind::Unreachable)
+        );
+        h.c.store_up(store).unwrap();
+        assert!(raw_get(&mut h, store, ctx, "k").not_found);
+    }
+
+    #[test]
+    fn tikv_rejects_other_cluster_id_with_invalid_argument() {
+        let mut h = Harness::v1();
+        let (store, mut ctx) = h.ctx(b"k");
+        ctx.cluster_id = 42;
+        let e =
+            h.c.tikv::<t::RawGet>(
+                store,
+                kvrpcpb::RawGetRequest {
+                    context: Some(ctx),
+                    ..Default::default()
+                },
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!(e.code, Code::InvalidArgument);
+        assert_eq!(
+            e.message,
+            "the cluster id of the request does not match the TiKV cluster"
+        );
+    }
+
+    #[test]
+    fn epoch_not_match_after_split_through_handler() {
+        let mut h = Harness::v1();
+        let (store, ctx) = h.ctx(b"z");
+        let left = h.c.split_region(ctx.region_id, &[b("m")]).unwrap()[0];
+        let r = raw_get(&mut h, store, ctx.clone(), "z");
+        let e = r.region_error.unwrap().epoch_not_match.unwrap();
+        let ids: Vec<u64> = e.current_regions.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![ctx.region_id, left]);
+    }
+
+    #[test]
+    fn not_leader_after_transfer_through_handler() {
+        let mut h = Harness::v1();
+        let (store, ctx) = h.ctx(b"k");
+        h.c.transfer_leader(ctx.region_id, 3).unwrap();
+        let r = raw_get(&mut h, store, ctx, "k");
+        let nl = r.region_error.unwrap().not_leader.unwrap();
+        assert_eq!(nl.leader.unwrap().store_id, 3);
+        let (store, ctx) = h.ctx(b"k");
+        assert_eq!(store, 3);
+        assert!(raw_get(&mut h, store, ctx, "k").region_error.is_none());
+    }
+
+    #[test]
+    fn injected_region_error_fires_n_times_then_stops() {
+        let mut h = Harness::v1();
+        let (store, ctx) = h.ctx(b"k");
+        h.c.inject_fault(
+            FaultFilter::any().method("RawGet").store(store),
+            FaultAction::RegionError(Box::new(region_errors::server_is_busy("injected", 10))),
+            2,
+        );
+        for _ in 0..2 {
+            let r = raw_get(&mut h, store, ctx.clone(), "k");
+            assert_eq!(
+                r.region_error.unwrap().server_is_busy.unwrap().backoff_ms,
+                10
+            );
+        }
+        assert!(raw_get(&mut h, store, ctx, "k").region_error.is_none());
+    }
+
+    #[test]
+    fn reply_lost_applies_the_write_but_fails_the_call() {
+        let mut h = Harness::v1();
+        let (store, ctx) = h.ctx(b"k");
+        h.c.inject_fault(
+            FaultFilter::any().method("RawPut"),
+            FaultAction::ReplyLost,
+            1,
+        );
+        let e =
+            h.c.tikv::<t::RawPut>(
+                store,
+                kvrpcpb::RawPutRequest {
+                    context: Some(ctx.clone()),
+                    key: b("k"),
+                    value: b("v"),
+                    ..Default::default()
+                },
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!(e.kind, FailureKind::ReplyLost);
+        assert_eq!(raw_get(&mut h, store, ctx, "k").value, b("v"));
+    }
+
+    #[test]
+    fn injected_unreachable_applies_nothing() {
+        let mut h = Harness::v1();
+        let (store, ctx) = h.ctx(b"k");
+        h.c.inject_fault(
+            FaultFilter::any().region(ctx.region_id),
+            FaultAction::Unreachable,
+            1,
+        );
+        let e =
+            h.c.tikv::<t::RawPut>(
+                store,
+                kvrpcpb::RawPutRequest {
+                    context: Some(ctx.clone()),
+                    key: b("k"),
+                    value: b("v"),
+                    ..Default::default()
+                },
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!(e.kind, FailureKind::Unreachable);
+        assert!(raw_get(&mut h, store, ctx, "k").not_found);
+    }
+
+    #[test]
+    fn pd_faults_fail_pd_calls() {
+        let mut h = Harness::v1();
+        h.c.inject_fault(
+            FaultFilter::any().method("GetMembers"),
+            FaultAction::Status(Code::Unavailable, "not leader".into()),
+            1,
+        );
+        let e =
+            h.c.pd::<p::GetMembers>(Default::default(), NOW)
+                .unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (Code::Unavailable, "not leader")
+        );
+        assert!(h.c.pd::<p::GetMembers>(Default::default(), NOW).is_ok());
+    }
+
+    #[test]
+    fn batch_commands_answer_each_request_with_matching_variant_and_id() {
+        let mut h = Harness::v1();
+        let (store, ctx) = h.ctx(b"k");
+        let put = ReqCmd::RawPut(kvrpcpb::RawPutRequest {
+            context: Some(ctx.clone()),
+            key: b("k"),
+            value: b("v"),
+            ..Default::default()
+        });
+        let get = ReqCmd::RawGet(kvrpcpb::RawGetRequest {
+            context: Some(ctx),
+            key: b("k"),
+            ..Default::default()
+        });
+        let empty = ReqCmd::Empty(BatchCommandsEmptyRequest {
+            test_id: 77,
+            delay_time: 0,
+        });
+        let req = BatchCommandsRequest {
+            requests: vec![
+                BatchReq { cmd: Some(put) },
+                BatchReq { cmd: Some(get) },
+                BatchReq { cmd: Some(empty) },
+                BatchReq { cmd: None },
+            ],
+            request_ids: vec![10, 11, 12, 13],
+            ..Default::default()
+        };
+        let resp = h.c.handle_batch_commands(store, req, NOW).unwrap();
+        assert_eq!(resp.request_ids, vec![10, 11, 12, 13]);
+        assert!(matches!(resp.responses[0].cmd, Some(RespCmd::RawPut(_))));
+        match &resp.responses[1].cmd {
+            Some(RespCmd::RawGet(g)) => assert_eq!(g.value, b("v")),
+            other => panic!("unexpected {other:?}"),
+        }
+        match &resp.responses[2].cmd {
+            Some(RespCmd::Empty(e)) => assert_eq!(e.test_id, 77),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(resp.responses[3].cmd.is_none());
+        assert_eq!(resp.health_feedback.unwrap().store_id, store);
+        assert_eq!(h.c.counters().batch_requests, 4);
+    }
+
+    #[test]
+    fn batch_commands_drop_lost_replies_and_fail_on_cluster_id_mismatch() {
+        let mut h = Harness::v1();
+        let (store, ctx) = h.ctx(b"k");
+        h.c.inject_fault(
+            FaultFilter::any().method("RawPut"),
+            FaultAction::ReplyLost,
+            1,
+        );
+        let put = |ctx: &kvrpcpb::Context| {
+            ReqCmd::RawPut(kvrpcpb::RawPutRequest {
+                context: Some(ctx.clone()),
+                key: b("k"),
+                value: b("v"),
+                ..Default::default()
+            })
+        };
+        let req = BatchCommandsRequest {
+            requests: vec![
+                BatchReq {
+                    cmd: Some(put(&ctx)),
+                },
+                BatchReq {
+                    cmd: Some(put(&ctx)),
+                },
+            ],
+            request_ids: vec![1, 2],
+            ..Default::default()
+        };
+        let resp = h.c.handle_batch_commands(store, req, NOW).unwrap();
+        assert_eq!(resp.request_ids, vec![2]);
+        let mut bad = ctx;
+        bad.cluster_id = 5;
+        let req = BatchCommandsRequest {
+            requests: vec![BatchReq {
+                cmd: Some(put(&bad)),
+            }],
+            request_ids: vec![3],
+            ..Default::default()
+        };
+        let e = h.c.handle_batch_commands(store, req, NOW).unwrap_err();
+        assert_eq!(e.code, Code::InvalidArgument);
+    }
+}
