@@ -432,6 +432,11 @@ pub fn batch_delete(
     })
 }
 
+/// A key greater than every key TiKV can store: TiKV rejects keys longer than its
+/// `max-key-size` (8 KiB by default), and `0xff` repeated one byte longer than that is above
+/// all of them (a shorter key is a prefix of it or has a smaller byte somewhere).
+pub const ABOVE_ALL_KEYS: &[u8] = &[0xff; 8 * 1024 + 1];
+
 /// Range plan: `RawScan`, forward or reverse, until `limit` pairs.
 #[derive(Debug)]
 pub struct ScanPlan {
@@ -448,9 +453,15 @@ impl RangePlan for ScanPlan {
     fn build(&mut self, _region: &Region, part: &KeyRange) -> TikvRequest {
         let remaining = self.limit - self.pairs.len() as u32;
         // A reverse scan names the exclusive upper bound as `start_key` and the inclusive
-        // lower bound as `end_key`.
+        // lower bound as `end_key`. TiKV seeks backwards from `start_key` and rejects an empty
+        // one outside the first region, so "+inf" is spelled as a key above every storable key.
         let (start_key, end_key) = if self.reverse {
-            (part.end().to_bytes(), part.start().to_bytes())
+            let upper = if part.end().is_empty() {
+                Bytes::from_static(ABOVE_ALL_KEYS)
+            } else {
+                part.end().to_bytes()
+            };
+            (upper, part.start().to_bytes())
         } else {
             (part.start().to_bytes(), part.end().to_bytes())
         };

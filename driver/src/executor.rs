@@ -132,14 +132,24 @@ async fn execute<R: Runtime>(ctx: &ClientContext<R>, effect: Effect) -> (EffectI
 
 /// The region holding the keys just below `key`: the region of `key` unless `key` starts it,
 /// then the previous one (what client-go's `LocateEndKey` asks PD). An empty key means +inf:
-/// the last region.
+/// the last region, which PD cannot name directly, so we start from a very large key and
+/// follow region ends until the unbounded one.
 async fn locate_end_key<R: Runtime>(
     ctx: &ClientContext<R>,
     key: &[u8],
 ) -> Result<Option<tikv_core::Region>, Error> {
     if key.is_empty() {
-        // PD answers GetPrevRegion("") with the last region.
-        return ctx.pd.get_prev_region(key).await;
+        let mut region = ctx.pd.get_region(&[0xff; 64]).await?;
+        // Regions past 0xff×64 are rare; a few hops at most.
+        for _ in 0..64 {
+            match region {
+                Some(r) if !r.range.is_unbounded() => {
+                    region = ctx.pd.get_region(r.range.end().as_bytes()).await?
+                }
+                other => return Ok(other),
+            }
+        }
+        return Ok(region);
     }
     match ctx.pd.get_region(key).await? {
         Some(r) if r.range.start().as_bytes() == key => ctx.pd.get_prev_region(key).await,

@@ -56,6 +56,7 @@ mod pd;
 mod raw;
 mod region_error;
 pub mod rng;
+pub mod server;
 #[cfg(test)]
 mod test_util;
 pub mod topology;

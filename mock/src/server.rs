@@ -1,0 +1,266 @@
+//! The gRPC front of the mock cluster: a PD endpoint and one endpoint per TiKV store, served
+//! over loopback TCP with the project's HTTP/2 gRPC server.
+//!
+//! The engine stays sans-IO; this module owns the wall clock (PD's TSO physical time is the
+//! host's, as on a real PD) and one lock around the cluster. Any gRPC client can talk to it:
+//! unary TiKV and PD calls, the `BatchCommands` stream and the `Tso` stream.
+//!
+//! How engine failures look on the wire: a status is sent as that gRPC status; a request to a
+//! down store, and a reply lost after the request was applied, both fail the call with
+//! `Unavailable` (the client cannot tell whether they were applied, as with a real crash).
+
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use prost::Message;
+use tikv_core::GrpcCode;
+use tikv_driver::grpc::server::boxed;
+use tikv_driver::grpc::{
+    Requests, Responses, ServerConfig, Service, Status, codec, serve_connection,
+};
+use tikv_driver::runtime::{BoxFuture, Runtime};
+use tikv_proto::method::{Method, MethodKind};
+use tikv_proto::pdpb::pd_service;
+use tikv_proto::tikvpb::{self, tikv_service};
+use tokio::net::TcpListener;
+
+use crate::{Cluster, ClusterConfig, FailureKind, MockError};
+
+/// Milliseconds since the Unix epoch, from the host's clock (the mock PD's TSO source).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A cluster shared between the gRPC front and the test (or CLI) that steers it.
+#[derive(Clone)]
+pub struct SharedCluster(Arc<Mutex<Cluster>>);
+
+impl SharedCluster {
+    /// Wraps `cluster`.
+    pub fn new(cluster: Cluster) -> Self {
+        SharedCluster(Arc::new(Mutex::new(cluster)))
+    }
+
+    /// Locks the cluster (to split regions, move leaders, inject faults, inspect counters).
+    pub fn lock(&self) -> MutexGuard<'_, Cluster> {
+        // The engine returns errors rather than panicking, so a poisoned lock can only come
+        // from a panicking caller; the cluster state is still consistent.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn status(e: MockError) -> Status {
+    let code = match e.kind {
+        FailureKind::Status => GrpcCode::from_u32(e.code.as_i32().unsigned_abs()),
+        FailureKind::Unreachable | FailureKind::ReplyLost => GrpcCode::Unavailable,
+    };
+    Status::new(code, e.message)
+}
+
+/// Serves one store's TiKV methods.
+#[derive(Clone)]
+pub struct StoreService {
+    cluster: SharedCluster,
+    store_id: u64,
+}
+
+impl Service for StoreService {
+    fn kind(&self, path: &str) -> Option<MethodKind> {
+        tikv_service::METHODS
+            .iter()
+            .find(|m| m.path == path)
+            .map(|m| m.kind)
+    }
+
+    fn unary(&self, path: &str, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+        let reply = self
+            .cluster
+            .lock()
+            .handle_tikv(self.store_id, path, request, now_ms());
+        boxed(async move { codec::frame(&reply.map_err(status)?) })
+    }
+
+    fn streaming(
+        &self,
+        path: &str,
+        mut requests: Requests,
+        responses: Responses,
+    ) -> BoxFuture<'static, Result<(), Status>> {
+        let this = self.clone();
+        let batch = path == <tikv_service::BatchCommands as Method>::PATH;
+        boxed(async move {
+            if !batch {
+                return Err(Status::new(
+                    GrpcCode::Unimplemented,
+                    "the mock serves no other TiKV stream",
+                ));
+            }
+            while let Some(message) = requests.message().await? {
+                let request = tikvpb::BatchCommandsRequest::decode(message).map_err(|e| {
+                    Status::new(
+                        GrpcCode::InvalidArgument,
+                        format!("BatchCommandsRequest: {e}"),
+                    )
+                })?;
+                let reply =
+                    this.cluster
+                        .lock()
+                        .handle_batch_commands(this.store_id, request, now_ms());
+                responses.send(codec::encode(&reply.map_err(status)?)?)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Serves PD.
+#[derive(Clone)]
+pub struct PdService {
+    cluster: SharedCluster,
+}
+
+impl Service for PdService {
+    fn kind(&self, path: &str) -> Option<MethodKind> {
+        pd_service::METHODS
+            .iter()
+            .find(|m| m.path == path)
+            .map(|m| m.kind)
+    }
+
+    fn unary(&self, path: &str, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+        let reply = self.cluster.lock().handle_pd(path, request, now_ms());
+        boxed(async move { codec::frame(&reply.map_err(status)?) })
+    }
+
+    fn streaming(
+        &self,
+        path: &str,
+        mut requests: Requests,
+        responses: Responses,
+    ) -> BoxFuture<'static, Result<(), Status>> {
+        let this = self.clone();
+        let path = path.to_string();
+        boxed(async move {
+            if path != <pd_service::Tso as Method>::PATH {
+                return Err(Status::new(
+                    GrpcCode::Unimplemented,
+                    format!("the mock does not serve {path}"),
+                ));
+            }
+            while let Some(message) = requests.message().await? {
+                let reply = this.cluster.lock().handle_pd(&path, message, now_ms());
+                responses.send(codec::frame(&reply.map_err(status)?)?)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A running mock cluster: PD and every store listening on loopback.
+pub struct MockServer {
+    cluster: SharedCluster,
+    pd_address: String,
+    store_addresses: Vec<(u64, String)>,
+}
+
+impl MockServer {
+    /// Builds a cluster from `config` and serves it on `127.0.0.1` ports picked by the OS, on
+    /// the current tokio runtime (`runtime` runs the connection tasks).
+    pub async fn start<R: Runtime>(runtime: R, config: ClusterConfig) -> io::Result<MockServer> {
+        Self::start_on(runtime, Cluster::new(config), "127.0.0.1").await
+    }
+
+    /// Serves an existing cluster on `host` (ports picked by the OS).
+    pub async fn start_on<R: Runtime>(
+        runtime: R,
+        cluster: Cluster,
+        host: &str,
+    ) -> io::Result<MockServer> {
+        let cluster = SharedCluster::new(cluster);
+        let pd_listener = TcpListener::bind((host, 0)).await?;
+        let pd_address = pd_listener.local_addr()?.to_string();
+        let store_ids: Vec<u64> = cluster
+            .lock()
+            .topology()
+            .stores()
+            .map(|s| s.meta.id)
+            .collect();
+        let mut store_addresses = Vec::new();
+        for id in store_ids {
+            let listener = TcpListener::bind((host, 0)).await?;
+            let address = listener.local_addr()?.to_string();
+            cluster
+                .lock()
+                .set_store_address(id, address.clone())
+                .map_err(io::Error::other)?;
+            accept(
+                runtime.clone(),
+                listener,
+                StoreService {
+                    cluster: cluster.clone(),
+                    store_id: id,
+                },
+            );
+            store_addresses.push((id, address));
+        }
+        cluster
+            .lock()
+            .set_pd_client_urls(vec![format!("http://{pd_address}")]);
+        accept(
+            runtime,
+            pd_listener,
+            PdService {
+                cluster: cluster.clone(),
+            },
+        );
+        Ok(MockServer {
+            cluster,
+            pd_address,
+            store_addresses,
+        })
+    }
+
+    /// The PD endpoint (`host:port`) clients connect to.
+    pub fn pd_address(&self) -> &str {
+        &self.pd_address
+    }
+
+    /// Every store's id and address.
+    pub fn store_addresses(&self) -> &[(u64, String)] {
+        &self.store_addresses
+    }
+
+    /// The cluster, to steer it (split, move leaders, inject faults) while clients run.
+    pub fn cluster(&self) -> &SharedCluster {
+        &self.cluster
+    }
+}
+
+fn accept<R: Runtime, S: Service>(runtime: R, listener: TcpListener, service: S) {
+    let rt = runtime.clone();
+    runtime.spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((io, _)) => {
+                    let _ = io.set_nodelay(true);
+                    rt.spawn(serve_connection(
+                        rt.clone(),
+                        io,
+                        service.clone(),
+                        ServerConfig::default(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "mock server stopped accepting");
+                    return;
+                }
+            }
+        }
+    });
+}
