@@ -25,9 +25,9 @@ use tikv_core::{Delivery, GrpcCode};
 use tikv_proto::tikvpb::{self, batch_commands_request, batch_commands_response};
 use tracing::debug;
 
-use crate::grpc::{CallError, Channel, Status, codec};
-use crate::pool::Pool;
+use crate::grpc::{CallError, Status};
 use crate::runtime::{Runtime, timeout};
+use crate::transport::{SharedTransport, StreamRx, StreamTx};
 
 const BATCH_COMMANDS: &str = "/tikvpb.Tikv/BatchCommands";
 
@@ -85,7 +85,7 @@ pub struct BatchStats {
 /// BatchCommands streams to every store.
 pub struct BatchClient<R: Runtime> {
     runtime: R,
-    pool: Arc<Pool<R>>,
+    transport: SharedTransport,
     config: BatchConfig,
     stores: Mutex<HashMap<String, Arc<Store>>>,
     /// Counters.
@@ -106,11 +106,11 @@ fn failure(delivery: Delivery, code: GrpcCode, message: impl Into<String>) -> Ca
 }
 
 impl<R: Runtime> BatchClient<R> {
-    /// Batching over connections from `pool`.
-    pub fn new(runtime: R, pool: Arc<Pool<R>>, config: BatchConfig) -> Self {
+    /// Batching over streams opened through `transport`.
+    pub fn new(runtime: R, transport: SharedTransport, config: BatchConfig) -> Self {
         BatchClient {
             runtime,
-            pool,
+            transport,
             config,
             stores: Mutex::new(HashMap::new()),
             stats: Arc::new(BatchStats::default()),
@@ -128,7 +128,7 @@ impl<R: Runtime> BatchClient<R> {
                 let waiting: Inflight = Arc::new(Mutex::new(HashMap::new()));
                 self.runtime.spawn(send_loop(
                     self.runtime.clone(),
-                    self.pool.clone(),
+                    self.transport.clone(),
                     address.to_string(),
                     rx,
                     waiting.clone(),
@@ -208,14 +208,14 @@ impl<R: Runtime> BatchClient<R> {
 /// stream when it broke.
 async fn send_loop<R: Runtime>(
     runtime: R,
-    pool: Arc<Pool<R>>,
+    transport: SharedTransport,
     address: String,
     mut queue: mpsc::Receiver<Queued>,
     waiting: Inflight,
     max_batch: usize,
     stats: Arc<BatchStats>,
 ) {
-    let mut sender: Option<crate::grpc::Sender> = None;
+    let mut sender: Option<StreamTx> = None;
     let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
     while let Some(first) = queue.next().await {
         let mut batch = vec![first];
@@ -243,7 +243,7 @@ async fn send_loop<R: Runtime>(
             sender = None;
         }
         if sender.is_none() {
-            match open(&pool, &address).await {
+            match transport.open_stream(&address, BATCH_COMMANDS).await {
                 Ok((s, receiver)) => {
                     broken.store(false, Ordering::Release);
                     runtime.spawn(recv_loop(
@@ -270,13 +270,8 @@ async fn send_loop<R: Runtime>(
             request_ids: ids.clone(),
             client_send_time_ns: 0,
         };
-        let sent = codec::encode(&message)
-            .map_err(|s| CallError {
-                delivery: Delivery::NotSent,
-                status: s,
-                from_server: false,
-            })
-            .and_then(|body| sender.as_mut().map_or(Ok(()), |s| s.send(body)));
+        let body = bytes::Bytes::from(message.encode_to_vec());
+        let sent = sender.as_mut().map_or(Ok(()), |s| s.send(body));
         match sent {
             Ok(()) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -296,14 +291,6 @@ async fn send_loop<R: Runtime>(
     }
 }
 
-async fn open<R: Runtime>(
-    pool: &Pool<R>,
-    address: &str,
-) -> Result<(crate::grpc::Sender, crate::grpc::Receiver), CallError> {
-    let channel: Channel = pool.get(address).await?;
-    channel.streaming(BATCH_COMMANDS).await
-}
-
 fn fail(waiting: &Inflight, ids: impl Iterator<Item = u64>, e: &CallError) {
     let mut w = lock(waiting);
     for id in ids {
@@ -315,7 +302,7 @@ fn fail(waiting: &Inflight, ids: impl Iterator<Item = u64>, e: &CallError) {
 
 /// Routes responses to callers by id; when the stream ends, fails whoever still waits on it.
 async fn recv_loop(
-    mut receiver: crate::grpc::Receiver,
+    mut receiver: StreamRx,
     waiting: Inflight,
     broken: Arc<std::sync::atomic::AtomicBool>,
     address: String,

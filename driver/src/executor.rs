@@ -4,7 +4,7 @@
 //! shared-state lock (never held across an await), starts each effect as a future, and feeds
 //! outcomes back as they complete, so a multi-region operation's requests run concurrently.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -12,10 +12,10 @@ use tikv_core::machine::{Cx, Effect, EffectId, LocateQuery, Machine, Outcome, St
 use tikv_core::{Config, Delivery, Error, RegionCache, Rng, StoreCache, Target, TikvRequest};
 
 use crate::batch::BatchClient;
-use crate::grpc::{CallError, codec};
+use crate::grpc::CallError;
 use crate::pd::PdClient;
-use crate::pool::Pool;
 use crate::runtime::{BoxFuture, Runtime};
+use crate::transport::SharedTransport;
 
 /// State shared by every operation of a client.
 pub struct Shared {
@@ -35,8 +35,8 @@ pub struct ClientContext<R: Runtime> {
     pub config: Config,
     /// PD.
     pub pd: PdClient<R>,
-    /// TiKV connections.
-    pub pool: Arc<Pool<R>>,
+    /// How requests reach TiKV and PD.
+    pub transport: SharedTransport,
     /// BatchCommands streams (used when `config.batch_commands`).
     pub batch: BatchClient<R>,
     /// Caches and RNG.
@@ -190,26 +190,10 @@ async fn rpc<R: Runtime>(
     if ctx.config.batch_commands && request.is_batchable() {
         return batched(ctx, target, address, request, timeout).await;
     }
-    let channel = match ctx.pool.get(&address).await {
-        Ok(c) => c,
-        Err(e) => {
-            return Outcome::RpcFailed {
-                delivery: e.delivery,
-                error: call_error(e, method, target),
-            };
-        }
-    };
-    let body = match codec::frame(&request.encode_to_vec()) {
-        Ok(b) => b,
-        Err(status) => {
-            return Outcome::RpcFailed {
-                delivery: Delivery::NotSent,
-                error: Error::InvalidArgument(format!("{method}: {}", status.message)),
-            };
-        }
-    };
-    match channel
-        .unary(&ctx.runtime, request.path(), body, timeout)
+    let body = bytes::Bytes::from(request.encode_to_vec());
+    match ctx
+        .transport
+        .unary(&address, request.path(), body, timeout)
         .await
     {
         Ok(bytes) => match request.decode_response(bytes) {

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use prost::Message;
@@ -26,8 +27,8 @@ use tikv_proto::pdpb::{self, pd_service as pd};
 use tracing::{debug, warn};
 
 use crate::grpc::client::CallError;
-use crate::grpc::{Channel, ChannelConfig, codec};
 use crate::runtime::Runtime;
+use crate::transport::{SharedTransport, StreamRx, StreamTx};
 
 /// PD requests carry a `RequestHeader`; PD responses a `ResponseHeader`.
 pub trait PdMessage: Message + Default + 'static {
@@ -86,8 +87,6 @@ pd_responses!(
 pub struct PdConfig {
     /// Timeout of one PD RPC (`PDServerTimeout`, 3 s).
     pub timeout: Duration,
-    /// Connection settings.
-    pub channel: ChannelConfig,
     /// `caller_component` in request headers.
     pub component: String,
 }
@@ -96,15 +95,9 @@ impl Default for PdConfig {
     fn default() -> Self {
         PdConfig {
             timeout: Duration::from_secs(3),
-            channel: ChannelConfig::default(),
             component: "tikv-rust".into(),
         }
     }
-}
-
-struct Leader {
-    address: String,
-    channel: Channel,
 }
 
 struct TsoWaiter {
@@ -129,7 +122,8 @@ struct Inner<R: Runtime> {
     runtime: R,
     endpoints: Mutex<Vec<String>>,
     cluster_id: AtomicU64,
-    leader: Mutex<Option<Arc<Leader>>>,
+    leader: Mutex<Option<String>>,
+    transport: SharedTransport,
     config: PdConfig,
     tso: mpsc::UnboundedSender<TsoWaiter>,
 }
@@ -152,6 +146,7 @@ impl<R: Runtime> PdClient<R> {
     /// Connects to the PD cluster reachable at any of `endpoints` (`host:port` or URLs).
     pub async fn connect(
         runtime: R,
+        transport: SharedTransport,
         endpoints: &[String],
         config: PdConfig,
     ) -> Result<Self, Error> {
@@ -164,6 +159,7 @@ impl<R: Runtime> PdClient<R> {
             endpoints: Mutex::new(endpoints.iter().map(|e| address_of(e)).collect()),
             cluster_id: AtomicU64::new(0),
             leader: Mutex::new(None),
+            transport,
             config,
             tso: tso_tx,
         });
@@ -183,27 +179,19 @@ impl<R: Runtime> PdClient<R> {
 
     /// The current leader's address.
     pub fn leader_address(&self) -> Option<String> {
-        lock(&self.inner.leader).as_ref().map(|l| l.address.clone())
+        lock(&self.inner.leader).clone()
     }
 
-    /// Asks the known endpoints for the members and connects to the leader.
+    /// Asks the known endpoints for the members and adopts the leader.
     async fn discover(&self) -> Result<(), Error> {
         let inner = &self.inner;
         let endpoints = lock(&inner.endpoints).clone();
         let mut last_error = None;
         for endpoint in &endpoints {
-            let channel =
-                match Channel::connect(&inner.runtime, endpoint, &inner.config.channel).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        last_error = Some(format!("{endpoint}: {e}"));
-                        continue;
-                    }
-                };
             // Discovery requests go out without a header: the cluster id may not be known.
             let request = pdpb::GetMembersRequest::default();
             let reply = match self
-                .call_on::<pd::GetMembers>(&channel, endpoint, request, false)
+                .call_on::<pd::GetMembers>(endpoint, request, false)
                 .await
             {
                 Ok(r) => r,
@@ -236,19 +224,8 @@ impl<R: Runtime> PdClient<R> {
                 *lock(&inner.endpoints) = members;
             }
             let address = address_of(leader_url);
-            let channel = if address == *endpoint {
-                channel
-            } else {
-                match Channel::connect(&inner.runtime, &address, &inner.config.channel).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        last_error = Some(format!("leader {address}: {e}"));
-                        continue;
-                    }
-                }
-            };
             debug!(leader = %address, cluster_id, "PD leader");
-            *lock(&inner.leader) = Some(Arc::new(Leader { address, channel }));
+            *lock(&inner.leader) = Some(address);
             return Ok(());
         }
         Err(Error::Pd {
@@ -271,7 +248,6 @@ impl<R: Runtime> PdClient<R> {
 
     async fn call_on<M>(
         &self,
-        channel: &Channel,
         address: &str,
         mut request: M::Request,
         header: bool,
@@ -287,14 +263,11 @@ impl<R: Runtime> PdClient<R> {
                 *slot = Some(self.header());
             }
         }
-        let body = codec::encode(&request).map_err(|s| Error::InvalidArgument(s.message))?;
-        let reply = channel
-            .unary(
-                &self.inner.runtime,
-                M::PATH,
-                body,
-                self.inner.config.timeout,
-            )
+        let body = Bytes::from(request.encode_to_vec());
+        let reply = self
+            .inner
+            .transport
+            .unary(address, M::PATH, body, self.inner.config.timeout)
             .await;
         let bytes = reply.map_err(|e| pd_error(method, e))?;
         let response = M::Response::decode(bytes).map_err(|e| Error::Protocol {
@@ -326,16 +299,12 @@ impl<R: Runtime> PdClient<R> {
         M::Response: PdMessage,
     {
         let leader = self.leader().await?;
-        match self
-            .call_on::<M>(&leader.channel, &leader.address, request.clone(), true)
-            .await
-        {
+        match self.call_on::<M>(&leader, request.clone(), true).await {
             Err(e) if Self::worth_rediscovering(&e) => {
                 warn!(error = %e, "PD call failed; looking for the leader again");
                 self.discover().await?;
                 let leader = self.leader().await?;
-                self.call_on::<M>(&leader.channel, &leader.address, request, true)
-                    .await
+                self.call_on::<M>(&leader, request, true).await
             }
             other => other,
         }
@@ -352,11 +321,11 @@ impl<R: Runtime> PdClient<R> {
         }
     }
 
-    async fn leader(&self) -> Result<Arc<Leader>, Error> {
+    async fn leader(&self) -> Result<String, Error> {
         let current = lock(&self.inner.leader).clone();
         match current {
-            Some(l) if !l.channel.is_closed() => Ok(l),
-            _ => {
+            Some(l) => Ok(l),
+            None => {
                 self.discover().await?;
                 lock(&self.inner.leader).clone().ok_or_else(|| Error::Pd {
                     method: "GetMembers",
@@ -517,7 +486,7 @@ async fn tso_loop<R: Runtime>(
     client: std::sync::Weak<Inner<R>>,
     mut waiters: mpsc::UnboundedReceiver<TsoWaiter>,
 ) {
-    let mut stream: Option<(crate::grpc::Sender, crate::grpc::Receiver)> = None;
+    let mut stream: Option<(StreamTx, StreamRx)> = None;
     let mut last = Timestamp::ZERO;
     // A waiter that did not fit in the previous batch opens the next one.
     let mut carry: Option<TsoWaiter> = None;
@@ -563,15 +532,16 @@ async fn tso_loop<R: Runtime>(
 
 async fn tso_round<R: Runtime>(
     pd: &PdClient<R>,
-    stream: &mut Option<(crate::grpc::Sender, crate::grpc::Receiver)>,
+    stream: &mut Option<(StreamTx, StreamRx)>,
     count: u32,
     last: &mut Timestamp,
 ) -> Result<TsoBlock, Error> {
     if stream.is_none() {
         let leader = pd.leader().await?;
-        let s = leader
-            .channel
-            .streaming(pd::Tso::PATH)
+        let s = pd
+            .inner
+            .transport
+            .open_stream(&leader, pd::Tso::PATH)
             .await
             .map_err(|e| pd_error("Tso", e))?;
         *stream = Some(s);
@@ -587,8 +557,9 @@ async fn tso_round<R: Runtime>(
         count,
         ..Default::default()
     };
-    let body = codec::encode(&request).map_err(|s| Error::InvalidArgument(s.message))?;
-    sender.send(body).map_err(|e| pd_error("Tso", e))?;
+    sender
+        .send(Bytes::from(request.encode_to_vec()))
+        .map_err(|e| pd_error("Tso", e))?;
     let timeout = pd.inner.config.timeout;
     let message =
         match crate::runtime::timeout(&pd.inner.runtime, timeout, receiver.message()).await {

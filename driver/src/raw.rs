@@ -26,8 +26,8 @@ use crate::batch::{BatchClient, BatchConfig};
 use crate::executor::{ClientContext, Shared, run};
 use crate::grpc::ChannelConfig;
 use crate::pd::{PdClient, PdConfig};
-use crate::pool::Pool;
 use crate::runtime::Runtime;
+use crate::transport::{GrpcTransport, SharedTransport};
 
 /// A runtime that can be obtained from the calling context (e.g. tokio's current handle).
 pub trait CurrentRuntime: Runtime {
@@ -72,24 +72,39 @@ impl<R: Runtime> RawClient<R> {
             .iter()
             .map(|e| e.as_ref().to_string())
             .collect();
+        let transport: SharedTransport = Arc::new(GrpcTransport::new(
+            runtime.clone(),
+            ChannelConfig::default(),
+            4,
+        ));
+        Self::connect_over(runtime, transport, &endpoints, config).await
+    }
+
+    /// Connects through `transport` (e.g. a simulated network) instead of gRPC.
+    pub async fn connect_over(
+        runtime: R,
+        transport: SharedTransport,
+        endpoints: &[String],
+        config: Config,
+    ) -> Result<Self> {
         let pd_config = PdConfig {
             timeout: config.pd_timeout,
             ..Default::default()
         };
-        let pd = PdClient::connect(runtime.clone(), &endpoints, pd_config).await?;
+        let pd =
+            PdClient::connect(runtime.clone(), transport.clone(), endpoints, pd_config).await?;
         let seed = config.rng_seed.unwrap_or_else(entropy);
         let shared = Shared {
             regions: RegionCache::new(config.region_cache_ttl, config.region_cache_ttl_jitter),
             stores: StoreCache::new(),
             rng: Rng::seeded(seed),
         };
-        let pool = Arc::new(Pool::new(runtime.clone(), ChannelConfig::default(), 4));
-        let batch = BatchClient::new(runtime.clone(), pool.clone(), BatchConfig::default());
+        let batch = BatchClient::new(runtime.clone(), transport.clone(), BatchConfig::default());
         let ctx = ClientContext {
             runtime,
             config,
             pd,
-            pool,
+            transport,
             batch,
             shared: Mutex::new(shared),
         };

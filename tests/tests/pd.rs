@@ -3,12 +3,16 @@
 use std::collections::BTreeSet;
 
 use tikv_driver::pd::{PdClient, PdConfig};
+use tikv_driver::transport::GrpcTransport;
 use tikv_integration_tests::mock_cluster;
 use tikv_tokio::TokioRuntime;
 
 async fn pd(address: &str) -> PdClient<TokioRuntime> {
+    let rt = TokioRuntime::current();
+    let transport = std::sync::Arc::new(GrpcTransport::new(rt.clone(), Default::default(), 1));
     PdClient::connect(
-        TokioRuntime::current(),
+        rt,
+        transport,
         &[format!("http://{address}")],
         PdConfig::default(),
     )

@@ -13,8 +13,8 @@ use tikv_driver::grpc::server::boxed;
 use tikv_driver::grpc::{
     ChannelConfig, Requests, Responses, ServerConfig, Service, Status, codec, serve_connection,
 };
-use tikv_driver::pool::Pool;
 use tikv_driver::runtime::BoxFuture;
+use tikv_driver::transport::GrpcTransport;
 use tikv_proto::kvrpcpb;
 use tikv_proto::method::MethodKind;
 use tikv_proto::tikvpb::{self, batch_commands_request, batch_commands_response};
@@ -109,10 +109,10 @@ fn get(key: &str) -> batch_commands_request::request::Cmd {
 
 fn client() -> Arc<BatchClient<TokioRuntime>> {
     let rt = TokioRuntime::current();
-    let pool = Arc::new(Pool::new(rt.clone(), ChannelConfig::default(), 2));
+    let transport = Arc::new(GrpcTransport::new(rt.clone(), ChannelConfig::default(), 2));
     Arc::new(BatchClient::new(
         rt,
-        pool,
+        transport,
         BatchConfig {
             streams_per_store: 2,
             ..Default::default()
