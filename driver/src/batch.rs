@@ -13,7 +13,7 @@
 //! id; a late answer for it is dropped. The queue is bounded, so memory stays bounded: callers
 //! wait for room (within their deadline) when a store is overloaded.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,7 +60,8 @@ struct Queued {
 }
 
 /// Callers waiting for an answer, by request id, with whether their request was written.
-type Inflight = Arc<Mutex<HashMap<u64, (Reply, bool)>>>;
+/// Ordered, so that failing them happens in a deterministic order (simulation replays).
+type Inflight = Arc<Mutex<BTreeMap<u64, (Reply, bool)>>>;
 
 struct Stream {
     queue: mpsc::Sender<Queued>,
@@ -125,7 +126,7 @@ impl<R: Runtime> BatchClient<R> {
         let streams = (0..self.config.streams_per_store.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(self.config.queue_capacity);
-                let waiting: Inflight = Arc::new(Mutex::new(HashMap::new()));
+                let waiting: Inflight = Arc::new(Mutex::new(BTreeMap::new()));
                 self.runtime.spawn(send_loop(
                     self.runtime.clone(),
                     self.transport.clone(),

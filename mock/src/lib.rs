@@ -57,6 +57,7 @@ mod raw;
 mod region_error;
 pub mod rng;
 pub mod server;
+pub mod sim;
 #[cfg(test)]
 mod test_util;
 pub mod topology;

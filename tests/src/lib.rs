@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: a mock cluster on loopback with a given number
 //! of stores and regions, and a RawKV client connected to it.
 
+pub mod sim;
+
 use tikv_mock::ClusterConfig;
 use tikv_mock::server::MockServer;
 use tikv_tokio::TokioRuntime;

@@ -1,0 +1,396 @@
+//! An in-memory network between the client and the mock cluster, with seeded faults.
+//!
+//! Implements the driver's [`Transport`]: unary calls and streams are delivered to the
+//! [`Cluster`] engine directly, after seeded delays, on the [`SimRuntime`]'s virtual clock.
+//! Faults are drawn from one seeded generator in a fixed order, so a seed replays exactly:
+//! dropped requests (never applied; the caller times out), lost replies (applied, then the
+//! caller times out), refused connections to partitioned stores, and latency jitter.
+//! Every delivered message is folded into a trace hash that identifies the run.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_channel::mpsc;
+use futures_util::StreamExt;
+use prost::Message;
+use tikv_core::{Delivery, GrpcCode};
+use tikv_driver::grpc::{CallError, Status};
+use tikv_driver::runtime::{BoxFuture, Runtime};
+use tikv_driver::transport::{StreamRecv, StreamRx, StreamSend, StreamTx, Transport};
+use tikv_proto::tikvpb;
+
+use super::runtime::SimRuntime;
+use crate::rng::SplitMix64;
+use crate::server::SharedCluster;
+use crate::{FailureKind, MockError};
+
+/// The address the simulated PD answers on.
+pub const PD_ADDRESS: &str = "pd.sim:2379";
+
+/// Virtual wall-clock origin for the engine (PD's TSO physical time): 2023-11-14.
+const EPOCH_MS: u64 = 1_700_000_000_000;
+
+/// Fault probabilities (in parts per 1000) and latencies.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    /// A request is lost before reaching the server.
+    pub drop_request: u64,
+    /// A request is applied but its reply is lost.
+    pub lose_reply: u64,
+    /// One-way latency range.
+    pub latency: (Duration, Duration),
+}
+
+impl Faults {
+    /// No faults, fixed small latency.
+    pub fn none() -> Self {
+        Faults {
+            drop_request: 0,
+            lose_reply: 0,
+            latency: (Duration::from_micros(200), Duration::from_micros(200)),
+        }
+    }
+
+    /// A lossy network: 1% dropped requests, 1% lost replies, 0.1–5 ms latency.
+    pub fn lossy() -> Self {
+        Faults {
+            drop_request: 10,
+            lose_reply: 10,
+            latency: (Duration::from_micros(100), Duration::from_millis(5)),
+        }
+    }
+}
+
+struct State {
+    rng: SplitMix64,
+    faults: Faults,
+    partitioned: Vec<u64>,
+    trace: u64,
+    delivered: u64,
+}
+
+/// The simulated network.
+#[derive(Clone)]
+pub struct SimNetwork {
+    runtime: SimRuntime,
+    cluster: SharedCluster,
+    state: Arc<Mutex<State>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// FNV-1a step, for the trace hash.
+fn fold(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn store_address(id: u64) -> String {
+    format!("store{id}.sim:20160")
+}
+
+fn call_error(delivery: Delivery, code: GrpcCode, message: String) -> CallError {
+    CallError {
+        delivery,
+        status: Status::new(code, message),
+        from_server: false,
+    }
+}
+
+fn from_mock(e: MockError) -> CallError {
+    match e.kind {
+        FailureKind::Status => CallError {
+            delivery: Delivery::MaybeDelivered,
+            status: Status::new(
+                GrpcCode::from_u32(e.code.as_i32().unsigned_abs()),
+                e.message,
+            ),
+            from_server: true,
+        },
+        FailureKind::Unreachable => call_error(Delivery::NotSent, GrpcCode::Unavailable, e.message),
+        FailureKind::ReplyLost => {
+            call_error(Delivery::MaybeDelivered, GrpcCode::Unavailable, e.message)
+        }
+    }
+}
+
+enum Fate {
+    Deliver,
+    DropRequest,
+    LoseReply,
+}
+
+impl SimNetwork {
+    /// A network to `cluster` (whose store and PD addresses it sets) on `runtime`, with
+    /// faults drawn from `seed`.
+    pub fn new(runtime: SimRuntime, cluster: SharedCluster, faults: Faults, seed: u64) -> Self {
+        {
+            let mut c = cluster.lock();
+            let ids: Vec<u64> = c.topology().stores().map(|s| s.meta.id).collect();
+            for id in ids {
+                // Every store exists, so setting its address cannot fail.
+                let _ = c.set_store_address(id, store_address(id));
+            }
+            c.set_pd_client_urls(vec![format!("http://{PD_ADDRESS}")]);
+        }
+        let state = State {
+            rng: SplitMix64::new(seed),
+            faults,
+            partitioned: Vec::new(),
+            trace: 0xcbf2_9ce4_8422_2325,
+            delivered: 0,
+        };
+        SimNetwork {
+            runtime,
+            cluster,
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// The cluster behind the network.
+    pub fn cluster(&self) -> &SharedCluster {
+        &self.cluster
+    }
+
+    /// Cuts store `id` off the network (connections refused) until [`heal`](Self::heal).
+    pub fn partition(&self, id: u64) {
+        lock(&self.state).partitioned.push(id);
+    }
+
+    /// Reconnects every partitioned store.
+    pub fn heal(&self) {
+        lock(&self.state).partitioned.clear();
+    }
+
+    /// Changes the fault model.
+    pub fn set_faults(&self, faults: Faults) {
+        lock(&self.state).faults = faults;
+    }
+
+    /// A hash of every message delivered so far, in order: equal for equal runs.
+    pub fn trace_hash(&self) -> u64 {
+        lock(&self.state).trace
+    }
+
+    /// Messages delivered so far.
+    pub fn delivered(&self) -> u64 {
+        lock(&self.state).delivered
+    }
+
+    fn now_ms(&self) -> u64 {
+        EPOCH_MS + self.runtime.elapsed().as_millis() as u64
+    }
+
+    fn latency(&self) -> Duration {
+        let mut s = lock(&self.state);
+        let (lo, hi) = s.faults.latency;
+        let spread = hi.saturating_sub(lo).as_nanos() as u64;
+        lo + Duration::from_nanos(if spread == 0 {
+            0
+        } else {
+            s.rng.below(spread + 1)
+        })
+    }
+
+    fn fate(&self) -> Fate {
+        let mut s = lock(&self.state);
+        let (drop, lose) = (s.faults.drop_request, s.faults.lose_reply);
+        let roll = s.rng.below(1000);
+        if roll < drop {
+            Fate::DropRequest
+        } else if roll < drop + lose {
+            Fate::LoseReply
+        } else {
+            Fate::Deliver
+        }
+    }
+
+    /// The store an address names, `None` for PD; an error for unknown or partitioned ones.
+    fn route(&self, address: &str) -> Result<Option<u64>, CallError> {
+        if address == PD_ADDRESS {
+            return Ok(None);
+        }
+        let id = address
+            .strip_prefix("store")
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| {
+                call_error(
+                    Delivery::NotSent,
+                    GrpcCode::Unavailable,
+                    format!("no route to {address}"),
+                )
+            })?;
+        if lock(&self.state).partitioned.contains(&id) {
+            return Err(call_error(
+                Delivery::NotSent,
+                GrpcCode::Unavailable,
+                format!("connection to {address} refused"),
+            ));
+        }
+        Ok(Some(id))
+    }
+
+    fn record(&self, address: &str, path: &str, body: &[u8]) {
+        let mut s = lock(&self.state);
+        let now = self.runtime.elapsed().as_nanos() as u64;
+        s.trace = fold(
+            fold(fold(s.trace, &now.to_le_bytes()), address.as_bytes()),
+            path.as_bytes(),
+        );
+        s.trace = fold(s.trace, body);
+        s.delivered += 1;
+    }
+
+    fn serve(&self, store: Option<u64>, path: &str, body: Bytes) -> Result<Bytes, MockError> {
+        let now = self.now_ms();
+        let mut cluster = self.cluster.lock();
+        match store {
+            None => cluster.handle_pd(path, body, now),
+            Some(id) => cluster.handle_tikv(id, path, body, now),
+        }
+    }
+}
+
+impl Transport for SimNetwork {
+    fn unary(
+        &self,
+        address: &str,
+        path: &'static str,
+        message: Bytes,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Bytes, CallError>> {
+        let net = self.clone();
+        let address = address.to_string();
+        Box::pin(async move {
+            let store = net.route(&address)?;
+            let fate = if store.is_some() {
+                net.fate()
+            } else {
+                Fate::Deliver
+            };
+            let there = net.latency();
+            if let Fate::DropRequest = fate {
+                net.runtime.sleep(timeout).await;
+                return Err(call_error(
+                    Delivery::MaybeDelivered,
+                    GrpcCode::DeadlineExceeded,
+                    format!("{path}: request lost"),
+                ));
+            }
+            net.runtime.sleep(there).await;
+            net.record(&address, path, &message);
+            let reply = net.serve(store, path, message);
+            if let Fate::LoseReply = fate {
+                net.runtime.sleep(timeout.saturating_sub(there)).await;
+                return Err(call_error(
+                    Delivery::MaybeDelivered,
+                    GrpcCode::DeadlineExceeded,
+                    format!("{path}: reply lost"),
+                ));
+            }
+            let back = net.latency();
+            net.runtime.sleep(back).await;
+            reply.map_err(from_mock)
+        })
+    }
+
+    fn open_stream(
+        &self,
+        address: &str,
+        path: &'static str,
+    ) -> BoxFuture<'static, Result<(StreamTx, StreamRx), CallError>> {
+        let net = self.clone();
+        let address = address.to_string();
+        Box::pin(async move {
+            let store = net.route(&address)?;
+            let (to_server, mut from_client) = mpsc::unbounded::<Bytes>();
+            let (to_client, from_server) = mpsc::unbounded::<Result<Bytes, CallError>>();
+            let server = net.clone();
+            net.runtime.spawn(async move {
+                while let Some(message) = from_client.next().await {
+                    // PD's TSO stream is kept reliable, like the PD calls; store streams get
+                    // the same faults as unary calls, per message.
+                    let fate = if store.is_some() {
+                        server.fate()
+                    } else {
+                        Fate::Deliver
+                    };
+                    server.runtime.sleep(server.latency()).await;
+                    if let Fate::DropRequest = fate {
+                        continue;
+                    }
+                    if store.is_some_and(|id| lock(&server.state).partitioned.contains(&id)) {
+                        let _ = to_client.unbounded_send(Err(call_error(
+                            Delivery::MaybeDelivered,
+                            GrpcCode::Unavailable,
+                            "stream cut".into(),
+                        )));
+                        return;
+                    }
+                    server.record(&address, path, &message);
+                    let now = server.now_ms();
+                    let reply = match store {
+                        Some(id) => match tikvpb::BatchCommandsRequest::decode(message) {
+                            Ok(req) => server
+                                .cluster
+                                .lock()
+                                .handle_batch_commands(id, req, now)
+                                .map(|r| Bytes::from(r.encode_to_vec())),
+                            Err(e) => Err(MockError::undecodable(path, &e)),
+                        },
+                        None => server.cluster.lock().handle_pd(path, message, now),
+                    };
+                    if let Fate::LoseReply = fate {
+                        continue;
+                    }
+                    server.runtime.sleep(server.latency()).await;
+                    let failed = reply.is_err();
+                    if to_client.unbounded_send(reply.map_err(from_mock)).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            Ok((
+                Box::new(SimTx(to_server)) as StreamTx,
+                Box::new(SimRx(from_server)) as StreamRx,
+            ))
+        })
+    }
+}
+
+struct SimTx(mpsc::UnboundedSender<Bytes>);
+
+impl StreamSend for SimTx {
+    fn send(&mut self, message: Bytes) -> Result<(), CallError> {
+        self.0.unbounded_send(message).map_err(|_| {
+            call_error(
+                Delivery::NotSent,
+                GrpcCode::Unavailable,
+                "stream closed".into(),
+            )
+        })
+    }
+}
+
+struct SimRx(mpsc::UnboundedReceiver<Result<Bytes, CallError>>);
+
+impl StreamRecv for SimRx {
+    fn message(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, CallError>> {
+        Box::pin(async move {
+            match self.0.next().await {
+                Some(Ok(m)) => Ok(Some(m)),
+                Some(Err(e)) => Err(e),
+                None => Err(call_error(
+                    Delivery::MaybeDelivered,
+                    GrpcCode::Unavailable,
+                    "stream ended".into(),
+                )),
+            }
+        })
+    }
+}
