@@ -13,6 +13,7 @@
 pub mod backoff;
 pub mod config;
 pub mod error;
+pub mod fuzzing;
 pub mod key;
 pub mod machine;
 pub mod plan;

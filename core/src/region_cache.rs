@@ -276,6 +276,43 @@ impl RegionCache {
         }
     }
 
+    /// Checks the cache's structural invariants: entries do not overlap, each is indexed by
+    /// its start key and its id, and the id index points only at cached entries. Used by
+    /// tests and fuzzing; `Err` names the first violation.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut previous: Option<&Region> = None;
+        for (start, entry) in &self.by_start {
+            let r = &entry.region;
+            if r.range.start() != start {
+                return Err(format!(
+                    "region {} indexed under {start} but starts at {}",
+                    r.id,
+                    r.range.start()
+                ));
+            }
+            if self.by_id.get(&r.id) != Some(start) {
+                return Err(format!("region {} missing from the id index", r.id));
+            }
+            if let Some(p) = previous {
+                if p.range.is_unbounded() || p.range.end() > r.range.start() {
+                    return Err(format!(
+                        "regions {} {} and {} {} overlap",
+                        p.id, p.range, r.id, r.range
+                    ));
+                }
+            }
+            previous = Some(r);
+        }
+        if self.by_id.len() != self.by_start.len() {
+            return Err(format!(
+                "{} ids for {} regions",
+                self.by_id.len(),
+                self.by_start.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// Splits `range` into the cached regions covering it, in key order, each with the part
     /// of the range it holds. On the first gap or expired entry returns `Err(key)`: locate
     /// `key` and try again.

@@ -298,7 +298,12 @@ impl Machine for RegionRpc {
                 self.state = waiting;
                 Step::Wait
             }
-            RpcState::Ready => self.send(cx),
+            RpcState::Ready => match self.send(cx) {
+                // Sending decided to back off first: emit the sleep now, or the caller would
+                // wait for an effect that was never issued.
+                Step::Wait if matches!(self.state, RpcState::Backoff(..)) => self.poll(cx),
+                step => step,
+            },
             RpcState::Backoff(kind, error, then) => {
                 match self.backoff.next_sleep(kind, &error, cx.rng) {
                     Ok(duration) => {
@@ -722,6 +727,27 @@ mod tests {
             h.slept() >= budget::RAWKV,
             "kept trying for the whole budget"
         );
+    }
+
+    /// Regression: a region listing a tombstone store made the machine wait without having
+    /// issued its backoff sleep (found by the `raw_get` fuzz harness).
+    #[test]
+    fn tombstone_peer_backs_off_and_relocates() {
+        let mut h = Harness::new(1);
+        h.stores.insert(Store {
+            id: 1,
+            address: String::new(),
+            labels: vec![],
+            state: StoreState::Tombstone,
+        });
+        let r = region(7, "", "", &[1]);
+        h.cache(r.clone());
+        let out = h.run(rpc(r, get("k"), RpcOptions::READ), |e| {
+            panic!("nothing should be sent: {e:?}")
+        });
+        assert!(matches!(out, RegionRpcResult::Relocate(_)));
+        assert!(matches!(h.effects[0], Effect::Sleep { .. }));
+        assert!(h.regions.is_empty(), "the stale region is dropped");
     }
 
     #[test]
