@@ -14,6 +14,17 @@ pub enum ApiVersion {
     V2,
 }
 
+/// TLS material for connections to TiKV and PD (PEM files), re-read on every new connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Security {
+    /// CA certificate(s) that sign the servers' certificates.
+    pub ca: std::path::PathBuf,
+    /// This client's certificate chain, for servers that require client certificates.
+    pub cert: Option<std::path::PathBuf>,
+    /// The private key of `cert`.
+    pub key: Option<std::path::PathBuf>,
+}
+
 /// Configuration of one client.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -49,6 +60,8 @@ pub struct Config {
     /// Send batchable requests inside BatchCommands streams (client-go's default); `false`
     /// sends every request as its own unary call.
     pub batch_commands: bool,
+    /// TLS for every connection; `None` for cleartext.
+    pub security: Option<Security>,
     /// Seed of the client's random generator (jitter, replica choice); `None` seeds from the
     /// driver's entropy. Set it in tests for reproducible runs.
     pub rng_seed: Option<u64>,
@@ -71,6 +84,7 @@ impl Default for Config {
             request_source: String::new(),
             resource_group_tag: Vec::new(),
             batch_commands: true,
+            security: None,
             rng_seed: None,
         }
     }

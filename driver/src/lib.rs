@@ -12,6 +12,7 @@ pub mod pd;
 pub mod pool;
 pub mod raw;
 pub mod runtime;
+pub mod tls;
 pub mod transport;
 
 pub use raw::{CurrentRuntime, RawClient};

@@ -43,6 +43,8 @@ pub struct ChannelConfig {
     /// How long to wait for a ping's answer before closing the connection as dead
     /// (`GrpcKeepAliveTimeout`, 3 s).
     pub keepalive_timeout: Duration,
+    /// TLS material; `None` speaks cleartext HTTP/2 (prior knowledge).
+    pub tls: Option<crate::tls::SecurityConfig>,
 }
 
 impl Default for ChannelConfig {
@@ -55,6 +57,7 @@ impl Default for ChannelConfig {
             connect_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(3),
+            tls: None,
         }
     }
 }
@@ -172,8 +175,8 @@ impl fmt::Debug for Channel {
 }
 
 impl Channel {
-    /// Connects to `address` (`host:port`) and completes the HTTP/2 handshake (cleartext,
-    /// prior knowledge). The connection is driven by a task spawned on `runtime`, which ends
+    /// Connects to `address` (`host:port`) and completes the HTTP/2 handshake: over TLS when
+    /// `config.tls` is set, else cleartext with prior knowledge. The connection is driven by a task spawned on `runtime`, which ends
     /// when every clone of the channel is dropped or the connection fails.
     pub async fn connect<R: Runtime>(
         runtime: &R,
@@ -191,7 +194,26 @@ impl Channel {
                 )));
             }
         };
-        Channel::handshake(runtime, io, address, config).await
+        match &config.tls {
+            None => Channel::handshake(runtime, io, address, config).await,
+            Some(tls) => {
+                let io = match timeout(
+                    runtime,
+                    config.connect_timeout,
+                    crate::tls::connect(tls, io, address),
+                )
+                .await
+                {
+                    Some(result) => result?,
+                    None => {
+                        return Err(unreachable(format!(
+                            "TLS handshake with {address} timed out"
+                        )));
+                    }
+                };
+                Channel::handshake(runtime, io, address, config).await
+            }
+        }
     }
 
     /// Runs the HTTP/2 handshake over an established stream (e.g. an in-memory duplex or a
