@@ -1,0 +1,249 @@
+//! The built `tikv-cli` binary, run as a user would: the demo, raw commands against a
+//! `tikv-cli mock` process, and the one-line errors.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tikv-cli");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("tikv-cli runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs a command that must succeed and returns its stdout.
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// Asserts a failure reported as exactly one `error: ...` line; returns that line.
+fn one_line_error(args: &[&str], code: i32) -> String {
+    let o = run(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?} printed: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    lines[0].to_string()
+}
+
+/// A `tikv-cli mock` process, killed when dropped.
+struct MockProcess {
+    child: Child,
+    pd: String,
+    /// Kept open so that the server's later lines do not meet a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl MockProcess {
+    fn start(args: &[&str]) -> MockProcess {
+        let mut child = Command::new(BIN)
+            .arg("mock")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("tikv-cli mock starts");
+        let out = child.stdout.take().expect("piped stdout");
+        let mut stdout = BufReader::new(out);
+        let mut first = String::new();
+        stdout
+            .read_line(&mut first)
+            .expect("mock prints its PD address");
+        let pd = first
+            .strip_prefix("pd ")
+            .unwrap_or_else(|| panic!("first line is 'pd <address>', got {first:?}"))
+            .trim()
+            .to_string();
+        MockProcess {
+            child,
+            pd,
+            _stdout: stdout,
+        }
+    }
+}
+
+impl Drop for MockProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn demo_exits_zero_and_checks_consistency() {
+    let out = ok(&["demo"]);
+    assert!(out.contains("consistency check passed"), "{out}");
+    assert!(out.contains("split the region"), "{out}");
+    assert!(out.contains("moved the leader"), "{out}");
+    assert!(out.contains("demo passed"), "{out}");
+}
+
+#[test]
+fn demo_runs_against_a_cluster_given_by_pd() {
+    let mock = MockProcess::start(&["--stores", "3", "--splits", "tikv-cli-demo/key-000050"]);
+    let out = ok(&["demo", "--pd", &mock.pd, "--writes", "20"]);
+    assert!(out.contains("consistency check passed"), "{out}");
+    assert!(
+        out.contains("mock-only"),
+        "the split and transfer are skipped: {out}"
+    );
+    // It cleaned up after itself.
+    let left = ok(&["--pd", &mock.pd, "raw", "scan", "--keys-only"]);
+    assert_eq!(left, "", "keys left behind");
+}
+
+#[test]
+fn raw_commands_against_a_mock_process() {
+    let mock = MockProcess::start(&["--stores", "3", "--splits", "b,m"]);
+    let pd = mock.pd.as_str();
+
+    assert_eq!(ok(&["--pd", pd, "raw", "put", "hello", "world"]), "OK\n");
+    // --pd after the subcommand works too.
+    assert_eq!(ok(&["raw", "get", "hello", "--pd", pd]), "world\n");
+    assert_eq!(ok(&["--pd", pd, "raw", "get", "absent"]), "(not found)\n");
+    ok(&["--pd", pd, "raw", "put", "apple", "red"]);
+    ok(&["--pd", pd, "raw", "put", "zebra", "striped"]);
+
+    // A scan across the three regions, text and JSON.
+    assert_eq!(
+        ok(&["--pd", pd, "raw", "scan"]),
+        "apple\tred\nhello\tworld\nzebra\tstriped\n"
+    );
+    assert_eq!(
+        ok(&["--pd", pd, "raw", "scan", "b", "z", "--keys-only"]),
+        "hello\n"
+    );
+    assert_eq!(
+        ok(&["--pd", pd, "raw", "reverse-scan", "--limit", "2"]),
+        "zebra\tstriped\nhello\tworld\n"
+    );
+    assert_eq!(
+        ok(&["--pd", pd, "--json", "raw", "scan", "--limit", "2"]),
+        "[{\"key\":\"apple\",\"value\":\"red\"},{\"key\":\"hello\",\"value\":\"world\"}]\n"
+    );
+
+    // Binary keys: hex in, hex out; escaped in text output.
+    ok(&["--pd", pd, "--hex", "raw", "put", "00ff", "0a"]);
+    assert_eq!(ok(&["--pd", pd, "--hex", "raw", "get", "0x00ff"]), "0a\n");
+    assert_eq!(
+        ok(&["--pd", pd, "raw", "scan", "", "a"]),
+        "\\x00\\xff\t\\x0a\n"
+    );
+
+    assert_eq!(
+        ok(&[
+            "--pd",
+            pd,
+            "raw",
+            "cas",
+            "hello",
+            "there",
+            "--expected",
+            "world"
+        ]),
+        "swapped (previous value: world)\n"
+    );
+    assert_eq!(
+        ok(&[
+            "--pd",
+            pd,
+            "--json",
+            "raw",
+            "cas",
+            "hello",
+            "x",
+            "--expected",
+            "world"
+        ]),
+        "{\"swapped\":false,\"previous\":\"there\"}\n"
+    );
+
+    ok(&["--pd", pd, "raw", "put", "short-lived", "v", "--ttl", "100"]);
+    let ttl = ok(&["--pd", pd, "raw", "ttl", "short-lived"]);
+    let secs: u64 = ttl.trim().trim_end_matches('s').parse().expect("seconds");
+    assert!(secs > 0 && secs <= 100, "{ttl}");
+    assert_eq!(ok(&["--pd", pd, "raw", "ttl", "apple"]), "no TTL\n");
+
+    let sum = ok(&["--pd", pd, "--json", "raw", "checksum"]);
+    assert!(sum.contains("\"total_kvs\":5"), "{sum}");
+
+    assert_eq!(ok(&["--pd", pd, "raw", "delete", "apple", "zebra"]), "OK\n");
+    assert_eq!(ok(&["--pd", pd, "raw", "delete-range", "h", "i"]), "OK\n");
+    assert_eq!(
+        ok(&["--pd", pd, "raw", "scan", "a", "--keys-only"]),
+        "short-lived\n"
+    );
+}
+
+#[test]
+fn mock_prints_json_addresses() {
+    let mut child = Command::new(BIN)
+        .args(["--json", "mock", "--stores", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut line = String::new();
+    let read = BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
+    let _ = child.kill();
+    let _ = child.wait();
+    read.expect("reads");
+    assert!(line.starts_with("{\"pd\":\"127.0.0.1:"), "{line}");
+    assert_eq!(line.matches("\"address\"").count(), 2, "{line}");
+}
+
+#[test]
+fn raw_without_pd_uses_an_embedded_mock() {
+    let o = run(&["raw", "put", "k", "v"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "OK\n");
+    assert!(stderr(&o).contains("embedded mock"), "{}", stderr(&o));
+}
+
+#[test]
+fn errors_are_one_line_and_non_zero() {
+    let e = one_line_error(&["--bogus", "demo"], 2);
+    assert!(e.contains("--bogus"), "{e}");
+    let e = one_line_error(&["raw", "get"], 2);
+    assert!(e.contains("<KEYS>"), "{e}");
+    let e = one_line_error(&["--pd", "no-port", "demo"], 2);
+    assert!(e.contains("host:port"), "{e}");
+    let e = one_line_error(&["--pd", "127.0.0.1:1", "raw", "get", "k"], 1);
+    assert!(e.contains("cannot connect to PD at 127.0.0.1:1"), "{e}");
+    let e = one_line_error(&["--pd", "127.0.0.1:1", "demo"], 1);
+    assert!(e.contains("cannot connect to PD"), "{e}");
+    // Arguments are checked before connecting: no connection error hides the typo.
+    let e = one_line_error(&["--pd", "127.0.0.1:1", "--hex", "raw", "get", "zz"], 1);
+    assert!(e.contains("not valid hex"), "{e}");
+    let e = one_line_error(&["--pd", "127.0.0.1:1", "raw", "scan", "b", "a"], 1);
+    assert!(e.contains("after its end"), "{e}");
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    assert!(ok(&["--help"]).contains("demo"));
+    assert!(ok(&["raw", "--help"]).contains("reverse-scan"));
+    assert!(ok(&["--version"]).starts_with("tikv-cli "));
+}
