@@ -196,6 +196,8 @@ pub fn generate(out: &Path) {
     std::fs::create_dir_all(out).expect("create output dir");
     prost_build::Config::new()
         .bytes(["."])
+        // Ordered maps: encoding order must not depend on a hasher (reproducible simulation runs).
+        .btree_map(["."])
         .out_dir(out)
         .service_generator(Box::new(MethodTable { batch }))
         .compile_fds(fds)

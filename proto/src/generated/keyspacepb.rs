@@ -37,8 +37,8 @@ pub struct KeyspaceMeta {
     pub created_at: i64,
     #[prost(int64, tag = "5")]
     pub state_changed_at: i64,
-    #[prost(map = "string, string", tag = "7")]
-    pub config: ::std::collections::HashMap<
+    #[prost(btree_map = "string, string", tag = "7")]
+    pub config: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,

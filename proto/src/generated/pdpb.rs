@@ -264,8 +264,8 @@ pub struct GetMembersResponse {
     pub leader: ::core::option::Option<Member>,
     #[prost(message, optional, tag = "4")]
     pub etcd_leader: ::core::option::Option<Member>,
-    #[prost(map = "string, message", tag = "5")]
-    pub tso_allocator_leaders: ::std::collections::HashMap<
+    #[prost(btree_map = "string, message", tag = "5")]
+    pub tso_allocator_leaders: ::prost::alloc::collections::BTreeMap<
         ::prost::alloc::string::String,
         Member,
     >,
@@ -465,8 +465,8 @@ pub struct QueryRegionResponse {
     pub key_id_map: ::prost::alloc::vec::Vec<u64>,
     #[prost(uint64, repeated, tag = "3")]
     pub prev_key_id_map: ::prost::alloc::vec::Vec<u64>,
-    #[prost(map = "uint64, message", tag = "4")]
-    pub regions_by_id: ::std::collections::HashMap<u64, RegionResponse>,
+    #[prost(btree_map = "uint64, message", tag = "4")]
+    pub regions_by_id: ::prost::alloc::collections::BTreeMap<u64, RegionResponse>,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct QueryStats {
@@ -768,8 +768,8 @@ pub struct StoreStats {
     pub total_memory: u64,
     #[prost(uint64, tag = "29")]
     pub used_memory: u64,
-    #[prost(map = "uint64, uint64", tag = "30")]
-    pub network_slow_scores: ::std::collections::HashMap<u64, u64>,
+    #[prost(btree_map = "uint64, uint64", tag = "30")]
+    pub network_slow_scores: ::prost::alloc::collections::BTreeMap<u64, u64>,
     #[prost(message, repeated, tag = "31")]
     pub dfs: ::prost::alloc::vec::Vec<DfsStatItem>,
     #[prost(bool, tag = "32")]
