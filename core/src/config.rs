@@ -53,6 +53,11 @@ pub struct Config {
     pub region_concurrency: usize,
     /// API version of requests.
     pub api_version: ApiVersion,
+    /// API V2: the keyspace to work in, by name (`None`: `DEFAULT`). The client looks up its
+    /// id with PD's `LoadKeyspace` when it connects.
+    pub keyspace: Option<String>,
+    /// API V2: the keyspace id, filled in by the client at connect time from `keyspace`.
+    pub keyspace_id: Option<u32>,
     /// `Context.request_source` stamped on every request (for TiKV's accounting).
     pub request_source: String,
     /// `Context.resource_group_tag` stamped on every request.
@@ -81,6 +86,8 @@ impl Default for Config {
             raw_scan_limit_max: 10240,
             region_concurrency: 16,
             api_version: ApiVersion::V1,
+            keyspace: None,
+            keyspace_id: None,
             request_source: String::new(),
             resource_group_tag: Vec::new(),
             batch_commands: true,
@@ -91,6 +98,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// How PD and TiKV write region boundaries for this API version.
+    pub fn region_keys(&self) -> crate::codec::RegionKeys {
+        match self.api_version {
+            ApiVersion::V1 => crate::codec::RegionKeys::Raw,
+            ApiVersion::V2 => crate::codec::RegionKeys::MemComparable,
+        }
+    }
+
     /// The effective budget for an operation whose client-go budget is `base`.
     pub fn budget(&self, base: Duration) -> Duration {
         base.saturating_mul(self.backoff_weight.max(1))

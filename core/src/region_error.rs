@@ -32,6 +32,7 @@
 use tikv_proto::errorpb;
 
 use crate::backoff::BackoffKind;
+use crate::codec::RegionKeys;
 use crate::region::{Region, RegionVerId, StoreId};
 use crate::region_cache::{LeaderUpdate, RegionCache};
 use crate::rng::Rng;
@@ -73,6 +74,8 @@ pub struct RoutingState<'a> {
     pub now: Instant,
     /// Randomness (cache TTL jitter).
     pub rng: &'a mut Rng,
+    /// How region boundaries in `EpochNotMatch` are written.
+    pub region_keys: RegionKeys,
 }
 
 /// Applies region error `err`, which `sent` came back with, to the caches, and decides how the
@@ -197,7 +200,13 @@ fn on_epoch_not_match(
     let mut same_version = false;
     let mut fresh = Vec::with_capacity(current.len());
     for meta in current {
-        let mut region = Region::from_meta(meta, None);
+        let mut meta = meta.clone();
+        if st.region_keys.decode_region(&mut meta).is_err() {
+            // A boundary we cannot read: drop our view and ask PD instead.
+            st.regions.invalidate(sent.region);
+            return RegionErrorAction::Relocate(Some(BackoffKind::RegionMiss));
+        }
+        let mut region = Region::from_meta(&meta, None);
         // The store that answered holds these regions; treat its peer as the leader until told
         // otherwise.
         region.switch_leader_to_store(sent.store_id);
@@ -312,6 +321,7 @@ mod tests {
                 stores: &mut self.stores,
                 now: Instant::ZERO,
                 rng: &mut self.rng,
+                region_keys: RegionKeys::Raw,
             };
             on_region_error(e, sent, &mut st)
         }

@@ -45,12 +45,30 @@ impl RpcOptions {
     };
 }
 
+/// The keyspace id that means "no keyspace" (API V1).
+pub const NULL_KEYSPACE_ID: u32 = 0xffff_ffff;
+
+/// The keyspace API V2 clients use when none is configured.
+pub const DEFAULT_KEYSPACE: &str = "DEFAULT";
+
 /// Fills the fields of `ctx` that come from the client's configuration.
 pub fn stamp_context(ctx: &mut kvrpcpb::Context, config: &Config, options: &RpcOptions) {
-    ctx.api_version = match config.api_version {
-        ApiVersion::V1 => kvrpcpb::ApiVersion::V1 as i32,
-        ApiVersion::V2 => kvrpcpb::ApiVersion::V2 as i32,
-    };
+    use kvrpcpb::context::Keyspace;
+    match config.api_version {
+        ApiVersion::V1 => {
+            ctx.api_version = kvrpcpb::ApiVersion::V1 as i32;
+            // "No keyspace", as client-go's V1 codec says it.
+            ctx.keyspace = Some(Keyspace::KeyspaceId(NULL_KEYSPACE_ID));
+        }
+        ApiVersion::V2 => {
+            ctx.api_version = kvrpcpb::ApiVersion::V2 as i32;
+            ctx.keyspace = Some(Keyspace::KeyspaceId(config.keyspace_id.unwrap_or(0)));
+            ctx.keyspace_name = config
+                .keyspace
+                .clone()
+                .unwrap_or_else(|| DEFAULT_KEYSPACE.into());
+        }
+    }
     if !config.request_source.is_empty() {
         ctx.request_source = config.request_source.clone();
     }
@@ -232,6 +250,7 @@ impl RegionRpc {
             stores: cx.stores,
             now: cx.now,
             rng: cx.rng,
+            region_keys: cx.config.region_keys(),
         };
         let action = on_region_error(&region_error, sent, &mut routing);
         let error = self.region_error(region_error.message.clone());

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use prost::Message;
+use tikv_core::codec::RegionKeys;
 use tikv_core::tso::{MAX_BATCH, TsoBlock};
 use tikv_core::{Error, GrpcCode, Region, Store, Target, Timestamp};
 use tikv_proto::method::Method;
@@ -82,6 +83,18 @@ pd_responses!(
     AllocIdResponse
 );
 
+impl PdMessage for tikv_proto::keyspacepb::LoadKeyspaceRequest {
+    fn request_header(&mut self) -> Option<&mut Option<pdpb::RequestHeader>> {
+        Some(&mut self.header)
+    }
+}
+
+impl PdMessage for tikv_proto::keyspacepb::LoadKeyspaceResponse {
+    fn response_header(&self) -> Option<&pdpb::ResponseHeader> {
+        self.header.as_ref()
+    }
+}
+
 /// PD client settings.
 #[derive(Clone, Debug)]
 pub struct PdConfig {
@@ -89,6 +102,8 @@ pub struct PdConfig {
     pub timeout: Duration,
     /// `caller_component` in request headers.
     pub component: String,
+    /// How region boundaries are written (memcomparable under API V2).
+    pub region_keys: RegionKeys,
 }
 
 impl Default for PdConfig {
@@ -96,6 +111,7 @@ impl Default for PdConfig {
         PdConfig {
             timeout: Duration::from_secs(3),
             component: "tikv-rust".into(),
+            region_keys: RegionKeys::Raw,
         }
     }
 }
@@ -336,31 +352,41 @@ impl<R: Runtime> PdClient<R> {
         }
     }
 
+    /// Converts PD's region (boundaries decoded per `region_keys`).
     fn region_from(
+        &self,
         region: Option<tikv_proto::metapb::Region>,
-        leader: Option<tikv_proto::metapb::Peer>,
-    ) -> Option<Region> {
-        region.map(|r| Region::from_meta(&r, leader.as_ref()))
+        leader: Option<&tikv_proto::metapb::Peer>,
+    ) -> Result<Option<Region>, Error> {
+        let Some(mut region) = region else {
+            return Ok(None);
+        };
+        self.inner.config.region_keys.decode_region(&mut region)?;
+        Ok(Some(Region::from_meta(&region, leader)))
+    }
+
+    fn encode_key(&self, key: &[u8]) -> Bytes {
+        Bytes::from(self.inner.config.region_keys.encode(key))
     }
 
     /// The region holding `key`, with its leader; `None` when PD has none.
     pub async fn get_region(&self, key: &[u8]) -> Result<Option<Region>, Error> {
         let request = pdpb::GetRegionRequest {
-            region_key: key.to_vec().into(),
+            region_key: self.encode_key(key),
             ..Default::default()
         };
         let r = self.call::<pd::GetRegion>(request).await;
-        Self::region_or_none(r.map(|r| Self::region_from(r.region, r.leader)))
+        Self::region_or_none(r.and_then(|r| self.region_from(r.region, r.leader.as_ref())))
     }
 
     /// The region just before the one holding `key` (for reverse scans).
     pub async fn get_prev_region(&self, key: &[u8]) -> Result<Option<Region>, Error> {
         let request = pdpb::GetRegionRequest {
-            region_key: key.to_vec().into(),
+            region_key: self.encode_key(key),
             ..Default::default()
         };
         let r = self.call::<pd::GetPrevRegion>(request).await;
-        Self::region_or_none(r.map(|r| Self::region_from(r.region, r.leader)))
+        Self::region_or_none(r.and_then(|r| self.region_from(r.region, r.leader.as_ref())))
     }
 
     /// The region with this id.
@@ -370,13 +396,44 @@ impl<R: Runtime> PdClient<R> {
             ..Default::default()
         };
         let r = self.call::<pd::GetRegionById>(request).await;
-        Self::region_or_none(r.map(|r| Self::region_from(r.region, r.leader)))
+        Self::region_or_none(r.and_then(|r| self.region_from(r.region, r.leader.as_ref())))
     }
 
     fn region_or_none(r: Result<Option<Region>, Error>) -> Result<Option<Region>, Error> {
         match r {
             Err(Error::Pd { kind, .. }) if kind == "REGION_NOT_FOUND" => Ok(None),
             other => other,
+        }
+    }
+
+    /// The id of the API V2 keyspace `name` (`LoadKeyspace`).
+    pub async fn load_keyspace(&self, name: &str) -> Result<u32, Error> {
+        use tikv_proto::keyspacepb::{self, keyspace_meta, keyspace_service as ks};
+        let request = keyspacepb::LoadKeyspaceRequest {
+            name: name.to_string(),
+            ..Default::default()
+        };
+        let reply = self.call::<ks::LoadKeyspace>(request).await?;
+        let meta = reply.keyspace.ok_or_else(|| Error::Pd {
+            method: "LoadKeyspace",
+            kind: "ENTRY_NOT_FOUND".into(),
+            message: format!("keyspace {name} not found"),
+        })?;
+        if meta.state != keyspacepb::KeyspaceState::Enabled as i32 {
+            return Err(Error::InvalidArgument(format!(
+                "keyspace {name} is not enabled (state {})",
+                meta.state
+            )));
+        }
+        match meta.keyspace {
+            Some(keyspace_meta::Keyspace::Id(id)) => Ok(id),
+            _ => Err(Error::Pd {
+                method: "LoadKeyspace",
+                kind: "INVALID_RESPONSE".into(),
+                message: format!(
+                    "keyspace {name} has no API V2 id (API V3 keyspaces are not supported)"
+                ),
+            }),
         }
     }
 
@@ -412,28 +469,23 @@ impl<R: Runtime> PdClient<R> {
         limit: i32,
     ) -> Result<Vec<Region>, Error> {
         let request = pdpb::ScanRegionsRequest {
-            start_key: start.to_vec().into(),
-            end_key: end.to_vec().into(),
+            start_key: self.encode_key(start),
+            end_key: self.encode_key(end),
             limit,
             ..Default::default()
         };
         let r = self.call::<pd::ScanRegions>(request).await?;
+        let mut out = Vec::new();
         if !r.regions.is_empty() {
-            return Ok(r
-                .regions
-                .iter()
-                .filter_map(|x| {
-                    x.region
-                        .as_ref()
-                        .map(|m| Region::from_meta(m, x.leader.as_ref()))
-                })
-                .collect());
+            for x in r.regions {
+                out.extend(self.region_from(x.region, x.leader.as_ref())?);
+            }
+        } else {
+            for (i, m) in r.region_metas.into_iter().enumerate() {
+                out.extend(self.region_from(Some(m), r.leaders.get(i))?);
+            }
         }
-        Ok(r.region_metas
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Region::from_meta(m, r.leaders.get(i)))
-            .collect())
+        Ok(out)
     }
 
     /// `count` consecutive timestamps; returns the first. Requests from concurrent callers are

@@ -14,13 +14,20 @@
 //!
 //! Every call routes by region, retries what TiKV and PD ask to retry within client-go's
 //! budgets, and runs multi-region work concurrently (bounded by `Config::region_concurrency`).
+//!
+//! With `Config::api_version = ApiVersion::V2`, the client works inside one keyspace
+//! (`Config::keyspace`, default `DEFAULT`): it looks the keyspace up in PD when it connects,
+//! prefixes every key with the keyspace's raw-mode prefix, bounds every range to the keyspace,
+//! and strips the prefix from every key it returns. Callers never see the prefix.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tikv_core::codec::KeyspacePrefix;
 use tikv_core::raw::{self, CasResult, Checksum, KvPair, PutItem};
-use tikv_core::{Config, Error, Key, KeyRange, RegionCache, Result, Rng, StoreCache};
+use tikv_core::request::DEFAULT_KEYSPACE;
+use tikv_core::{ApiVersion, Config, Error, Key, KeyRange, RegionCache, Result, Rng, StoreCache};
 
 use crate::batch::{BatchClient, BatchConfig};
 use crate::executor::{ClientContext, Shared, run};
@@ -41,6 +48,8 @@ pub struct RawClient<R: Runtime> {
     cf: String,
     atomic: bool,
     timeout: Option<Duration>,
+    /// API V2: the keyspace every key lives in.
+    keyspace: Option<KeyspacePrefix>,
 }
 
 impl<R: Runtime> Clone for RawClient<R> {
@@ -50,6 +59,7 @@ impl<R: Runtime> Clone for RawClient<R> {
             cf: self.cf.clone(),
             atomic: self.atomic,
             timeout: self.timeout,
+            keyspace: self.keyspace,
         }
     }
 }
@@ -62,7 +72,7 @@ impl<R: CurrentRuntime> RawClient<R> {
 }
 
 impl<R: Runtime> RawClient<R> {
-    /// Connects on `runtime`.
+    /// Connects on `runtime`, over gRPC (with TLS when `config.security` is set).
     pub async fn connect_with(
         runtime: R,
         pd_endpoints: &[impl AsRef<str>],
@@ -72,11 +82,11 @@ impl<R: Runtime> RawClient<R> {
             .iter()
             .map(|e| e.as_ref().to_string())
             .collect();
-        let transport: SharedTransport = Arc::new(GrpcTransport::new(
-            runtime.clone(),
-            ChannelConfig::default(),
-            4,
-        ));
+        let channel = ChannelConfig {
+            tls: config.security.clone(),
+            ..Default::default()
+        };
+        let transport: SharedTransport = Arc::new(GrpcTransport::new(runtime.clone(), channel, 4));
         Self::connect_over(runtime, transport, &endpoints, config).await
     }
 
@@ -85,14 +95,28 @@ impl<R: Runtime> RawClient<R> {
         runtime: R,
         transport: SharedTransport,
         endpoints: &[String],
-        config: Config,
+        mut config: Config,
     ) -> Result<Self> {
         let pd_config = PdConfig {
             timeout: config.pd_timeout,
+            region_keys: config.region_keys(),
             ..Default::default()
         };
         let pd =
             PdClient::connect(runtime.clone(), transport.clone(), endpoints, pd_config).await?;
+        let keyspace = match config.api_version {
+            ApiVersion::V1 => None,
+            ApiVersion::V2 => {
+                let name = config
+                    .keyspace
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_KEYSPACE.to_string());
+                let id = pd.load_keyspace(&name).await?;
+                config.keyspace = Some(name);
+                config.keyspace_id = Some(id);
+                Some(KeyspacePrefix::raw(id))
+            }
+        };
         let seed = config.rng_seed.unwrap_or_else(entropy);
         let shared = Shared {
             regions: RegionCache::new(config.region_cache_ttl, config.region_cache_ttl_jitter),
@@ -113,6 +137,7 @@ impl<R: Runtime> RawClient<R> {
             cf: String::new(),
             atomic: false,
             timeout: None,
+            keyspace,
         })
     }
 
@@ -147,8 +172,47 @@ impl<R: Runtime> RawClient<R> {
         &self.ctx.pd
     }
 
+    /// The API V2 keyspace id this client works in (`None` under API V1).
+    pub fn keyspace_id(&self) -> Option<u32> {
+        self.ctx.config.keyspace_id
+    }
+
     fn config(&self) -> &Config {
         &self.ctx.config
+    }
+
+    /// The stored form of a user key.
+    fn enc(&self, key: impl Into<Key>) -> Key {
+        let key = key.into();
+        match &self.keyspace {
+            Some(p) => p.encode(&key),
+            None => key,
+        }
+    }
+
+    /// The stored form of a user range (bounded to the keyspace under API V2).
+    fn enc_range(&self, range: impl Into<KeyRange>) -> KeyRange {
+        let range = range.into();
+        match &self.keyspace {
+            Some(p) => p.encode_range(&range),
+            None => range,
+        }
+    }
+
+    /// User keys back from stored ones.
+    fn dec_pairs(&self, pairs: Vec<KvPair>) -> Result<Vec<KvPair>> {
+        match &self.keyspace {
+            None => Ok(pairs),
+            Some(p) => pairs
+                .into_iter()
+                .map(|kv| {
+                    Ok(KvPair {
+                        key: p.decode(kv.key.as_bytes())?,
+                        value: kv.value,
+                    })
+                })
+                .collect(),
+        }
     }
 
     async fn exec<M: tikv_core::Machine<Output = Result<T>>, T>(&self, machine: M) -> Result<T> {
@@ -164,7 +228,7 @@ impl<R: Runtime> RawClient<R> {
 
     /// The value of `key`, or `None`.
     pub async fn get(&self, key: impl Into<Key>) -> Result<Option<Bytes>> {
-        self.exec(raw::get(self.config(), key.into(), &self.cf))
+        self.exec(raw::get(self.config(), self.enc(key), &self.cf))
             .await
     }
 
@@ -173,12 +237,14 @@ impl<R: Runtime> RawClient<R> {
         &self,
         keys: impl IntoIterator<Item = impl Into<Key>>,
     ) -> Result<Vec<KvPair>> {
-        let keys: Vec<Key> = keys.into_iter().map(Into::into).collect();
+        let keys: Vec<Key> = keys.into_iter().map(|k| self.enc(k)).collect();
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.exec(raw::batch_get(self.config(), keys, &self.cf))
-            .await
+        let pairs = self
+            .exec(raw::batch_get(self.config(), keys, &self.cf))
+            .await?;
+        self.dec_pairs(pairs)
     }
 
     /// Sets `key` to `value`.
@@ -195,7 +261,7 @@ impl<R: Runtime> RawClient<R> {
     ) -> Result<()> {
         self.exec(raw::put(
             self.config(),
-            key.into(),
+            self.enc(key),
             value.into(),
             ttl_secs,
             &self.cf,
@@ -212,7 +278,7 @@ impl<R: Runtime> RawClient<R> {
         let items = pairs
             .into_iter()
             .map(|(k, v)| PutItem {
-                key: k.into(),
+                key: self.enc(k),
                 value: v.into(),
                 ttl: 0,
             })
@@ -228,7 +294,7 @@ impl<R: Runtime> RawClient<R> {
         let items = pairs
             .into_iter()
             .map(|(k, v, ttl)| PutItem {
-                key: k.into(),
+                key: self.enc(k),
                 value: v.into(),
                 ttl,
             })
@@ -248,7 +314,7 @@ impl<R: Runtime> RawClient<R> {
     pub async fn delete(&self, key: impl Into<Key>) -> Result<()> {
         self.exec(raw::delete(
             self.config(),
-            key.into(),
+            self.enc(key),
             &self.cf,
             self.atomic,
         ))
@@ -257,7 +323,7 @@ impl<R: Runtime> RawClient<R> {
 
     /// Deletes many keys.
     pub async fn batch_delete(&self, keys: impl IntoIterator<Item = impl Into<Key>>) -> Result<()> {
-        let keys: Vec<Key> = keys.into_iter().map(Into::into).collect();
+        let keys: Vec<Key> = keys.into_iter().map(|k| self.enc(k)).collect();
         if keys.is_empty() {
             return Ok(());
         }
@@ -272,8 +338,14 @@ impl<R: Runtime> RawClient<R> {
 
     /// Deletes every key in `range`, region by region (not atomic across regions).
     pub async fn delete_range(&self, range: impl Into<KeyRange>) -> Result<()> {
-        self.exec(raw::delete_range(self.config(), range.into(), &self.cf)?)
-            .await
+        let range = range.into();
+        check_range(&range)?;
+        self.exec(raw::delete_range(
+            self.config(),
+            self.enc_range(range),
+            &self.cf,
+        )?)
+        .await
     }
 
     /// Up to `limit` pairs of `range`, ascending.
@@ -321,11 +393,20 @@ impl<R: Runtime> RawClient<R> {
         key_only: bool,
         reverse: bool,
     ) -> Result<Vec<KvPair>> {
-        let machine = raw::scan(self.config(), range, limit, key_only, reverse, &self.cf)?;
+        check_range(&range)?;
+        let machine = raw::scan(
+            self.config(),
+            self.enc_range(range),
+            limit,
+            key_only,
+            reverse,
+            &self.cf,
+        )?;
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.exec(machine).await
+        let pairs = self.exec(machine).await?;
+        self.dec_pairs(pairs)
     }
 
     /// Scans several ranges, up to `each_limit` pairs from each, concatenated in order.
@@ -357,7 +438,7 @@ impl<R: Runtime> RawClient<R> {
         }
         self.exec(raw::compare_and_swap(
             self.config(),
-            key.into(),
+            self.enc(key),
             expected.map(Into::into),
             new.into(),
             &self.cf,
@@ -367,14 +448,29 @@ impl<R: Runtime> RawClient<R> {
 
     /// The remaining TTL of `key` in seconds (`Some(0)`: no TTL), `None` if absent.
     pub async fn get_key_ttl(&self, key: impl Into<Key>) -> Result<Option<u64>> {
-        self.exec(raw::get_key_ttl(self.config(), key.into(), &self.cf))
+        self.exec(raw::get_key_ttl(self.config(), self.enc(key), &self.cf))
             .await
     }
 
-    /// CRC64-XOR checksum, pair count and byte count of `range`.
+    /// CRC64-XOR checksum, pair count and byte count of `range` (under API V2 the bytes
+    /// include the keyspace prefix, as TiKV counts them).
     pub async fn checksum(&self, range: impl Into<KeyRange>) -> Result<Checksum> {
-        self.exec(raw::checksum(self.config(), range.into())?).await
+        let range = range.into();
+        check_range(&range)?;
+        self.exec(raw::checksum(self.config(), self.enc_range(range))?)
+            .await
     }
+}
+
+/// Rejects an inverted or empty range before it is mapped into a keyspace (where the
+/// mapping could hide the inversion).
+fn check_range(range: &KeyRange) -> Result<()> {
+    if range.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "empty or inverted range {range}"
+        )));
+    }
+    Ok(())
 }
 
 /// A seed when the configuration gives none: std's per-process random hash keys (jitter only

@@ -9,6 +9,7 @@
 //! down store, and a reply lost after the request was applied, both fail the call with
 //! `Unavailable` (the client cannot tell whether they were applied, as with a real crash).
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,14 +36,77 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A cluster shared between the gRPC front and the test (or CLI) that steers it.
+/// A cluster shared between the gRPC front and the test (or CLI) that steers it, with PD's
+/// keyspace registry (API V2).
 #[derive(Clone)]
-pub struct SharedCluster(Arc<Mutex<Cluster>>);
+pub struct SharedCluster(Arc<Mutex<Cluster>>, Arc<Mutex<BTreeMap<String, u32>>>);
 
 impl SharedCluster {
-    /// Wraps `cluster`.
+    /// Wraps `cluster`; the keyspace `DEFAULT` (id 0) exists, as on a real PD.
     pub fn new(cluster: Cluster) -> Self {
-        SharedCluster(Arc::new(Mutex::new(cluster)))
+        let keyspaces = BTreeMap::from([("DEFAULT".to_string(), 0)]);
+        SharedCluster(
+            Arc::new(Mutex::new(cluster)),
+            Arc::new(Mutex::new(keyspaces)),
+        )
+    }
+
+    /// Creates keyspace `name` (if new) and returns its id.
+    pub fn create_keyspace(&self, name: &str) -> u32 {
+        let mut keyspaces = self
+            .1
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let next = keyspaces.values().max().map_or(0, |m| m + 1);
+        *keyspaces.entry(name.to_string()).or_insert(next)
+    }
+
+    /// Serves PD's keyspace service (`/keyspacepb.Keyspace/...`); `None` for other paths.
+    pub fn handle_keyspace(&self, path: &str, body: Bytes) -> Option<Result<Bytes, MockError>> {
+        use tikv_proto::keyspacepb::{self, keyspace_meta, keyspace_service};
+        if path != <keyspace_service::LoadKeyspace as Method>::PATH {
+            return keyspace_service::METHODS
+                .iter()
+                .any(|m| m.path == path)
+                .then(|| Err(MockError::unimplemented(path)));
+        }
+        let request = match keyspacepb::LoadKeyspaceRequest::decode(body) {
+            Ok(r) => r,
+            Err(e) => return Some(Err(MockError::undecodable(path, &e))),
+        };
+        let cluster_id = self.lock().cluster_id();
+        let found = self
+            .1
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&request.name)
+            .copied();
+        let mut reply = keyspacepb::LoadKeyspaceResponse {
+            header: Some(tikv_proto::pdpb::ResponseHeader {
+                cluster_id,
+                error: None,
+            }),
+            keyspace: None,
+        };
+        match found {
+            Some(id) => {
+                reply.keyspace = Some(keyspacepb::KeyspaceMeta {
+                    name: request.name,
+                    state: keyspacepb::KeyspaceState::Enabled as i32,
+                    keyspace: Some(keyspace_meta::Keyspace::Id(id)),
+                    ..Default::default()
+                });
+            }
+            None => {
+                if let Some(h) = reply.header.as_mut() {
+                    h.error = Some(tikv_proto::pdpb::Error {
+                        r#type: tikv_proto::pdpb::ErrorType::EntryNotFound as i32,
+                        message: format!("keyspace {} not found", request.name),
+                    });
+                }
+            }
+        }
+        Some(Ok(Bytes::from(reply.encode_to_vec())))
     }
 
     /// Locks the cluster (to split regions, move leaders, inject faults, inspect counters).
@@ -129,12 +193,16 @@ impl Service for PdService {
     fn kind(&self, path: &str) -> Option<MethodKind> {
         pd_service::METHODS
             .iter()
+            .chain(tikv_proto::keyspacepb::keyspace_service::METHODS)
             .find(|m| m.path == path)
             .map(|m| m.kind)
     }
 
     fn unary(&self, path: &str, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
-        let reply = self.cluster.lock().handle_pd(path, request, now_ms());
+        let reply = match self.cluster.handle_keyspace(path, request.clone()) {
+            Some(reply) => reply,
+            None => self.cluster.lock().handle_pd(path, request, now_ms()),
+        };
         boxed(async move { codec::frame(&reply.map_err(status)?) })
     }
 

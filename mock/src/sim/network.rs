@@ -247,6 +247,11 @@ impl SimNetwork {
     }
 
     fn serve(&self, store: Option<u64>, path: &str, body: Bytes) -> Result<Bytes, MockError> {
+        if store.is_none() {
+            if let Some(reply) = self.cluster.handle_keyspace(path, body.clone()) {
+                return reply;
+            }
+        }
         let now = self.now_ms();
         let mut cluster = self.cluster.lock();
         match store {
