@@ -13,6 +13,7 @@ use crate::raw::store::RawStore;
 use crate::rng::SplitMix64;
 use crate::topology::{Liveness, Topology, TopologyError};
 use crate::tso::Tso;
+use crate::txn::TxnEngine;
 
 /// A whole mock cluster: one PD and its TiKV stores, driven by calls and an injected clock.
 ///
@@ -23,6 +24,7 @@ pub struct Cluster {
     pub(crate) config: ClusterConfig,
     pub(crate) topology: Topology,
     pub(crate) raw: RawStore,
+    pub(crate) txn: TxnEngine,
     pub(crate) tso: Tso,
     pub(crate) faults: Faults,
     pub(crate) counters: Counters,
@@ -76,6 +78,21 @@ context_messages!(
     RawCasRequest => RawCasResponse,
     RawGetKeyTtlRequest => RawGetKeyTtlResponse,
     RawChecksumRequest => RawChecksumResponse,
+    GetRequest => GetResponse,
+    BatchGetRequest => BatchGetResponse,
+    ScanRequest => ScanResponse,
+    PrewriteRequest => PrewriteResponse,
+    CommitRequest => CommitResponse,
+    BatchRollbackRequest => BatchRollbackResponse,
+    CleanupRequest => CleanupResponse,
+    CheckTxnStatusRequest => CheckTxnStatusResponse,
+    CheckSecondaryLocksRequest => CheckSecondaryLocksResponse,
+    ResolveLockRequest => ResolveLockResponse,
+    TxnHeartBeatRequest => TxnHeartBeatResponse,
+    ScanLockRequest => ScanLockResponse,
+    PessimisticLockRequest => PessimisticLockResponse,
+    PessimisticRollbackRequest => PessimisticRollbackResponse,
+    DeleteRangeRequest => DeleteRangeResponse,
 );
 
 impl Cluster {
@@ -87,6 +104,7 @@ impl Cluster {
             config,
             topology,
             raw: RawStore::default(),
+            txn: TxnEngine::default(),
             tso: Tso::default(),
             faults: Faults::default(),
             counters: Counters::default(),

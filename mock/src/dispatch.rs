@@ -109,6 +109,21 @@ tikv_methods!(
     RawGetKeyTtl => raw_get_key_ttl,
     RawCompareAndSwap => raw_compare_and_swap,
     RawChecksum => raw_checksum,
+    KvGet => kv_get,
+    KvBatchGet => kv_batch_get,
+    KvScan => kv_scan,
+    KvPrewrite => kv_prewrite,
+    KvCommit => kv_commit,
+    KvBatchRollback => kv_batch_rollback,
+    KvCleanup => kv_cleanup,
+    KvCheckTxnStatus => kv_check_txn_status,
+    KvCheckSecondaryLocks => kv_check_secondary_locks,
+    KvResolveLock => kv_resolve_lock,
+    KvTxnHeartBeat => kv_txn_heart_beat,
+    KvScanLock => kv_scan_lock,
+    KvPessimisticLock => kv_pessimistic_lock,
+    KvPessimisticRollback => kv_pessimistic_rollback,
+    KvDeleteRange => kv_delete_range,
 );
 
 macro_rules! pd_methods {
@@ -267,6 +282,45 @@ impl Cluster {
             }
             ReqCmd::RawBatchScan(r) => {
                 RespCmd::RawBatchScan(self.tikv::<t::RawBatchScan>(store_id, r, now_ms)?)
+            }
+            ReqCmd::Get(r) => RespCmd::Get(self.tikv::<t::KvGet>(store_id, r, now_ms)?),
+            ReqCmd::BatchGet(r) => {
+                RespCmd::BatchGet(self.tikv::<t::KvBatchGet>(store_id, r, now_ms)?)
+            }
+            ReqCmd::Scan(r) => RespCmd::Scan(self.tikv::<t::KvScan>(store_id, r, now_ms)?),
+            ReqCmd::Prewrite(r) => {
+                RespCmd::Prewrite(self.tikv::<t::KvPrewrite>(store_id, r, now_ms)?)
+            }
+            ReqCmd::Commit(r) => RespCmd::Commit(self.tikv::<t::KvCommit>(store_id, r, now_ms)?),
+            ReqCmd::BatchRollback(r) => {
+                RespCmd::BatchRollback(self.tikv::<t::KvBatchRollback>(store_id, r, now_ms)?)
+            }
+            ReqCmd::Cleanup(r) => RespCmd::Cleanup(self.tikv::<t::KvCleanup>(store_id, r, now_ms)?),
+            ReqCmd::CheckTxnStatus(r) => {
+                RespCmd::CheckTxnStatus(self.tikv::<t::KvCheckTxnStatus>(store_id, r, now_ms)?)
+            }
+            ReqCmd::CheckSecondaryLocks(r) => RespCmd::CheckSecondaryLocks(
+                self.tikv::<t::KvCheckSecondaryLocks>(store_id, r, now_ms)?,
+            ),
+            ReqCmd::ResolveLock(r) => {
+                RespCmd::ResolveLock(self.tikv::<t::KvResolveLock>(store_id, r, now_ms)?)
+            }
+            ReqCmd::TxnHeartBeat(r) => {
+                RespCmd::TxnHeartBeat(self.tikv::<t::KvTxnHeartBeat>(store_id, r, now_ms)?)
+            }
+            ReqCmd::ScanLock(r) => {
+                RespCmd::ScanLock(self.tikv::<t::KvScanLock>(store_id, r, now_ms)?)
+            }
+            // Inside BatchCommands a lock request cannot park: it answers as if its wait
+            // timed out (see `Cluster::kv_pessimistic_lock_or_wait` for waiting).
+            ReqCmd::PessimisticLock(r) => {
+                RespCmd::PessimisticLock(self.tikv::<t::KvPessimisticLock>(store_id, r, now_ms)?)
+            }
+            ReqCmd::PessimisticRollback(r) => RespCmd::PessimisticRollback(
+                self.tikv::<t::KvPessimisticRollback>(store_id, r, now_ms)?,
+            ),
+            ReqCmd::DeleteRange(r) => {
+                RespCmd::DeleteRange(self.tikv::<t::KvDeleteRange>(store_id, r, now_ms)?)
             }
             ReqCmd::Empty(r) => RespCmd::Empty(BatchCommandsEmptyResponse { test_id: r.test_id }),
             _ => return Ok(None),

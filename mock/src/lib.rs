@@ -41,8 +41,11 @@
 //! assert_eq!(got.value, "v");
 //! ```
 //!
-//! The transactional (Percolator) engine is a separate module to come; it plugs into the
-//! same [`Cluster`], topology and checks.
+//! The transactional (Percolator) engine ([`txn`]) plugs into the same [`Cluster`],
+//! topology and checks: KvGet/KvBatchGet/KvScan, prewrite (optimistic, pessimistic, async
+//! commit, 1PC), commit, rollback, cleanup, check-txn-status, check-secondary-locks,
+//! resolve-lock, heartbeat, scan-lock, pessimistic lock (with lock waiting and deadlock
+//! detection) and pessimistic rollback, with TiKV's semantics and errors.
 
 mod check;
 mod cluster;
@@ -62,6 +65,7 @@ pub mod sim;
 mod test_util;
 pub mod topology;
 pub mod tso;
+pub mod txn;
 
 pub use cluster::{Cluster, HasContext, RegionErrorResponse};
 pub use config::{ApiMode, ClusterConfig};
@@ -69,6 +73,8 @@ pub use counters::Counters;
 pub use dispatch::{PdMethod, TikvMethod};
 pub use error::{Code, FailureKind, MockError};
 pub use fault::{FaultAction, FaultFilter, FaultId, Faults};
+pub use txn::LockWaitOutcome;
+pub use txn::lock_wait::LockWaitId;
 
 /// Builders for region errors as TiKV words them, for fault injection.
 pub mod region_errors {

@@ -1,0 +1,130 @@
+//! The Percolator transactional engine of the mock TiKV, with TiKV's semantics.
+//!
+//! Read from TiKV's source (`src/storage/txn/actions/`, `src/storage/txn/commands/`,
+//! `src/storage/mvcc/`, `src/storage/lock_manager/`, `components/txn_types/`):
+//!
+//! - `store`: the lock and write column families and the buffered per-command
+//!   transaction (`store::MvccTxn`) that applies all of a command's changes or none;
+//! - `actions`: prewrite, commit, cleanup/rollback, check-txn-status, pessimistic lock;
+//! - `commands`: the commands built from them (prewrite with async commit and 1PC,
+//!   commit, rollback, cleanup, check txn status, check secondary locks, resolve lock,
+//!   heartbeat, scan lock, pessimistic lock and rollback);
+//! - `reader`: point get, batch get and scans with lock checks by isolation level;
+//! - [`lock_wait`]: waiting for pessimistic locks and deadlock detection;
+//! - `handlers`: the kvrpcpb handlers behind [`crate::Cluster`] (API-version and region
+//!   checks in TiKV's order, errors as TiKV reports them).
+//!
+//! The data is one keyspace-wide store, like the RawKV store: regions are checked in
+//! front of it, so splits and merges never move data. `max_ts` (TiKV's concurrency
+//! manager) is cluster-wide: TiKV keeps it per store and re-syncs it from PD's TSO when a
+//! leader moves, which only ever raises it past every read, so one cluster-wide maximum is
+//! at least as safe for async commit and 1PC.
+
+pub(crate) mod actions;
+pub(crate) mod commands;
+pub(crate) mod error;
+mod handlers;
+pub mod lock_wait;
+pub(crate) mod reader;
+pub(crate) mod store;
+#[cfg(test)]
+mod tests;
+pub(crate) mod types;
+
+use tikv_proto::kvrpcpb::{self, PessimisticLockResponse};
+
+use self::actions::ConcurrencyManager;
+use self::error::TxnError;
+use self::lock_wait::{LockWaitId, LockWaits};
+use self::store::{ReleasedLock, TxnStore};
+
+pub use self::handlers::LockWaitOutcome;
+
+/// The transactional state of the cluster.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TxnEngine {
+    pub(crate) store: TxnStore,
+    pub(crate) cm: ConcurrencyManager,
+    pub(crate) waits: LockWaits,
+    /// Set by the pessimistic-lock handler when the request parked (see `handlers`).
+    pub(crate) parked: Option<LockWaitId>,
+}
+
+impl crate::Cluster {
+    /// Garbage-collects transactional versions below `safe_point` over the whole key
+    /// space, as TiKV's GC worker does per region: for each key the newest version at or
+    /// below the safe point survives (unless it is a delete), older versions and
+    /// `Lock`/`Rollback` records go. Reads below the safe point may then miss data.
+    pub fn gc_txn(&mut self, safe_point: u64) {
+        self.txn.store.gc(
+            store::KeyRange {
+                lower: None,
+                upper: None,
+            },
+            safe_point,
+        );
+    }
+}
+
+impl TxnEngine {
+    /// Wakes the waiters of released keys: the oldest legacy waiter of each key answers
+    /// `WriteConflict` now, the rest after the wake-up delay; force-lock waiters are
+    /// re-executed by the next poll.
+    pub(crate) fn on_released(&mut self, released: &[ReleasedLock], now_ms: u64) {
+        for r in released {
+            let mut on_key: Vec<(LockWaitId, u64)> = self
+                .waits
+                .waiters
+                .iter()
+                .filter(|(_, w)| w.key == r.key && w.woken.is_none() && w.lock_ts == r.start_ts)
+                .map(|(id, w)| (*id, w.start_ts))
+                .collect();
+            on_key.sort_by_key(|(id, ts)| (*ts, *id));
+            for (i, (id, _)) in on_key.into_iter().enumerate() {
+                let at = if i == 0 {
+                    now_ms
+                } else {
+                    now_ms.saturating_add(lock_wait::WAKE_UP_DELAY_MS)
+                };
+                if let Some(w) = self.waits.waiters.get_mut(&id) {
+                    w.woken = Some((r.start_ts, r.commit_ts, at));
+                }
+            }
+        }
+        // Legacy waiters due now answer at once, so a front sees them on its next poll.
+        let due: Vec<LockWaitId> = self
+            .waits
+            .waiters
+            .iter()
+            .filter(|(_, w)| {
+                w.woken.is_some_and(|(_, _, at)| at <= now_ms)
+                    && w.request.wake_up_mode()
+                        == kvrpcpb::PessimisticLockWakeUpMode::WakeUpModeNormal
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(w) = self.waits.waiters.remove(&id) {
+                let resp = legacy_wake_up_response(&w);
+                self.waits.finished.push((id, resp));
+            }
+        }
+    }
+}
+
+/// The `WriteConflict` a woken legacy waiter answers.
+fn legacy_wake_up_response(w: &lock_wait::Waiter) -> PessimisticLockResponse {
+    let (conflict_start_ts, conflict_commit_ts, _) = w.woken.unwrap_or_default();
+    let e = TxnError::WriteConflict {
+        start_ts: w.start_ts,
+        conflict_start_ts,
+        conflict_commit_ts,
+        key: w.key.clone(),
+        primary: w.request.primary_lock.clone(),
+        reason: kvrpcpb::write_conflict::Reason::PessimisticRetry,
+    };
+    PessimisticLockResponse {
+        errors: vec![e.key_error()],
+        ..Default::default()
+    }
+}
