@@ -62,6 +62,10 @@ pub struct Config {
     pub request_source: String,
     /// `Context.resource_group_tag` stamped on every request.
     pub resource_group_tag: Vec<u8>,
+    /// Connections (and BatchCommands streams) per TiKV store (`GrpcConnectionCount`, 4).
+    pub grpc_connection_count: usize,
+    /// Most requests per BatchCommands message (`MaxBatchSize`, 128).
+    pub max_batch_size: usize,
     /// Send batchable requests inside BatchCommands streams (client-go's default); `false`
     /// sends every request as its own unary call.
     pub batch_commands: bool,
@@ -90,6 +94,8 @@ impl Default for Config {
             keyspace_id: None,
             request_source: String::new(),
             resource_group_tag: Vec::new(),
+            grpc_connection_count: 4,
+            max_batch_size: 128,
             batch_commands: true,
             security: None,
             rng_seed: None,

@@ -86,7 +86,11 @@ impl<R: Runtime> RawClient<R> {
             tls: config.security.clone(),
             ..Default::default()
         };
-        let transport: SharedTransport = Arc::new(GrpcTransport::new(runtime.clone(), channel, 4));
+        let transport: SharedTransport = Arc::new(GrpcTransport::new(
+            runtime.clone(),
+            channel,
+            config.grpc_connection_count,
+        ));
         Self::connect_over(runtime, transport, &endpoints, config).await
     }
 
@@ -123,7 +127,12 @@ impl<R: Runtime> RawClient<R> {
             stores: StoreCache::new(),
             rng: Rng::seeded(seed),
         };
-        let batch = BatchClient::new(runtime.clone(), transport.clone(), BatchConfig::default());
+        let batch_config = BatchConfig {
+            streams_per_store: config.grpc_connection_count,
+            max_batch: config.max_batch_size.max(1),
+            ..Default::default()
+        };
+        let batch = BatchClient::new(runtime.clone(), transport.clone(), batch_config);
         let ctx = ClientContext {
             runtime,
             config,

@@ -55,7 +55,15 @@ impl Service for Store {
                 }
                 let req = tikvpb::BatchCommandsRequest::decode(m)
                     .map_err(|e| Status::new(tikv_core::GrpcCode::Internal, e.to_string()))?;
-                let mut out = tikvpb::BatchCommandsResponse::default();
+                let mut out = tikvpb::BatchCommandsResponse {
+                    health_feedback: Some(kvrpcpb::HealthFeedback {
+                        store_id: 9,
+                        feedback_seq_no: 1,
+                        slow_score: 42,
+                    }),
+                    transport_layer_load: 7,
+                    ..Default::default()
+                };
                 for (r, id) in req.requests.into_iter().zip(req.request_ids).rev() {
                     let Some(batch_commands_request::request::Cmd::RawGet(get)) = r.cmd else {
                         continue;
