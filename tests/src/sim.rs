@@ -207,3 +207,134 @@ async fn check<R: Runtime>(
     }
     Ok(())
 }
+
+/// Runs concurrent compare-and-swaps and reads on one key under faults and a nemesis, and
+/// checks the history for linearizability. (Only CAS and reads: a put retried after a lost
+/// reply may land again later, which no register client can avoid without idempotency
+/// tokens, so puts are not part of this model.)
+pub fn run_cas(seed: u64) -> Outcome {
+    use crate::linearizability::{Event, Op, check};
+    const CLIENTS: u64 = 3;
+    const OPS: u64 = 12;
+    let runtime = SimRuntime::new();
+    let cluster = SharedCluster::new(Cluster::new(ClusterConfig {
+        stores: 3,
+        seed,
+        ..Default::default()
+    }));
+    let network = SimNetwork::new(runtime.clone(), cluster.clone(), Faults::lossy(), seed);
+    let history: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let (rt, net, hist) = (runtime.clone(), network.clone(), history.clone());
+    let result = runtime.block_on(
+        async move {
+            let config = Config {
+                rng_seed: Some(seed),
+                batch_commands: seed % 2 == 0,
+                ..Default::default()
+            };
+            let client = RawClient::connect_over(
+                rt.clone(),
+                Arc::new(net.clone()),
+                &[PD_ADDRESS.to_string()],
+                config,
+            )
+            .await
+            .map_err(|e| format!("connect: {e}"))?
+            .with_atomic_for_cas();
+            let (done_tx, mut done_rx) = futures_channel::mpsc::unbounded::<()>();
+            for c in 0..CLIENTS {
+                let (client, hist, rt, done) =
+                    (client.clone(), hist.clone(), rt.clone(), done_tx.clone());
+                let mut rng = Rng::seeded(seed ^ (c + 7).wrapping_mul(0x2545_f491));
+                rt.clone().spawn(async move {
+                    let mut last_seen: Option<u64> = None;
+                    for i in 0..OPS {
+                        let invoked = rt.elapsed();
+                        let event = if rng.below(3) == 0 {
+                            match client.get("register").await {
+                                Ok(v) => {
+                                    let v =
+                                        v.and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok());
+                                    last_seen = v;
+                                    Some(Event {
+                                        op: Op::Get(v),
+                                        invoked,
+                                        returned: Some(rt.elapsed()),
+                                    })
+                                }
+                                Err(_) => None, // a failed read has no effect
+                            }
+                        } else {
+                            let new = (c + 1) * 1000 + i;
+                            let expected = if rng.below(4) == 0 { None } else { last_seen };
+                            let exp_bytes = expected.map(|v| v.to_string());
+                            match client
+                                .compare_and_swap("register", exp_bytes, new.to_string())
+                                .await
+                            {
+                                Ok(r) => {
+                                    let previous = r
+                                        .previous
+                                        .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok());
+                                    last_seen = if r.swapped { Some(new) } else { previous };
+                                    let observed = Some((r.swapped, previous));
+                                    Some(Event {
+                                        op: Op::Cas {
+                                            expected,
+                                            new,
+                                            observed,
+                                        },
+                                        invoked,
+                                        returned: Some(rt.elapsed()),
+                                    })
+                                }
+                                // Undetermined or given up: it may or may not have happened.
+                                Err(_) => Some(Event {
+                                    op: Op::Cas {
+                                        expected,
+                                        new,
+                                        observed: None,
+                                    },
+                                    invoked,
+                                    returned: None,
+                                }),
+                            }
+                        };
+                        hist.lock().unwrap().extend(event);
+                    }
+                    let _ = done.unbounded_send(());
+                });
+            }
+            drop(done_tx);
+            let mut rng = Rng::seeded(seed.rotate_left(29));
+            for _ in 0..6 {
+                rt.sleep(Duration::from_millis(rng.between(5, 40))).await;
+                let mut c = net.cluster().lock();
+                let regions: Vec<u64> = c.topology().regions().map(|r| r.id()).collect();
+                let region = regions[rng.below(regions.len() as u64) as usize];
+                let _ = c.transfer_leader(region, rng.between(1, 3));
+                let _ = c.split_at(format!("register{}", rng.below(3)).as_bytes());
+            }
+            for _ in 0..CLIENTS {
+                futures_util::StreamExt::next(&mut done_rx).await;
+            }
+            let history = hist.lock().unwrap().clone();
+            if check(None, &history) {
+                Ok(())
+            } else {
+                Err(format!("history is not linearizable: {history:#?}"))
+            }
+        },
+        Duration::from_secs(3600),
+    );
+    let verdict = match result {
+        Ok(v) => v,
+        Err(stop) => Err(format!("simulation stopped: {stop:?}")),
+    };
+    Outcome {
+        trace: network.trace_hash(),
+        messages: network.delivered(),
+        elapsed: runtime.elapsed(),
+        verdict,
+    }
+}

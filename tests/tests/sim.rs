@@ -3,7 +3,7 @@
 //! `cargo test` runs a few dozen seeds; `SIM_SEEDS=1000` runs more; `SIM_SEED=n` replays one.
 //! A failure prints its seed and the command that replays it.
 
-use tikv_integration_tests::sim::run;
+use tikv_integration_tests::sim::{run, run_cas};
 
 fn seeds() -> Vec<u64> {
     if let Ok(one) = std::env::var("SIM_SEED") {
@@ -45,4 +45,16 @@ fn same_seed_same_trace() {
         run(8).trace,
         "different seeds take different paths"
     );
+}
+
+#[test]
+fn raw_cas_is_linearizable_under_faults() {
+    for seed in seeds() {
+        let outcome = run_cas(seed);
+        if let Err(why) = &outcome.verdict {
+            panic!(
+                "seed {seed} failed: {why}\n  replay: SIM_SEED={seed} cargo test -p tikv-integration-tests --test sim raw_cas"
+            );
+        }
+    }
 }
