@@ -160,3 +160,33 @@ async fn unreachable_pd_fails_fast_with_a_clear_error() {
         .unwrap();
     assert!(e.to_string().contains("no PD endpoint answered"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_going_down_is_ridden_out() {
+    let mock = mock_cluster(3, &["m"]).await;
+    let c = client(mock.pd_address(), true).await;
+    c.put("a", "1").await.unwrap();
+    // The leader's store dies; the region's leadership moves to another store.
+    let (region, leader_store) = {
+        let cluster = mock.cluster().lock();
+        let r = cluster.topology().regions().next().unwrap();
+        (r.id(), r.leader().map(|p| p.store_id).unwrap())
+    };
+    {
+        let mut cluster = mock.cluster().lock();
+        cluster.store_down(leader_store).unwrap();
+        let other = (1..=3).find(|s| *s != leader_store).unwrap();
+        cluster.transfer_leader(region, other).unwrap();
+    }
+    c.put("a", "2").await.unwrap();
+    assert_eq!(c.get("a").await.unwrap().as_deref(), Some(&b"2"[..]));
+    mock.cluster().lock().store_up(leader_store).unwrap();
+}
+
+#[tokio::test]
+async fn oversized_values_are_refused_clearly() {
+    let mock = mock_cluster(1, &[]).await;
+    let c = client(mock.pd_address(), true).await;
+    let e = c.put("big", vec![0u8; 9 << 20]).await.unwrap_err();
+    assert!(e.to_string().contains("raft entry too large"), "{e}");
+}

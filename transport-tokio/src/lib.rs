@@ -1,8 +1,41 @@
 //! The TiKV client on tokio.
 //!
+//! ```
+//! use tikv_tokio::{Config, RawClient};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // A mock cluster stands in for a real one here; against a real cluster, pass its PD
+//! # // address (e.g. "127.0.0.1:2379") instead.
+//! # let mock = tikv_mock::server::MockServer::start(
+//! #     tikv_tokio::TokioRuntime::current(),
+//! #     tikv_mock::ClusterConfig { stores: 3, ..Default::default() },
+//! # ).await?;
+//! # let pd = mock.pd_address();
+//! let client = RawClient::connect(&[pd], Config::default()).await?;
+//!
+//! client.put("greeting", "hello").await?;
+//! assert_eq!(client.get("greeting").await?.as_deref(), Some(&b"hello"[..]));
+//!
+//! client.batch_put([("a", "1"), ("b", "2"), ("c", "3")]).await?;
+//! let pairs = client.scan("a".."c", 10).await?; // a and b
+//! assert_eq!(pairs.len(), 2);
+//! let newest_first = client.reverse_scan(.., 2).await?; // greeting, c
+//! assert_eq!(newest_first[0].key, "greeting".into());
+//!
+//! let cas = client.with_atomic_for_cas();
+//! let swapped = cas.compare_and_swap("counter", None::<&str>, "1").await?;
+//! assert!(swapped.swapped);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! [`TokioRuntime`] implements `tikv-driver`'s [`Runtime`] with tokio's tasks, timers and TCP
 //! (with `TCP_NODELAY`). It must be created inside a tokio runtime (it captures the current
-//! handle), and works on both the current-thread and the multi-thread schedulers.
+//! handle), and works on both the current-thread and the multi-thread schedulers. Configure
+//! the client with [`Config`] (TLS through `Config::security`, API V2 keyspaces through
+//! `Config::api_version` and `Config::keyspace`); errors are [`Error`], whose
+//! `is_retryable()` says whether trying again may help.
 
 use std::future::Future;
 use std::io;
