@@ -9,8 +9,11 @@ use crate::config::ClusterConfig;
 use crate::counters::Counters;
 use crate::error::{Code, MockError};
 use crate::fault::{FaultAction, FaultFilter, FaultId, Faults, failure_of};
+use crate::gc::GcStates;
+use crate::pd_members::PdMembers;
 use crate::raw::store::RawStore;
 use crate::rng::SplitMix64;
+use crate::scheduling::Operators;
 use crate::topology::{Liveness, Topology, TopologyError};
 use crate::tso::Tso;
 use crate::txn::TxnEngine;
@@ -29,7 +32,9 @@ pub struct Cluster {
     pub(crate) faults: Faults,
     pub(crate) counters: Counters,
     pub(crate) rng: SplitMix64,
-    pub(crate) pd_client_urls: Vec<String>,
+    pub(crate) pd_members: PdMembers,
+    pub(crate) gc: GcStates,
+    pub(crate) operators: Operators,
     pub(crate) health_seq: u64,
 }
 
@@ -99,6 +104,7 @@ impl Cluster {
     /// A freshly bootstrapped cluster: `config.stores` stores and one region over all keys.
     pub fn new(config: ClusterConfig) -> Self {
         let topology = Topology::bootstrap(config.stores, config.replicas, &config.store_version);
+        let pd_members = PdMembers::new(config.pd_members);
         Cluster {
             rng: SplitMix64::new(config.seed),
             config,
@@ -108,7 +114,9 @@ impl Cluster {
             tso: Tso::default(),
             faults: Faults::default(),
             counters: Counters::default(),
-            pd_client_urls: vec!["http://127.0.0.1:2379".to_owned()],
+            pd_members,
+            gc: GcStates::default(),
+            operators: Operators::default(),
             health_seq: 0,
         }
     }
@@ -138,9 +146,11 @@ impl Cluster {
         &mut self.rng
     }
 
-    /// The URLs `GetMembers` reports for the PD leader (a front sets its listen address).
+    /// The URLs `GetMembers` reports for PD member 0 (a front sets its listen address); see
+    /// [`Self::set_pd_member_client_urls`] for the other members.
     pub fn set_pd_client_urls(&mut self, urls: Vec<String>) {
-        self.pd_client_urls = urls;
+        // Member 0 always exists.
+        let _ = self.set_pd_member_client_urls(0, urls);
     }
 
     /// Sets the address PD reports for a store (a front sets its listen address).

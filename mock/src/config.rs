@@ -56,6 +56,13 @@ pub struct ClusterConfig {
     pub auto_split_keys: Option<usize>,
     /// The version string stores report to PD.
     pub store_version: String,
+    /// Number of PD members (at least 1). Member 0 leads at start; only the leader serves
+    /// most calls, as on a real PD (see `Cluster::transfer_pd_leader`).
+    pub pd_members: usize,
+    /// How many `GetOperator` calls see a scheduling operator (scatter) as `RUNNING` before
+    /// it is applied and reported as `SUCCESS`. `0` applies operators as they are created.
+    /// A count of calls rather than time keeps runs reproducible whatever the clock.
+    pub operator_running_polls: u32,
 }
 
 impl Default for ClusterConfig {
@@ -70,6 +77,8 @@ impl Default for ClusterConfig {
             raft_entry_max_size: 8 * 1024 * 1024,
             auto_split_keys: None,
             store_version: "8.5.0".to_owned(),
+            pd_members: 1,
+            operator_running_polls: 1,
         }
     }
 }

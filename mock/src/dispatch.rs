@@ -20,6 +20,8 @@ use tikv_proto::tikvpb::{
 
 use crate::cluster::Cluster;
 use crate::error::{FailureKind, MockError};
+use crate::pd::PdAdmission;
+use crate::pd_members::LeaderRule;
 
 /// A TiKV method the mock serves.
 pub trait TikvMethod: Method {
@@ -34,9 +36,11 @@ pub trait TikvMethod: Method {
 
 /// A PD method the mock serves.
 pub trait PdMethod: Method {
-    /// Serves one request (for `Tso`, one message of the stream).
+    /// Serves one request (for `Tso`, one message of the stream) that reached PD member
+    /// `member` (see [`Cluster::transfer_pd_leader`]).
     fn call(
         cluster: &mut Cluster,
+        member: usize,
         request: Self::Request,
         now_ms: u64,
     ) -> Result<Self::Response, MockError>;
@@ -127,11 +131,12 @@ tikv_methods!(
 );
 
 macro_rules! pd_methods {
-    ($($method:ident => $handler:ident, $check:expr, $header:expr),* $(,)?) => {
+    ($($method:ident => $handler:ident, $rule:ident, $check:expr, $header:expr),* $(,)?) => {
         $(
             impl PdMethod for pd_service::$method {
                 fn call(
                     cluster: &mut Cluster,
+                    member: usize,
                     request: Self::Request,
                     now_ms: u64,
                 ) -> Result<Self::Response, MockError> {
@@ -139,19 +144,29 @@ macro_rules! pd_methods {
                         method_name(<Self as Method>::PATH),
                         request,
                         now_ms,
-                        $check,
-                        $header,
+                        PdAdmission {
+                            member,
+                            rule: LeaderRule::$rule,
+                            check_cluster_id: $check,
+                            header: $header,
+                        },
                         Cluster::$handler,
                     )
                 }
             }
         )*
 
-        fn route_pd(cluster: &mut Cluster, path: &str, body: Bytes, now_ms: u64) -> Result<Bytes, MockError> {
+        fn route_pd(
+            cluster: &mut Cluster,
+            member: usize,
+            path: &str,
+            body: Bytes,
+            now_ms: u64,
+        ) -> Result<Bytes, MockError> {
             $(
                 if path == <pd_service::$method as Method>::PATH {
                     return decode_call::<pd_service::$method>(path, body, |r| {
-                        <pd_service::$method as PdMethod>::call(cluster, r, now_ms)
+                        <pd_service::$method as PdMethod>::call(cluster, member, r, now_ms)
                     });
                 }
             )*
@@ -161,18 +176,36 @@ macro_rules! pd_methods {
 }
 
 // kvproto gives `GetClusterInfoRequest` a *response* header; it is never checked anyway.
+// `SplitRegions`, `ScatterRegion` and `GetOperator` look up the raft cluster before PD's
+// middleware runs, so on a follower they answer before any leader or cluster-id check.
 pd_methods!(
-    GetMembers => pd_get_members, false, |r| r.header.as_ref(),
-    GetClusterInfo => pd_get_cluster_info, false, |_| None,
-    Tso => pd_tso, true, |r| r.header.as_ref(),
-    GetRegion => pd_get_region, true, |r| r.header.as_ref(),
-    GetPrevRegion => pd_get_prev_region, true, |r| r.header.as_ref(),
-    GetRegionById => pd_get_region_by_id, true, |r| r.header.as_ref(),
-    ScanRegions => pd_scan_regions, true, |r| r.header.as_ref(),
-    BatchScanRegions => pd_batch_scan_regions, true, |r| r.header.as_ref(),
-    GetStore => pd_get_store, true, |r| r.header.as_ref(),
-    GetAllStores => pd_get_all_stores, true, |r| r.header.as_ref(),
-    AllocId => pd_alloc_id, true, |r| r.header.as_ref(),
+    GetMembers => pd_get_members, AnyMember, false, |r| r.header.as_ref(),
+    GetClusterInfo => pd_get_cluster_info, AnyMember, false, |_| None,
+    Tso => pd_tso, Tso, true, |r| r.header.as_ref(),
+    GetRegion => pd_get_region, FollowerHandle, true, |r| r.header.as_ref(),
+    GetPrevRegion => pd_get_prev_region, FollowerHandle, true, |r| r.header.as_ref(),
+    GetRegionById => pd_get_region_by_id, FollowerHandle, true, |r| r.header.as_ref(),
+    ScanRegions => pd_scan_regions, FollowerHandle, true, |r| r.header.as_ref(),
+    BatchScanRegions => pd_batch_scan_regions, FollowerHandle, true, |r| r.header.as_ref(),
+    GetStore => pd_get_store, Leader, true, |r| r.header.as_ref(),
+    GetAllStores => pd_get_all_stores, Leader, true, |r| r.header.as_ref(),
+    AllocId => pd_alloc_id, Leader, true, |r| r.header.as_ref(),
+    GetMinTs => pd_get_min_ts, Leader, true, |r| r.header.as_ref(),
+    SplitRegions => pd_split_regions, RaftCluster, true, |r| r.header.as_ref(),
+    SplitAndScatterRegions => pd_split_and_scatter_regions, Leader, true, |r| r.header.as_ref(),
+    ScatterRegion => pd_scatter_region, RaftCluster, true, |r| r.header.as_ref(),
+    GetOperator => pd_get_operator, RaftCluster, true, |r| r.header.as_ref(),
+    GetGcState => pd_get_gc_state, Leader, true, |r| r.header.as_ref(),
+    GetAllKeyspacesGcStates => pd_get_all_keyspaces_gc_states, Leader, true, |r| r.header.as_ref(),
+    AdvanceTxnSafePoint => pd_advance_txn_safe_point, Leader, true, |r| r.header.as_ref(),
+    AdvanceGcSafePoint => pd_advance_gc_safe_point, Leader, true, |r| r.header.as_ref(),
+    SetGcBarrier => pd_set_gc_barrier, Leader, true, |r| r.header.as_ref(),
+    DeleteGcBarrier => pd_delete_gc_barrier, Leader, true, |r| r.header.as_ref(),
+    SetGlobalGcBarrier => pd_set_global_gc_barrier, Leader, true, |r| r.header.as_ref(),
+    DeleteGlobalGcBarrier => pd_delete_global_gc_barrier, Leader, true, |r| r.header.as_ref(),
+    UpdateGcSafePoint => pd_update_gc_safe_point, Leader, true, |r| r.header.as_ref(),
+    UpdateServiceGcSafePoint => pd_update_service_gc_safe_point, Leader, true, |r| r.header.as_ref(),
+    GetGcSafePoint => pd_get_gc_safe_point, Leader, true, |r| r.header.as_ref(),
 );
 
 impl Cluster {
@@ -186,13 +219,24 @@ impl Cluster {
         M::call(self, store_id, request, now_ms)
     }
 
-    /// Serves a typed PD request.
+    /// Serves a typed PD request sent to the PD leader.
     pub fn pd<M: PdMethod>(
         &mut self,
         request: M::Request,
         now_ms: u64,
     ) -> Result<M::Response, MockError> {
-        M::call(self, request, now_ms)
+        let leader = self.pd_leader();
+        M::call(self, leader, request, now_ms)
+    }
+
+    /// Serves a typed PD request sent to PD member `member`, leader or not.
+    pub fn pd_on<M: PdMethod>(
+        &mut self,
+        member: usize,
+        request: M::Request,
+        now_ms: u64,
+    ) -> Result<M::Response, MockError> {
+        M::call(self, member, request, now_ms)
     }
 
     /// Serves one unary TiKV call given its gRPC path and encoded request.
@@ -206,10 +250,23 @@ impl Cluster {
         route_tikv(self, store_id, path, body, now_ms)
     }
 
-    /// Serves one PD call (for the `Tso` stream: one request message) given its gRPC path
-    /// and encoded request.
+    /// Serves one PD call (for the `Tso` stream: one request message) sent to the PD leader,
+    /// given its gRPC path and encoded request.
     pub fn handle_pd(&mut self, path: &str, body: Bytes, now_ms: u64) -> Result<Bytes, MockError> {
-        route_pd(self, path, body, now_ms)
+        let leader = self.pd_leader();
+        route_pd(self, leader, path, body, now_ms)
+    }
+
+    /// Serves one PD call that reached PD member `member`: a follower answers as PD's
+    /// followers do (most calls fail with `Unavailable` "not leader"; `GetMembers` works).
+    pub fn handle_pd_on(
+        &mut self,
+        member: usize,
+        path: &str,
+        body: Bytes,
+        now_ms: u64,
+    ) -> Result<Bytes, MockError> {
+        route_pd(self, member, path, body, now_ms)
     }
 
     /// Serves one `BatchCommandsRequest` on a stream to `store_id`.

@@ -55,10 +55,13 @@ mod counters;
 mod dispatch;
 mod error;
 mod fault;
+mod gc;
 mod pd;
+mod pd_members;
 mod raw;
 mod region_error;
 pub mod rng;
+mod scheduling;
 pub mod server;
 pub mod sim;
 #[cfg(test)]
@@ -73,6 +76,8 @@ pub use counters::Counters;
 pub use dispatch::{PdMethod, TikvMethod};
 pub use error::{Code, FailureKind, MockError};
 pub use fault::{FaultAction, FaultFilter, FaultId, Faults};
+pub use gc::NULL_KEYSPACE_ID;
+pub use pd_members::UnknownPdMember;
 pub use txn::LockWaitOutcome;
 pub use txn::lock_wait::LockWaitId;
 

@@ -9,25 +9,26 @@
 //! - `GetStore` of an unknown id is an `UNKNOWN` header error; tombstones are still returned;
 //! - `Tso` answers `count = N` with the largest timestamp of the block (see [`crate::tso`]).
 //!
-//! Scheduling and GC RPCs (`SplitRegions`, `ScatterRegion`, `GetOperator`, `GetGCState`, the
-//! safe-point and barrier calls, keyspaces) are not served yet and answer `Unimplemented`;
-//! they belong in this module next to the ones below.
+//! Which member a call reaches matters: see [`crate::pd_members`] for what followers answer.
+//! The GC-state API lives in [`crate::gc`], split/scatter/operators in
+//! [`crate::scheduling`].
 
 use tikv_proto::{metapb, pdpb};
 
 use crate::cluster::Cluster;
 use crate::error::{Code, MockError};
 use crate::fault::{FaultAction, failure_of};
+use crate::pd_members::LeaderRule;
 use crate::topology::{Liveness, RegionInfo};
 
-fn ok_header(cluster_id: u64) -> Option<pdpb::ResponseHeader> {
+pub(crate) fn ok_header(cluster_id: u64) -> Option<pdpb::ResponseHeader> {
     Some(pdpb::ResponseHeader {
         cluster_id,
         error: None,
     })
 }
 
-fn error_header(
+pub(crate) fn error_header(
     cluster_id: u64,
     kind: pdpb::ErrorType,
     message: &str,
@@ -41,19 +42,71 @@ fn error_header(
     })
 }
 
-/// The member id the single mock PD reports.
-const PD_MEMBER_ID: u64 = 0x5044_0001;
+/// A PD response message: every one carries a header.
+pub(crate) trait PdResponse: Default {
+    /// The response's header slot.
+    fn header_mut(&mut self) -> &mut Option<pdpb::ResponseHeader>;
+}
+
+macro_rules! pd_responses {
+    ($($resp:ident),* $(,)?) => {
+        $(
+            impl PdResponse for pdpb::$resp {
+                fn header_mut(&mut self) -> &mut Option<pdpb::ResponseHeader> {
+                    &mut self.header
+                }
+            }
+        )*
+    };
+}
+
+pd_responses!(
+    GetMembersResponse,
+    GetClusterInfoResponse,
+    TsoResponse,
+    GetRegionResponse,
+    ScanRegionsResponse,
+    BatchScanRegionsResponse,
+    GetStoreResponse,
+    GetAllStoresResponse,
+    AllocIdResponse,
+    GetMinTsResponse,
+    SplitRegionsResponse,
+    SplitAndScatterRegionsResponse,
+    ScatterRegionResponse,
+    GetOperatorResponse,
+    GetGcStateResponse,
+    GetAllKeyspacesGcStatesResponse,
+    AdvanceTxnSafePointResponse,
+    AdvanceGcSafePointResponse,
+    SetGcBarrierResponse,
+    DeleteGcBarrierResponse,
+    SetGlobalGcBarrierResponse,
+    DeleteGlobalGcBarrierResponse,
+    UpdateGcSafePointResponse,
+    UpdateServiceGcSafePointResponse,
+    GetGcSafePointResponse,
+);
+
+/// How one PD method is admitted: which member it reached, what a follower answers, and
+/// whether (and from where) its cluster id is checked.
+pub(crate) struct PdAdmission<Req> {
+    pub(crate) member: usize,
+    pub(crate) rule: LeaderRule,
+    pub(crate) check_cluster_id: bool,
+    pub(crate) header: fn(&Req) -> Option<&pdpb::RequestHeader>,
+}
 
 impl Cluster {
-    /// Admission for PD calls: counters and injected faults, then the cluster-id check
-    /// (skipped for the discovery calls), then the handler.
-    pub(crate) fn serve_pd<Req, Resp>(
+    /// Admission for PD calls: counters and injected faults, then the member's role (see
+    /// [`crate::pd_members`]), then the cluster-id check (skipped for the discovery calls),
+    /// then the handler.
+    pub(crate) fn serve_pd<Req, Resp: PdResponse>(
         &mut self,
         method: &str,
         req: Req,
         now_ms: u64,
-        check_cluster_id: bool,
-        header: fn(&Req) -> Option<&pdpb::RequestHeader>,
+        admission: PdAdmission<Req>,
         handler: fn(&mut Cluster, Req, u64) -> Result<Resp, MockError>,
     ) -> Result<Resp, MockError> {
         self.counters.rpc(method);
@@ -70,8 +123,21 @@ impl Cluster {
                 );
             }
         };
-        if check_cluster_id {
-            let got = header(&req).map_or(0, |h| h.cluster_id);
+        if !self.admit_pd_member(admission.member, admission.rule)? {
+            let mut resp = Resp::default();
+            *resp.header_mut() = error_header(
+                self.config.cluster_id,
+                pdpb::ErrorType::NotBootstrapped,
+                "cluster is not bootstrapped",
+            );
+            return if lost {
+                Err(MockError::reply_lost())
+            } else {
+                Ok(resp)
+            };
+        }
+        if admission.check_cluster_id {
+            let got = (admission.header)(&req).map_or(0, |h| h.cluster_id);
             if got != self.config.cluster_id {
                 return Err(MockError::status(
                     Code::FailedPrecondition,
@@ -82,6 +148,9 @@ impl Cluster {
                 ));
             }
         }
+        if admission.rule == LeaderRule::Tso {
+            self.tso_on_follower(admission.member)?;
+        }
         let resp = handler(self, req, now_ms)?;
         if lost {
             return Err(MockError::reply_lost());
@@ -89,27 +158,17 @@ impl Cluster {
         Ok(resp)
     }
 
-    fn pd_member(&self) -> pdpb::Member {
-        pdpb::Member {
-            name: "pd-0".to_owned(),
-            member_id: PD_MEMBER_ID,
-            peer_urls: self.pd_client_urls.clone(),
-            client_urls: self.pd_client_urls.clone(),
-            ..Default::default()
-        }
-    }
-
     pub(crate) fn pd_get_members(
         &mut self,
         _req: pdpb::GetMembersRequest,
         _now_ms: u64,
     ) -> Result<pdpb::GetMembersResponse, MockError> {
-        let me = self.pd_member();
+        let (members, leader) = self.pd_member_list();
         Ok(pdpb::GetMembersResponse {
             header: ok_header(self.config.cluster_id),
-            members: vec![me.clone()],
-            leader: Some(me.clone()),
-            etcd_leader: Some(me),
+            members,
+            leader: Some(leader.clone()),
+            etcd_leader: Some(leader),
             ..Default::default()
         })
     }

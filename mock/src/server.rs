@@ -51,14 +51,46 @@ impl SharedCluster {
         )
     }
 
-    /// Creates keyspace `name` (if new) and returns its id.
+    /// Creates keyspace `name` (if new) and returns its id. Takes the cluster lock: do not
+    /// call it while holding [`Self::lock`]'s guard.
     pub fn create_keyspace(&self, name: &str) -> u32 {
         let mut keyspaces = self
             .1
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let next = keyspaces.values().max().map_or(0, |m| m + 1);
-        *keyspaces.entry(name.to_string()).or_insert(next)
+        let id = *keyspaces.entry(name.to_string()).or_insert(next);
+        drop(keyspaces);
+        // The GC-state API needs to know the keyspace too (with PD's default, unified GC).
+        self.lock().register_keyspace_gc(id, name, false);
+        id
+    }
+
+    /// [`Self::handle_keyspace`] for a call that reached PD member `member`: like PD's
+    /// keyspace service, a member that is not the leader answers "not leader".
+    pub fn handle_keyspace_on(
+        &self,
+        member: usize,
+        path: &str,
+        body: Bytes,
+    ) -> Option<Result<Bytes, MockError>> {
+        let (count, leader) = {
+            let cluster = self.lock();
+            (cluster.pd_member_count(), cluster.pd_leader())
+        };
+        if member == leader {
+            return self.handle_keyspace(path, body);
+        }
+        let known = tikv_proto::keyspacepb::keyspace_service::METHODS
+            .iter()
+            .any(|m| m.path == path);
+        known.then(|| {
+            Err(if member >= count {
+                MockError::unreachable(format!("PD member {member} does not exist"))
+            } else {
+                MockError::status(crate::Code::Unavailable, "not leader")
+            })
+        })
     }
 
     /// Serves PD's keyspace service (`/keyspacepb.Keyspace/...`); `None` for other paths.
@@ -183,10 +215,11 @@ impl Service for StoreService {
     }
 }
 
-/// Serves PD.
+/// Serves one PD member.
 #[derive(Clone)]
 pub struct PdService {
     cluster: SharedCluster,
+    member: usize,
 }
 
 impl Service for PdService {
@@ -199,9 +232,15 @@ impl Service for PdService {
     }
 
     fn unary(&self, path: &str, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
-        let reply = match self.cluster.handle_keyspace(path, request.clone()) {
+        let reply = match self
+            .cluster
+            .handle_keyspace_on(self.member, path, request.clone())
+        {
             Some(reply) => reply,
-            None => self.cluster.lock().handle_pd(path, request, now_ms()),
+            None => self
+                .cluster
+                .lock()
+                .handle_pd_on(self.member, path, request, now_ms()),
         };
         boxed(async move { codec::frame(&reply.map_err(status)?) })
     }
@@ -222,7 +261,10 @@ impl Service for PdService {
                 ));
             }
             while let Some(message) = requests.message().await? {
-                let reply = this.cluster.lock().handle_pd(&path, message, now_ms());
+                let reply = this
+                    .cluster
+                    .lock()
+                    .handle_pd_on(this.member, &path, message, now_ms());
                 responses.send(codec::frame(&reply.map_err(status)?)?)?;
             }
             Ok(())
@@ -230,10 +272,10 @@ impl Service for PdService {
     }
 }
 
-/// A running mock cluster: PD and every store listening on loopback.
+/// A running mock cluster: every PD member and every store listening on loopback.
 pub struct MockServer {
     cluster: SharedCluster,
-    pd_address: String,
+    pd_addresses: Vec<String>,
     store_addresses: Vec<(u64, String)>,
 }
 
@@ -251,8 +293,13 @@ impl MockServer {
         host: &str,
     ) -> io::Result<MockServer> {
         let cluster = SharedCluster::new(cluster);
-        let pd_listener = TcpListener::bind((host, 0)).await?;
-        let pd_address = pd_listener.local_addr()?.to_string();
+        let members = cluster.lock().pd_member_count();
+        let mut pd_listeners = Vec::with_capacity(members);
+        for _ in 0..members {
+            let listener = TcpListener::bind((host, 0)).await?;
+            let address = listener.local_addr()?.to_string();
+            pd_listeners.push((listener, address));
+        }
         let store_ids: Vec<u64> = cluster
             .lock()
             .topology()
@@ -277,26 +324,38 @@ impl MockServer {
             );
             store_addresses.push((id, address));
         }
-        cluster
-            .lock()
-            .set_pd_client_urls(vec![format!("http://{pd_address}")]);
-        accept(
-            runtime,
-            pd_listener,
-            PdService {
-                cluster: cluster.clone(),
-            },
-        );
+        let mut pd_addresses = Vec::with_capacity(members);
+        for (member, (listener, address)) in pd_listeners.into_iter().enumerate() {
+            cluster
+                .lock()
+                .set_pd_member_client_urls(member, vec![format!("http://{address}")])
+                .map_err(io::Error::other)?;
+            accept(
+                runtime.clone(),
+                listener,
+                PdService {
+                    cluster: cluster.clone(),
+                    member,
+                },
+            );
+            pd_addresses.push(address);
+        }
         Ok(MockServer {
             cluster,
-            pd_address,
+            pd_addresses,
             store_addresses,
         })
     }
 
-    /// The PD endpoint (`host:port`) clients connect to.
+    /// The PD endpoint (`host:port`) clients connect to: member 0, the leader at start.
     pub fn pd_address(&self) -> &str {
-        &self.pd_address
+        // `ClusterConfig::pd_members` is at least 1, so member 0 always listens.
+        self.pd_addresses.first().map_or("", String::as_str)
+    }
+
+    /// Every PD member's endpoint (`host:port`), by member index.
+    pub fn pd_addresses(&self) -> &[String] {
+        &self.pd_addresses
     }
 
     /// Every store's id and address.

@@ -24,5 +24,5 @@
 mod network;
 mod runtime;
 
-pub use network::{Faults, PD_ADDRESS, SimNetwork};
+pub use network::{Faults, PD_ADDRESS, SimNetwork, pd_member_address};
 pub use runtime::{SimRuntime, SimSleep, SimStop};

@@ -25,8 +25,27 @@ use crate::rng::SplitMix64;
 use crate::server::SharedCluster;
 use crate::{FailureKind, MockError};
 
-/// The address the simulated PD answers on.
+/// The address the simulated PD answers on (PD member 0, the leader at start).
 pub const PD_ADDRESS: &str = "pd.sim:2379";
+
+/// The address of PD member `member`: [`PD_ADDRESS`] for member 0, `pd{N}.sim:2379` for the
+/// others.
+pub fn pd_member_address(member: usize) -> String {
+    if member == 0 {
+        PD_ADDRESS.to_owned()
+    } else {
+        format!("pd{member}.sim:2379")
+    }
+}
+
+/// The PD member an address names, if it names one (it may not exist in the cluster).
+fn pd_member_of(address: &str) -> Option<usize> {
+    if address == PD_ADDRESS {
+        return Some(0);
+    }
+    let n = address.strip_prefix("pd")?.strip_suffix(".sim:2379")?;
+    n.parse::<usize>().ok().filter(|&m| m > 0)
+}
 
 /// Virtual wall-clock origin for the engine (PD's TSO physical time): 2023-11-14.
 const EPOCH_MS: u64 = 1_700_000_000_000;
@@ -135,7 +154,13 @@ impl SimNetwork {
                 // Every store exists, so setting its address cannot fail.
                 let _ = c.set_store_address(id, store_address(id));
             }
-            c.set_pd_client_urls(vec![format!("http://{PD_ADDRESS}")]);
+            for member in 0..c.pd_member_count() {
+                // Every member index below the count exists, so this cannot fail.
+                let _ = c.set_pd_member_client_urls(
+                    member,
+                    vec![format!("http://{}", pd_member_address(member))],
+                );
+            }
         }
         let state = State {
             rng: SplitMix64::new(seed),
@@ -211,7 +236,7 @@ impl SimNetwork {
 
     /// The store an address names, `None` for PD; an error for unknown or partitioned ones.
     fn route(&self, address: &str) -> Result<Option<u64>, CallError> {
-        if address == PD_ADDRESS {
+        if pd_member_of(address).is_some() {
             return Ok(None);
         }
         let id = address
@@ -246,16 +271,23 @@ impl SimNetwork {
         s.delivered += 1;
     }
 
-    fn serve(&self, store: Option<u64>, path: &str, body: Bytes) -> Result<Bytes, MockError> {
+    fn serve(
+        &self,
+        address: &str,
+        store: Option<u64>,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Bytes, MockError> {
+        let member = pd_member_of(address).unwrap_or(0);
         if store.is_none() {
-            if let Some(reply) = self.cluster.handle_keyspace(path, body.clone()) {
+            if let Some(reply) = self.cluster.handle_keyspace_on(member, path, body.clone()) {
                 return reply;
             }
         }
         let now = self.now_ms();
         let mut cluster = self.cluster.lock();
         match store {
-            None => cluster.handle_pd(path, body, now),
+            None => cluster.handle_pd_on(member, path, body, now),
             Some(id) => cluster.handle_tikv(id, path, body, now),
         }
     }
@@ -289,7 +321,7 @@ impl Transport for SimNetwork {
             }
             net.runtime.sleep(there).await;
             net.record(&address, path, &message);
-            let reply = net.serve(store, path, message);
+            let reply = net.serve(&address, store, path, message);
             if let Fate::LoseReply = fate {
                 net.runtime.sleep(timeout.saturating_sub(there)).await;
                 return Err(call_error(
@@ -348,7 +380,12 @@ impl Transport for SimNetwork {
                                 .map(|r| Bytes::from(r.encode_to_vec())),
                             Err(e) => Err(MockError::undecodable(path, &e)),
                         },
-                        None => server.cluster.lock().handle_pd(path, message, now),
+                        None => server.cluster.lock().handle_pd_on(
+                            pd_member_of(&address).unwrap_or(0),
+                            path,
+                            message,
+                            now,
+                        ),
                     };
                     if let Fate::LoseReply = fate {
                         continue;
