@@ -25,6 +25,16 @@ pub struct Security {
     pub key: Option<std::path::PathBuf>,
 }
 
+/// Which kind of data a client works on; decides how region boundaries are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KeyMode {
+    /// RawKV.
+    #[default]
+    Raw,
+    /// Transactional (Percolator) data.
+    Txn,
+}
+
 /// Configuration of one client.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -53,6 +63,9 @@ pub struct Config {
     pub region_concurrency: usize,
     /// API version of requests.
     pub api_version: ApiVersion,
+    /// RawKV or transactional data. Set by the client type (a `TransactionClient` sets `Txn`);
+    /// there is no need to set it by hand.
+    pub key_mode: KeyMode,
     /// API V2: the keyspace to work in, by name (`None`: `DEFAULT`). The client looks up its
     /// id with PD's `LoadKeyspace` when it connects.
     pub keyspace: Option<String>,
@@ -90,6 +103,7 @@ impl Default for Config {
             raw_scan_limit_max: 10240,
             region_concurrency: 16,
             api_version: ApiVersion::V1,
+            key_mode: KeyMode::Raw,
             keyspace: None,
             keyspace_id: None,
             request_source: String::new(),
@@ -106,9 +120,11 @@ impl Default for Config {
 impl Config {
     /// How PD and TiKV write region boundaries for this API version.
     pub fn region_keys(&self) -> crate::codec::RegionKeys {
-        match self.api_version {
-            ApiVersion::V1 => crate::codec::RegionKeys::Raw,
-            ApiVersion::V2 => crate::codec::RegionKeys::MemComparable,
+        // TiKV encodes transactional keys (and every key under API V2) before using them as
+        // region boundaries; API V1 raw keys are boundaries as they are.
+        match (self.api_version, self.key_mode) {
+            (ApiVersion::V1, KeyMode::Raw) => crate::codec::RegionKeys::Raw,
+            _ => crate::codec::RegionKeys::MemComparable,
         }
     }
 

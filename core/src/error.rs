@@ -192,6 +192,43 @@ pub enum Error {
         detail: String,
     },
 
+    /// A transaction's write conflicts with a newer committed write (or lock): retry the
+    /// whole transaction with a new start timestamp.
+    #[error(
+        "write conflict on {key}: transaction {start_ts} conflicts with one that started at {conflict_ts} and committed at {conflict_commit_ts} (primary {primary}, {reason})"
+    )]
+    WriteConflict {
+        /// The key written by both.
+        key: Key,
+        /// The primary key of this transaction.
+        primary: Key,
+        /// This transaction's start timestamp.
+        start_ts: u64,
+        /// The conflicting transaction's start timestamp.
+        conflict_ts: u64,
+        /// When the conflicting transaction committed (0 if it holds a lock instead).
+        conflict_commit_ts: u64,
+        /// TiKV's reason (optimistic, pessimistic retry, ...).
+        reason: String,
+    },
+
+    /// An insert found the key already present.
+    #[error("key {key} already exists")]
+    KeyExists {
+        /// The key.
+        key: Key,
+    },
+
+    /// The transaction was rolled back (by another client resolving its locks, or because its
+    /// locks expired) before it could commit.
+    #[error("transaction {start_ts} aborted: {detail}")]
+    TxnAborted {
+        /// The transaction's start timestamp.
+        start_ts: u64,
+        /// What happened.
+        detail: String,
+    },
+
     /// The server sent something this client cannot make sense of.
     #[error("protocol violation from {target}: {detail}")]
     Protocol {
@@ -226,6 +263,8 @@ impl Error {
                     | GrpcCode::Aborted
             ),
             Error::Region { .. } | Error::BackoffExhausted { .. } => true,
+            Error::WriteConflict { .. } | Error::TxnAborted { .. } => true,
+            Error::KeyExists { .. } => false,
             Error::Pd { .. } => true,
             Error::InvalidArgument(_)
             | Error::KeyError { .. }

@@ -30,9 +30,10 @@ pub mod testing;
 pub mod time;
 pub mod timestamp;
 pub mod tso;
+pub mod txn;
 
 pub use backoff::{BackoffKind, Backoffer};
-pub use config::{ApiVersion, Config};
+pub use config::{ApiVersion, Config, KeyMode};
 pub use error::{Delivery, Error, GrpcCode, Result, Target};
 pub use key::{Key, KeyRange};
 pub use machine::{Cx, Effect, EffectId, LocateQuery, Machine, Outcome, Step};

@@ -11,6 +11,15 @@ use futures_util::stream::FuturesUnordered;
 use tikv_core::machine::{Cx, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
 use tikv_core::{Config, Delivery, Error, RegionCache, Rng, StoreCache, Target, TikvRequest};
 
+/// A seed when the configuration gives none: std's per-process random hash keys (jitter only
+/// needs different clients to differ).
+fn entropy() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 use crate::batch::BatchClient;
 use crate::grpc::CallError;
 use crate::pd::PdClient;
@@ -44,6 +53,65 @@ pub struct ClientContext<R: Runtime> {
 }
 
 impl<R: Runtime> ClientContext<R> {
+    /// Connects to PD through `transport` and sets up caches and BatchCommands: what every
+    /// client type shares. Under API V2 it also looks up the keyspace (filling
+    /// `config.keyspace_id`).
+    pub async fn connect(
+        runtime: R,
+        transport: SharedTransport,
+        endpoints: &[String],
+        mut config: Config,
+    ) -> Result<Self, Error> {
+        let pd_config = crate::pd::PdConfig {
+            timeout: config.pd_timeout,
+            region_keys: config.region_keys(),
+            ..Default::default()
+        };
+        let pd =
+            PdClient::connect(runtime.clone(), transport.clone(), endpoints, pd_config).await?;
+        if config.api_version == tikv_core::ApiVersion::V2 {
+            let name = config
+                .keyspace
+                .clone()
+                .unwrap_or_else(|| tikv_core::request::DEFAULT_KEYSPACE.to_string());
+            config.keyspace_id = Some(pd.load_keyspace(&name).await?);
+            config.keyspace = Some(name);
+        }
+        let seed = config.rng_seed.unwrap_or_else(entropy);
+        let shared = Shared {
+            regions: RegionCache::new(config.region_cache_ttl, config.region_cache_ttl_jitter),
+            stores: StoreCache::new(),
+            rng: Rng::seeded(seed),
+        };
+        let batch_config = crate::batch::BatchConfig {
+            streams_per_store: config.grpc_connection_count,
+            max_batch: config.max_batch_size.max(1),
+            ..Default::default()
+        };
+        let batch = BatchClient::new(runtime.clone(), transport.clone(), batch_config);
+        Ok(ClientContext {
+            runtime,
+            config,
+            pd,
+            transport,
+            batch,
+            shared: Mutex::new(shared),
+        })
+    }
+
+    /// The gRPC transport for `config` (TLS when `config.security` is set).
+    pub fn grpc_transport(runtime: &R, config: &Config) -> SharedTransport {
+        let channel = crate::grpc::ChannelConfig {
+            tls: config.security.clone(),
+            ..Default::default()
+        };
+        std::sync::Arc::new(crate::transport::GrpcTransport::new(
+            runtime.clone(),
+            channel,
+            config.grpc_connection_count,
+        ))
+    }
+
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
         // Machines do not panic on any input (they are pure and tested for it); if one did,
         // the caches it was updating are still structurally valid, so recover the lock.

@@ -14,8 +14,10 @@ pub mod raw;
 pub mod runtime;
 pub mod tls;
 pub mod transport;
+pub mod txn;
 
 pub use raw::{CurrentRuntime, RawClient};
 pub use runtime::Runtime;
 pub use tikv_core::raw::{CasResult, Checksum, KvPair};
-pub use tikv_core::{Config, Error, Key, KeyRange, Result};
+pub use tikv_core::{Config, Error, Key, KeyRange, Result, Timestamp};
+pub use txn::{Snapshot, Transaction, TransactionClient};

@@ -20,21 +20,18 @@
 //! prefixes every key with the keyspace's raw-mode prefix, bounds every range to the keyspace,
 //! and strips the prefix from every key it returns. Callers never see the prefix.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tikv_core::codec::KeyspacePrefix;
 use tikv_core::raw::{self, CasResult, Checksum, KvPair, PutItem};
-use tikv_core::request::DEFAULT_KEYSPACE;
-use tikv_core::{ApiVersion, Config, Error, Key, KeyRange, RegionCache, Result, Rng, StoreCache};
+use tikv_core::{ApiVersion, Config, Error, Key, KeyRange, Result};
 
-use crate::batch::{BatchClient, BatchConfig};
-use crate::executor::{ClientContext, Shared, run};
-use crate::grpc::ChannelConfig;
-use crate::pd::{PdClient, PdConfig};
+use crate::executor::{ClientContext, run};
+use crate::pd::PdClient;
 use crate::runtime::Runtime;
-use crate::transport::{GrpcTransport, SharedTransport};
+use crate::transport::SharedTransport;
 
 /// A runtime that can be obtained from the calling context (e.g. tokio's current handle).
 pub trait CurrentRuntime: Runtime {
@@ -82,15 +79,7 @@ impl<R: Runtime> RawClient<R> {
             .iter()
             .map(|e| e.as_ref().to_string())
             .collect();
-        let channel = ChannelConfig {
-            tls: config.security.clone(),
-            ..Default::default()
-        };
-        let transport: SharedTransport = Arc::new(GrpcTransport::new(
-            runtime.clone(),
-            channel,
-            config.grpc_connection_count,
-        ));
+        let transport = ClientContext::grpc_transport(&runtime, &config);
         Self::connect_over(runtime, transport, &endpoints, config).await
     }
 
@@ -101,46 +90,13 @@ impl<R: Runtime> RawClient<R> {
         endpoints: &[String],
         mut config: Config,
     ) -> Result<Self> {
-        let pd_config = PdConfig {
-            timeout: config.pd_timeout,
-            region_keys: config.region_keys(),
-            ..Default::default()
-        };
-        let pd =
-            PdClient::connect(runtime.clone(), transport.clone(), endpoints, pd_config).await?;
-        let keyspace = match config.api_version {
-            ApiVersion::V1 => None,
-            ApiVersion::V2 => {
-                let name = config
-                    .keyspace
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_KEYSPACE.to_string());
-                let id = pd.load_keyspace(&name).await?;
-                config.keyspace = Some(name);
-                config.keyspace_id = Some(id);
-                Some(KeyspacePrefix::raw(id))
-            }
-        };
-        let seed = config.rng_seed.unwrap_or_else(entropy);
-        let shared = Shared {
-            regions: RegionCache::new(config.region_cache_ttl, config.region_cache_ttl_jitter),
-            stores: StoreCache::new(),
-            rng: Rng::seeded(seed),
-        };
-        let batch_config = BatchConfig {
-            streams_per_store: config.grpc_connection_count,
-            max_batch: config.max_batch_size.max(1),
-            ..Default::default()
-        };
-        let batch = BatchClient::new(runtime.clone(), transport.clone(), batch_config);
-        let ctx = ClientContext {
-            runtime,
-            config,
-            pd,
-            transport,
-            batch,
-            shared: Mutex::new(shared),
-        };
+        config.key_mode = tikv_core::KeyMode::Raw;
+        let ctx = ClientContext::connect(runtime, transport, endpoints, config).await?;
+        let keyspace = ctx
+            .config
+            .keyspace_id
+            .filter(|_| ctx.config.api_version == ApiVersion::V2)
+            .map(KeyspacePrefix::raw);
         Ok(RawClient {
             ctx: Arc::new(ctx),
             cf: String::new(),
@@ -480,13 +436,4 @@ fn check_range(range: &KeyRange) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// A seed when the configuration gives none: std's per-process random hash keys (jitter only
-/// needs different clients to differ).
-fn entropy() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
 }

@@ -31,3 +31,17 @@ pub async fn mock_cluster(stores: usize, splits: &[&str]) -> MockServer {
     }
     server
 }
+
+/// Like [`mock_cluster`], for transactional data: the split keys are user keys, encoded the way
+/// TiKV writes transactional region boundaries (memcomparable).
+pub async fn mock_txn_cluster(stores: usize, splits: &[&str]) -> MockServer {
+    let server = mock_cluster(stores, &[]).await;
+    {
+        let mut cluster = server.cluster().lock();
+        for key in splits {
+            let encoded = tikv_core::codec::encode_memcomparable(key.as_bytes());
+            cluster.split_at(&encoded).expect("split the mock cluster");
+        }
+    }
+    server
+}

@@ -1,0 +1,203 @@
+//! Locks, transaction statuses, and key errors turned into typed results.
+
+use tikv_proto::kvrpcpb;
+
+use crate::error::Error;
+use crate::key::Key;
+use crate::timestamp::Timestamp;
+
+/// A lock another transaction holds on a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lock {
+    /// The locked key.
+    pub key: Key,
+    /// The owning transaction's primary key (where its fate is decided).
+    pub primary: Key,
+    /// The owning transaction's start timestamp.
+    pub start_ts: Timestamp,
+    /// How long (ms, from `start_ts`'s physical time) the lock is held before it may be
+    /// cleaned up.
+    pub ttl_ms: u64,
+    /// Keys in the owning transaction (sizes TiKV's resolution work).
+    pub txn_size: u64,
+    /// Whether the owner uses async commit (its fate then needs `CheckSecondaryLocks`).
+    pub use_async_commit: bool,
+    /// The lock's kind (put, delete, lock, pessimistic lock).
+    pub lock_type: i32,
+}
+
+impl From<&kvrpcpb::LockInfo> for Lock {
+    fn from(l: &kvrpcpb::LockInfo) -> Self {
+        Lock {
+            key: Key::from(l.key.clone()),
+            primary: Key::from(l.primary_lock.clone()),
+            start_ts: Timestamp::from_u64(l.lock_version),
+            ttl_ms: l.lock_ttl,
+            txn_size: l.txn_size,
+            use_async_commit: l.use_async_commit,
+            lock_type: l.lock_type,
+        }
+    }
+}
+
+impl Lock {
+    /// Whether the lock's TTL has run out by `now` (judged on TSO time, the only clock).
+    pub fn expired(&self, now: Timestamp) -> bool {
+        now.physical_ms() >= self.start_ts.physical_ms().saturating_add(self.ttl_ms)
+    }
+}
+
+/// What TiKV knows about a transaction, from its primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnStatus {
+    /// Committed at this timestamp.
+    Committed(Timestamp),
+    /// Rolled back (or never written and now prevented).
+    RolledBack,
+    /// Still running; the lock lives `ttl_ms` more.
+    Alive {
+        /// Remaining time to live of the primary lock, in ms from its start.
+        ttl_ms: u64,
+    },
+}
+
+/// A key error classified for the machines that meet it.
+#[derive(Clone, Debug)]
+pub enum KeyErrorKind {
+    /// The key is locked by another transaction: resolve, then retry.
+    Locked(Lock),
+    /// The commit timestamp is below the lock's min_commit_ts: take a newer one and retry.
+    CommitTsExpired {
+        /// The smallest acceptable commit timestamp.
+        min_commit_ts: Timestamp,
+    },
+    /// Anything else: the operation fails with this error.
+    Fail(Error),
+}
+
+/// Classifies a key error returned for `key` by a transaction started at `start_ts`.
+pub fn key_error(e: &kvrpcpb::KeyError, start_ts: Timestamp) -> KeyErrorKind {
+    if let Some(lock) = &e.locked {
+        return KeyErrorKind::Locked(Lock::from(lock));
+    }
+    if let Some(c) = &e.conflict {
+        let reason = kvrpcpb::write_conflict::Reason::try_from(c.reason)
+            .map_or("unknown", |r| r.as_str_name());
+        return KeyErrorKind::Fail(Error::WriteConflict {
+            key: Key::from(c.key.clone()),
+            primary: Key::from(c.primary.clone()),
+            start_ts: c.start_ts,
+            conflict_ts: c.conflict_ts,
+            conflict_commit_ts: c.conflict_commit_ts,
+            reason: reason.to_string(),
+        });
+    }
+    if let Some(a) = &e.already_exist {
+        return KeyErrorKind::Fail(Error::KeyExists {
+            key: Key::from(a.key.clone()),
+        });
+    }
+    if let Some(x) = &e.commit_ts_expired {
+        return KeyErrorKind::CommitTsExpired {
+            min_commit_ts: Timestamp::from_u64(x.min_commit_ts),
+        };
+    }
+    if let Some(n) = &e.txn_lock_not_found {
+        return KeyErrorKind::Fail(Error::TxnAborted {
+            start_ts: start_ts.as_u64(),
+            detail: format!(
+                "its lock on {} is gone (rolled back by another client)",
+                Key::from(n.key.clone())
+            ),
+        });
+    }
+    if let Some(n) = &e.txn_not_found {
+        return KeyErrorKind::Fail(Error::TxnAborted {
+            start_ts: n.start_ts,
+            detail: format!(
+                "no lock or commit record for primary {}",
+                Key::from(n.primary_key.clone())
+            ),
+        });
+    }
+    let message = if !e.abort.is_empty() {
+        e.abort.clone()
+    } else if !e.retryable.is_empty() {
+        e.retryable.clone()
+    } else {
+        format!("{e:?}")
+    };
+    KeyErrorKind::Fail(Error::KeyError {
+        key: Key::EMPTY,
+        message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        let locked = kvrpcpb::KeyError {
+            locked: Some(kvrpcpb::LockInfo {
+                key: "k".into(),
+                primary_lock: "p".into(),
+                lock_version: 5,
+                lock_ttl: 3000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(
+            matches!(key_error(&locked, Timestamp::ZERO), KeyErrorKind::Locked(l) if l.primary == "p".into())
+        );
+        let conflict = kvrpcpb::KeyError {
+            conflict: Some(kvrpcpb::WriteConflict {
+                key: "k".into(),
+                start_ts: 1,
+                conflict_ts: 2,
+                conflict_commit_ts: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(matches!(
+            key_error(&conflict, Timestamp::ZERO),
+            KeyErrorKind::Fail(Error::WriteConflict {
+                conflict_commit_ts: 3,
+                ..
+            })
+        ));
+        let exists = kvrpcpb::KeyError {
+            already_exist: Some(kvrpcpb::AlreadyExist { key: "k".into() }),
+            ..Default::default()
+        };
+        assert!(matches!(
+            key_error(&exists, Timestamp::ZERO),
+            KeyErrorKind::Fail(Error::KeyExists { .. })
+        ));
+        let abort = kvrpcpb::KeyError {
+            abort: "boom".into(),
+            ..Default::default()
+        };
+        assert!(
+            matches!(key_error(&abort, Timestamp::ZERO), KeyErrorKind::Fail(Error::KeyError { message, .. }) if message == "boom")
+        );
+    }
+
+    #[test]
+    fn expiry_uses_tso_time() {
+        let l = Lock {
+            key: "k".into(),
+            primary: "p".into(),
+            start_ts: Timestamp::compose(1000, 0),
+            ttl_ms: 3000,
+            txn_size: 1,
+            use_async_commit: false,
+            lock_type: 0,
+        };
+        assert!(!l.expired(Timestamp::compose(3999, 5)));
+        assert!(l.expired(Timestamp::compose(4000, 0)));
+    }
+}

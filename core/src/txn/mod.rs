@@ -1,0 +1,21 @@
+//! Transactions: Percolator two-phase commit, snapshot reads and lock resolution, as machines.
+//!
+//! - [`buffer`]: the transaction's local writes.
+//! - [`lock`]: locks found by reads and writes, and what TiKV says about their transactions.
+//! - [`resolve`]: the lock resolver — asks the lock owner's primary for its fate
+//!   (`CheckTxnStatus`), then commits or rolls back the lock (`ResolveLock`).
+//! - [`snapshot`]: reads at a start timestamp that resolve the locks they meet.
+//! - [`commit`]: the committer — prewrite every key, take a commit timestamp, commit the
+//!   primary (the commit point), then the secondaries.
+
+pub mod buffer;
+pub mod commit;
+pub mod lock;
+pub mod resolve;
+pub mod snapshot;
+
+pub use buffer::{Mutation, WriteBuffer};
+pub use commit::Committer;
+pub use lock::{Lock, TxnStatus, key_error};
+pub use resolve::ResolveLocks;
+pub use snapshot::{SnapshotBatchGet, SnapshotGet};

@@ -1,0 +1,352 @@
+//! Snapshot reads: the values committed before a start timestamp, resolving the locks they
+//! run into.
+//!
+//! A read that meets a lock hands it to [`ResolveLocks`]; if the lock's owner committed or
+//! rolled back, the lock is cleaned up and the read retried at once; if the owner is still
+//! running, the read backs off (`txnLockFast`, capped by the lock's remaining TTL) and retries.
+
+use bytes::Bytes;
+use tikv_proto::kvrpcpb;
+
+use crate::backoff::{BackoffKind, Backoffer};
+use crate::error::Error;
+use crate::key::Key;
+use crate::machine::{Cx, Effect, EffectId, Machine, Outcome, Step};
+use crate::plan::{BatchLimits, BatchPlan, MultiKey, SingleKey};
+use crate::raw::KvPair;
+use crate::request::RpcOptions;
+use crate::rpc::{TikvRequest, TikvResponse};
+use crate::timestamp::Timestamp;
+use crate::txn::lock::{KeyErrorKind, Lock, key_error};
+use crate::txn::resolve::{ResolveLocks, Resolved};
+
+/// The read-side loop shared by point and batch reads: read, resolve, maybe wait, read again.
+#[derive(Debug)]
+enum Phase<R> {
+    Reading(Box<R>),
+    Resolving(Box<ResolveLocks>),
+    Sleeping(EffectId),
+    Backoff(Resolved),
+    Ready,
+    Done,
+}
+
+fn unexpected(what: &str) -> Error {
+    Error::KeyError {
+        key: Key::EMPTY,
+        message: format!("unexpected reply to {what}"),
+    }
+}
+
+/// After resolving: read again now, or sleep until a live lock may have gone.
+fn after_resolve<R>(resolved: Resolved) -> Phase<R> {
+    if resolved.alive == 0 {
+        Phase::Ready
+    } else {
+        Phase::Backoff(resolved)
+    }
+}
+
+fn sleep_step<R, T>(
+    backoff: &mut Backoffer,
+    resolved: Resolved,
+    cx: &mut Cx<'_>,
+    phase: &mut Phase<R>,
+) -> Step<Result<T, Error>> {
+    let cap = std::time::Duration::from_millis(resolved.wait_ms.max(1));
+    let why = Error::KeyError {
+        key: Key::EMPTY,
+        message: format!(
+            "{} lock(s) still held by running transactions",
+            resolved.alive
+        ),
+    };
+    match backoff.next_sleep_capped(BackoffKind::TxnLockFast, Some(cap), &why, cx.rng) {
+        Ok(duration) => {
+            let id = cx.next_id();
+            *phase = Phase::Sleeping(id);
+            Step::Effect(Effect::Sleep { id, duration })
+        }
+        Err(e) => Step::Done(Err(e)),
+    }
+}
+
+/// Reads one key at `start_ts`.
+#[derive(Debug)]
+pub struct SnapshotGet {
+    key: Key,
+    start_ts: Timestamp,
+    backoff: Backoffer,
+    phase: Phase<SingleKey>,
+}
+
+impl SnapshotGet {
+    /// Reads `key` as of `start_ts`.
+    pub fn new(key: Key, start_ts: Timestamp, backoff: Backoffer) -> Self {
+        SnapshotGet {
+            key,
+            start_ts,
+            backoff,
+            phase: Phase::Ready,
+        }
+    }
+
+    fn read(&self) -> SingleKey {
+        let request = TikvRequest::KvGet(kvrpcpb::GetRequest {
+            key: self.key.to_bytes(),
+            version: self.start_ts.as_u64(),
+            ..Default::default()
+        });
+        SingleKey::new(
+            self.key.clone(),
+            request,
+            RpcOptions::READ,
+            self.backoff.clone(),
+        )
+    }
+}
+
+impl Machine for SnapshotGet {
+    type Output = Result<Option<Bytes>, Error>;
+
+    fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
+        loop {
+            match std::mem::replace(&mut self.phase, Phase::Done) {
+                Phase::Done => return Step::Wait,
+                Phase::Ready => self.phase = Phase::Reading(Box::new(self.read())),
+                Phase::Backoff(resolved) => {
+                    return sleep_step(&mut self.backoff, resolved, cx, &mut self.phase);
+                }
+                Phase::Sleeping(id) => {
+                    self.phase = Phase::Sleeping(id);
+                    return Step::Wait;
+                }
+                Phase::Reading(mut m) => match m.poll(cx) {
+                    Step::Done(Ok(TikvResponse::KvGet(r))) => match &r.error {
+                        None => return Step::Done(Ok((!r.not_found).then_some(r.value))),
+                        Some(e) => match key_error(e, self.start_ts) {
+                            KeyErrorKind::Locked(lock) => {
+                                let resolver = ResolveLocks::new(
+                                    vec![lock],
+                                    self.start_ts,
+                                    self.backoff.clone(),
+                                );
+                                self.phase = Phase::Resolving(Box::new(resolver));
+                            }
+                            KeyErrorKind::Fail(e) => return Step::Done(Err(e)),
+                            other => {
+                                return Step::Done(Err(Error::KeyError {
+                                    key: self.key.clone(),
+                                    message: format!("{other:?}"),
+                                }));
+                            }
+                        },
+                    },
+                    Step::Done(Ok(_)) => return Step::Done(Err(unexpected("KvGet"))),
+                    Step::Done(Err(e)) => return Step::Done(Err(e)),
+                    other => {
+                        self.phase = Phase::Reading(m);
+                        return forward(other);
+                    }
+                },
+                Phase::Resolving(mut m) => match m.poll(cx) {
+                    Step::Done(Ok(resolved)) => self.phase = after_resolve(resolved),
+                    Step::Done(Err(e)) => return Step::Done(Err(e)),
+                    other => {
+                        self.phase = Phase::Resolving(m);
+                        return forward(other);
+                    }
+                },
+            }
+        }
+    }
+
+    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
+        match &mut self.phase {
+            Phase::Reading(m) => m.handle(cx, id, outcome),
+            Phase::Resolving(m) => m.handle(cx, id, outcome),
+            Phase::Sleeping(want) if *want == id => self.phase = Phase::Ready,
+            _ => {}
+        }
+    }
+}
+
+/// Passes a child's effect or wait up (a child's `Done` is handled by the caller).
+fn forward<T, U>(step: Step<T>) -> Step<U> {
+    match step {
+        Step::Effect(e) => Step::Effect(e),
+        Step::Wait | Step::Done(_) => Step::Wait,
+    }
+}
+
+/// Batch plan: `KvBatchGet` at a timestamp.
+#[derive(Debug)]
+pub struct BatchGetPlan {
+    version: u64,
+}
+
+impl BatchPlan for BatchGetPlan {
+    type Item = Key;
+    fn key(item: &Key) -> &Key {
+        item
+    }
+    fn size(item: &Key) -> usize {
+        item.len()
+    }
+    fn build(&self, items: &[Key]) -> TikvRequest {
+        TikvRequest::KvBatchGet(kvrpcpb::BatchGetRequest {
+            keys: items.iter().map(Key::to_bytes).collect(),
+            version: self.version,
+            ..Default::default()
+        })
+    }
+}
+
+/// Reads many keys at `start_ts`; only the keys that met locks are read again.
+#[derive(Debug)]
+pub struct SnapshotBatchGet {
+    start_ts: Timestamp,
+    backoff: Backoffer,
+    limits: BatchLimits,
+    remaining: Vec<Key>,
+    found: Vec<KvPair>,
+    phase: Phase<MultiKey<BatchGetPlan>>,
+}
+
+impl SnapshotBatchGet {
+    /// Reads `keys` as of `start_ts`, `max_keys` per request.
+    pub fn new(keys: Vec<Key>, start_ts: Timestamp, max_keys: usize, backoff: Backoffer) -> Self {
+        let mut keys = keys;
+        keys.sort();
+        keys.dedup();
+        SnapshotBatchGet {
+            start_ts,
+            backoff,
+            limits: BatchLimits {
+                max_items: max_keys.max(1),
+                max_bytes: usize::MAX,
+            },
+            remaining: keys,
+            found: Vec::new(),
+            phase: Phase::Ready,
+        }
+    }
+
+    /// Collects values and locks from the batch replies.
+    fn absorb(&mut self, replies: Vec<(Vec<Key>, TikvResponse)>) -> Result<Vec<Lock>, Error> {
+        let mut locks = Vec::new();
+        for (keys, reply) in replies {
+            let TikvResponse::KvBatchGet(r) = reply else {
+                return Err(unexpected("KvBatchGet"));
+            };
+            if let Some(e) = &r.error {
+                match key_error(e, self.start_ts) {
+                    // A whole-batch lock error: re-read the batch after resolving.
+                    KeyErrorKind::Locked(lock) => {
+                        locks.push(lock);
+                        self.remaining.extend(keys);
+                        continue;
+                    }
+                    KeyErrorKind::Fail(e) => return Err(e),
+                    other => {
+                        return Err(Error::KeyError {
+                            key: Key::EMPTY,
+                            message: format!("{other:?}"),
+                        });
+                    }
+                }
+            }
+            for pair in r.pairs {
+                match pair.error.as_ref().map(|e| key_error(e, self.start_ts)) {
+                    None => self.found.push(KvPair {
+                        key: Key::from(pair.key),
+                        value: pair.value,
+                    }),
+                    Some(KeyErrorKind::Locked(lock)) => {
+                        self.remaining.push(Key::from(pair.key));
+                        locks.push(lock);
+                    }
+                    Some(KeyErrorKind::Fail(e)) => return Err(e),
+                    Some(other) => {
+                        return Err(Error::KeyError {
+                            key: Key::from(pair.key),
+                            message: format!("{other:?}"),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(locks)
+    }
+}
+
+impl Machine for SnapshotBatchGet {
+    type Output = Result<Vec<KvPair>, Error>;
+
+    fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
+        loop {
+            match std::mem::replace(&mut self.phase, Phase::Done) {
+                Phase::Done => return Step::Wait,
+                Phase::Ready => {
+                    if self.remaining.is_empty() {
+                        let mut found = std::mem::take(&mut self.found);
+                        found.sort();
+                        return Step::Done(Ok(found));
+                    }
+                    let keys = std::mem::take(&mut self.remaining);
+                    let plan = BatchGetPlan {
+                        version: self.start_ts.as_u64(),
+                    };
+                    let m = MultiKey::new(
+                        plan,
+                        keys,
+                        self.limits,
+                        RpcOptions::READ,
+                        self.backoff.clone(),
+                    );
+                    self.phase = Phase::Reading(Box::new(m));
+                }
+                Phase::Backoff(resolved) => {
+                    return sleep_step(&mut self.backoff, resolved, cx, &mut self.phase);
+                }
+                Phase::Sleeping(id) => {
+                    self.phase = Phase::Sleeping(id);
+                    return Step::Wait;
+                }
+                Phase::Reading(mut m) => match m.poll(cx) {
+                    Step::Done(Ok(replies)) => match self.absorb(replies) {
+                        Ok(locks) if locks.is_empty() => self.phase = Phase::Ready,
+                        Ok(locks) => {
+                            let resolver =
+                                ResolveLocks::new(locks, self.start_ts, self.backoff.clone());
+                            self.phase = Phase::Resolving(Box::new(resolver));
+                        }
+                        Err(e) => return Step::Done(Err(e)),
+                    },
+                    Step::Done(Err(e)) => return Step::Done(Err(e)),
+                    other => {
+                        self.phase = Phase::Reading(m);
+                        return forward(other);
+                    }
+                },
+                Phase::Resolving(mut m) => match m.poll(cx) {
+                    Step::Done(Ok(resolved)) => self.phase = after_resolve(resolved),
+                    Step::Done(Err(e)) => return Step::Done(Err(e)),
+                    other => {
+                        self.phase = Phase::Resolving(m);
+                        return forward(other);
+                    }
+                },
+            }
+        }
+    }
+
+    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
+        match &mut self.phase {
+            Phase::Reading(m) => m.handle(cx, id, outcome),
+            Phase::Resolving(m) => m.handle(cx, id, outcome),
+            Phase::Sleeping(want) if *want == id => self.phase = Phase::Ready,
+            _ => {}
+        }
+    }
+}

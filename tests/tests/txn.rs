@@ -1,0 +1,258 @@
+//! The transactional client against the mock's MVCC engine over loopback gRPC: snapshot
+//! isolation, write conflicts, inserts, lock resolution, and a concurrent bank workload.
+
+use std::time::Duration;
+
+use tikv_core::{Config, Error};
+use tikv_integration_tests::{mock_cluster, mock_txn_cluster};
+use tikv_mock::server::MockServer;
+use tikv_proto::kvrpcpb;
+use tikv_proto::tikvpb::tikv_service;
+use tikv_tokio::TransactionClient;
+
+async fn client(mock: &MockServer) -> TransactionClient {
+    TransactionClient::connect(
+        &[mock.pd_address()],
+        Config {
+            rng_seed: Some(5),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn commit_then_read_and_snapshots_stay_put() {
+    let mock = mock_cluster(3, &[]).await;
+    let c = client(&mock).await;
+    let before = c.current_timestamp().await.unwrap();
+    let mut t = c.begin().await.unwrap();
+    t.put("a", "1");
+    t.put("b", "2");
+    assert_eq!(
+        t.get("a").await.unwrap().as_deref(),
+        Some(&b"1"[..]),
+        "reads its own writes"
+    );
+    let commit_ts = t.commit().await.unwrap();
+    assert!(commit_ts > before);
+
+    let t2 = c.begin().await.unwrap();
+    assert_eq!(t2.get("b").await.unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(t2.batch_get(["a", "b", "c"]).await.unwrap().len(), 2);
+    assert_eq!(
+        c.snapshot(before).get("a").await.unwrap(),
+        None,
+        "an older snapshot does not see it"
+    );
+
+    let mut t3 = c.begin().await.unwrap();
+    t3.delete("a");
+    t3.commit().await.unwrap();
+    assert_eq!(c.begin().await.unwrap().get("a").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn concurrent_writers_conflict() {
+    let mock = mock_cluster(1, &[]).await;
+    let c = client(&mock).await;
+    let mut t1 = c.begin().await.unwrap();
+    let mut t2 = c.begin().await.unwrap();
+    t1.put("k", "from t1");
+    t2.put("k", "from t2");
+    t1.commit().await.unwrap();
+    match t2.commit().await {
+        Err(e @ Error::WriteConflict { .. }) => assert!(e.is_retryable()),
+        other => panic!("expected a write conflict, got {other:?}"),
+    }
+    assert_eq!(
+        c.begin().await.unwrap().get("k").await.unwrap().as_deref(),
+        Some(&b"from t1"[..])
+    );
+}
+
+#[tokio::test]
+async fn insert_of_an_existing_key_fails() {
+    let mock = mock_cluster(1, &[]).await;
+    let c = client(&mock).await;
+    let mut t = c.begin().await.unwrap();
+    t.insert("u", "1");
+    t.commit().await.unwrap();
+    let mut t = c.begin().await.unwrap();
+    t.insert("u", "2");
+    assert!(matches!(t.commit().await, Err(Error::KeyExists { .. })));
+}
+
+/// Leaves locks of a transaction whose client "crashed": prewritten on `keys` with primary
+/// `keys[0]`, optionally committed at the primary only.
+async fn abandoned_transaction(
+    mock: &MockServer,
+    c: &TransactionClient,
+    keys: &[&str],
+    commit_primary: bool,
+    ttl_ms: u64,
+) -> u64 {
+    let start = c.current_timestamp().await.unwrap().as_u64();
+    let now = 1u64.max(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    );
+    let mut cluster = mock.cluster().lock();
+    for key in keys {
+        let (store, ctx) = context_for(&cluster, key.as_bytes());
+        let request = kvrpcpb::PrewriteRequest {
+            context: Some(ctx),
+            mutations: vec![kvrpcpb::Mutation {
+                op: kvrpcpb::Op::Put as i32,
+                key: key.as_bytes().to_vec().into(),
+                value: format!("abandoned {key}").into(),
+                assertion: 0,
+            }],
+            primary_lock: keys[0].as_bytes().to_vec().into(),
+            start_version: start,
+            lock_ttl: ttl_ms,
+            txn_size: keys.len() as u64,
+            ..Default::default()
+        };
+        let r = cluster
+            .tikv::<tikv_service::KvPrewrite>(store, request, now)
+            .unwrap();
+        assert!(r.errors.is_empty() && r.region_error.is_none(), "{r:?}");
+    }
+    if commit_primary {
+        let commit = start + 1;
+        let (store, ctx) = context_for(&cluster, keys[0].as_bytes());
+        let request = kvrpcpb::CommitRequest {
+            context: Some(ctx),
+            start_version: start,
+            commit_version: commit,
+            keys: vec![keys[0].as_bytes().to_vec().into()],
+            ..Default::default()
+        };
+        let r = cluster
+            .tikv::<tikv_service::KvCommit>(store, request, now)
+            .unwrap();
+        assert!(r.error.is_none(), "{r:?}");
+    }
+    start
+}
+
+fn context_for(cluster: &tikv_mock::Cluster, key: &[u8]) -> (u64, kvrpcpb::Context) {
+    let encoded = tikv_core::codec::encode_memcomparable(key);
+    let region = cluster
+        .topology()
+        .regions()
+        .find(|r| {
+            let m = &r.meta;
+            m.start_key.as_ref() <= encoded.as_slice()
+                && (m.end_key.is_empty() || encoded.as_slice() < m.end_key.as_ref())
+        })
+        .unwrap();
+    let leader = *region.leader().unwrap();
+    let ctx = kvrpcpb::Context {
+        region_id: region.id(),
+        region_epoch: region.meta.region_epoch,
+        peer: Some(leader),
+        ..Default::default()
+    };
+    (leader.store_id, ctx)
+}
+
+#[tokio::test]
+async fn readers_resolve_locks_of_crashed_transactions() {
+    let mock = mock_cluster(3, &[]).await;
+    let c = client(&mock).await;
+    // Committed at the primary, then crashed: the secondary's lock resolves to committed.
+    abandoned_transaction(&mock, &c, &["p1", "s1"], true, 60_000).await;
+    let t = c.begin().await.unwrap();
+    assert_eq!(
+        t.get("s1").await.unwrap().as_deref(),
+        Some(&b"abandoned s1"[..])
+    );
+    // Never committed, lock expired: the reader rolls it back and sees nothing.
+    abandoned_transaction(&mock, &c, &["p2", "s2"], false, 1).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let t = c.begin().await.unwrap();
+    assert_eq!(t.batch_get(["p2", "s2"]).await.unwrap(), vec![]);
+    // A writer meeting the stale lock resolves it too.
+    abandoned_transaction(&mock, &c, &["p3"], false, 1).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut w = c.begin().await.unwrap();
+    w.put("p3", "mine");
+    w.commit().await.unwrap();
+    assert_eq!(
+        c.begin().await.unwrap().get("p3").await.unwrap().as_deref(),
+        Some(&b"mine"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_transfers_conserve_money() {
+    let mock = mock_txn_cluster(3, &["acct-3", "acct-6"]).await;
+    let c = client(&mock).await;
+    const ACCOUNTS: u32 = 8;
+    let mut setup = c.begin().await.unwrap();
+    for i in 0..ACCOUNTS {
+        setup.put(format!("acct-{i}"), "100");
+    }
+    setup.commit().await.unwrap();
+    let workers: Vec<_> = (0..4u32)
+        .map(|w| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut committed = 0;
+                for n in 0..25u32 {
+                    let (from, to) = ((w + n) % ACCOUNTS, (w * 3 + n * 7 + 1) % ACCOUNTS);
+                    if from == to {
+                        continue;
+                    }
+                    loop {
+                        let mut t = c.begin().await.unwrap();
+                        let read = |v: Option<bytes::Bytes>| -> i64 {
+                            std::str::from_utf8(&v.unwrap()).unwrap().parse().unwrap()
+                        };
+                        let a = read(t.get(format!("acct-{from}")).await.unwrap());
+                        let b = read(t.get(format!("acct-{to}")).await.unwrap());
+                        t.put(format!("acct-{from}"), (a - 1).to_string());
+                        t.put(format!("acct-{to}"), (b + 1).to_string());
+                        match t.commit().await {
+                            Ok(_) => {
+                                committed += 1;
+                                break;
+                            }
+                            Err(e) if e.is_retryable() => continue,
+                            Err(e) => panic!("transfer failed: {e}"),
+                        }
+                    }
+                }
+                committed
+            })
+        })
+        .collect();
+    let mut total_transfers = 0;
+    for w in workers {
+        total_transfers += w.await.unwrap();
+    }
+    let check = c.begin().await.unwrap();
+    let pairs = check
+        .batch_get((0..ACCOUNTS).map(|i| format!("acct-{i}")))
+        .await
+        .unwrap();
+    let sum: i64 = pairs
+        .iter()
+        .map(|p| {
+            std::str::from_utf8(&p.value)
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        sum,
+        100 * i64::from(ACCOUNTS),
+        "money is conserved after {total_transfers} transfers"
+    );
+}
