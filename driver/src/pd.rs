@@ -327,14 +327,7 @@ impl<R: Runtime> PdClient<R> {
     }
 
     fn worth_rediscovering(e: &Error) -> bool {
-        match e {
-            Error::Pd { kind, message, .. } => {
-                kind == "Unavailable"
-                    || kind == "DeadlineExceeded"
-                    || message.contains("not leader")
-            }
-            _ => false,
-        }
+        is_leader_change(e) || matches!(e, Error::Pd { kind, .. } if kind == "DeadlineExceeded")
     }
 
     async fn leader(&self) -> Result<String, Error> {
@@ -496,18 +489,44 @@ impl<R: Runtime> PdClient<R> {
                 "cannot request {count} timestamps at once"
             )));
         }
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .tso
-            .unbounded_send(TsoWaiter { count, reply: tx })
-            .map_err(|_| tso_closed())?;
-        let block = rx.await.map_err(|_| tso_closed())??;
-        block.get(0).ok_or_else(tso_closed)
+        // A batch that met a leader change fails as a whole; the TSO task has looked for the
+        // new leader by the time we hear of it, so asking again is cheap and usually succeeds
+        // (client-go's GetTS retries leader changes the same way).
+        let mut attempt = 0;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.inner
+                .tso
+                .unbounded_send(TsoWaiter { count, reply: tx })
+                .map_err(|_| tso_closed())?;
+            match rx.await.map_err(|_| tso_closed())? {
+                Ok(block) => return block.get(0).ok_or_else(tso_closed),
+                Err(e) if attempt < TSO_LEADER_CHANGE_RETRIES && is_leader_change(&e) => {
+                    attempt += 1
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// One timestamp.
     pub async fn get_timestamp(&self) -> Result<Timestamp, Error> {
         self.get_timestamps(1).await
+    }
+}
+
+/// How often a timestamp request is retried after PD's leader changed under it.
+const TSO_LEADER_CHANGE_RETRIES: u32 = 3;
+
+/// Whether a PD error means "ask the new leader".
+fn is_leader_change(e: &Error) -> bool {
+    match e {
+        Error::Pd { kind, message, .. } => {
+            kind == "Unavailable"
+                || message.contains("not leader")
+                || message.contains("stream closed")
+        }
+        _ => false,
     }
 }
 

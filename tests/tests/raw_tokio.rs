@@ -190,3 +190,33 @@ async fn oversized_values_are_refused_clearly() {
     let e = c.put("big", vec![0u8; 9 << 20]).await.unwrap_err();
     assert!(e.to_string().contains("raft entry too large"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pd_leader_change_is_followed() {
+    let config = tikv_mock::ClusterConfig {
+        stores: 3,
+        pd_members: 3,
+        ..Default::default()
+    };
+    let mock = tikv_mock::server::MockServer::start(tikv_tokio::TokioRuntime::current(), config)
+        .await
+        .unwrap();
+    let c = client(mock.pd_address(), true).await;
+    c.put("before", "1").await.unwrap();
+    let ts1 = c.pd().get_timestamp().await.unwrap();
+    mock.cluster().lock().transfer_pd_leader(2).unwrap();
+    // New regions force PD lookups, which now meet a follower first.
+    mock.cluster().lock().split_at(b"m").unwrap();
+    c.put("after", "2").await.unwrap();
+    c.put("zzz", "3").await.unwrap();
+    let ts2 = c.pd().get_timestamp().await.unwrap();
+    assert!(
+        ts2 > ts1,
+        "timestamps keep increasing across the leader change"
+    );
+    assert_eq!(
+        c.pd().leader_address().as_deref(),
+        Some(mock.pd_addresses()[2].as_str())
+    );
+    assert_eq!(c.scan(.., 10).await.unwrap().len(), 3);
+}
