@@ -3,7 +3,7 @@
 //! `cargo test` runs a few dozen seeds; `SIM_SEEDS=1000` runs more; `SIM_SEED=n` replays one.
 //! A failure prints its seed and the command that replays it.
 
-use tikv_integration_tests::sim::{run, run_cas};
+use tikv_integration_tests::sim::{run, run_bank, run_cas};
 
 fn seeds() -> Vec<u64> {
     if let Ok(one) = std::env::var("SIM_SEED") {
@@ -54,6 +54,18 @@ fn raw_cas_is_linearizable_under_faults() {
         if let Err(why) = &outcome.verdict {
             panic!(
                 "seed {seed} failed: {why}\n  replay: SIM_SEED={seed} cargo test -p tikv-integration-tests --test sim raw_cas"
+            );
+        }
+    }
+}
+
+#[test]
+fn bank_transfers_conserve_money_under_faults() {
+    for seed in seeds() {
+        let outcome = run_bank(seed);
+        if let Err(why) = &outcome.verdict {
+            panic!(
+                "seed {seed} failed: {why}\n  replay: SIM_SEED={seed} cargo test -p tikv-integration-tests --test sim bank"
             );
         }
     }

@@ -172,6 +172,16 @@ async fn readers_resolve_locks_of_crashed_transactions() {
         t.get("s1").await.unwrap().as_deref(),
         Some(&b"abandoned s1"[..])
     );
+    // The same through a batch read, whose per-key lock errors carry the key only in the lock
+    // (regression, found by the bank simulation: the key was taken from the empty pair and
+    // the value went missing).
+    abandoned_transaction(&mock, &c, &["p4", "s4"], true, 60_000).await;
+    let t = c.begin().await.unwrap();
+    let got = t.batch_get(["s4", "p4"]).await.unwrap();
+    assert_eq!(
+        got.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
+        vec!["p4".into(), "s4".into()]
+    );
     // Never committed, lock expired: the reader rolls it back and sees nothing.
     abandoned_transaction(&mock, &c, &["p2", "s2"], false, 1).await;
     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -262,8 +262,9 @@ impl SnapshotBatchGet {
                         key: Key::from(pair.key),
                         value: pair.value,
                     }),
+                    // TiKV leaves `pair.key` empty on errors: the key is in the lock.
                     Some(KeyErrorKind::Locked(lock)) => {
-                        self.remaining.push(Key::from(pair.key));
+                        self.remaining.push(lock.key.clone());
                         locks.push(lock);
                     }
                     Some(KeyErrorKind::Fail(e)) => return Err(e),
