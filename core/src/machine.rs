@@ -134,6 +134,17 @@ pub enum Step<T> {
     Done(T),
 }
 
+impl<T> Step<T> {
+    /// A child's effect or wait, passed up by a parent machine (the child's `Done` is the
+    /// parent's to handle, so it maps to `Wait`: callers check for `Done` first).
+    pub fn forward<U>(self) -> Step<U> {
+        match self {
+            Step::Effect(e) => Step::Effect(e),
+            Step::Wait | Step::Done(_) => Step::Wait,
+        }
+    }
+}
+
 /// What a machine may read and update during one call.
 pub struct Cx<'a> {
     /// The current time.

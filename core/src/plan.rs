@@ -73,7 +73,7 @@ impl Machine for SingleKey {
                     Step::Done(Err(e)) => return Step::Done(Err(e)),
                     other => {
                         self.state = SingleState::Locating(locate);
-                        return other.map_never();
+                        return other.forward();
                     }
                 },
                 SingleState::Sending(mut rpc) => match rpc.poll(cx) {
@@ -87,7 +87,7 @@ impl Machine for SingleKey {
                     }
                     other => {
                         self.state = SingleState::Sending(rpc);
-                        return other.map_never();
+                        return other.forward();
                     }
                 },
             }
@@ -99,17 +99,6 @@ impl Machine for SingleKey {
             SingleState::Locating(l) => l.handle(cx, id, outcome),
             SingleState::Sending(r) => r.handle(cx, id, outcome),
             SingleState::Done => {}
-        }
-    }
-}
-
-impl<T> Step<T> {
-    /// Converts a non-`Done` step to another output type (for parents forwarding a child's
-    /// effect or wait).
-    fn map_never<U>(self) -> Step<U> {
-        match self {
-            Step::Effect(e) => Step::Effect(e),
-            Step::Wait | Step::Done(_) => Step::Wait,
         }
     }
 }
@@ -496,7 +485,7 @@ impl<P: RangePlan> Machine for RangeWalk<P> {
                     Step::Done(Err(e)) => return Step::Done(Err(e)),
                     other => {
                         self.state = WalkState::Locating(locate);
-                        return other.map_never();
+                        return other.forward();
                     }
                 },
                 WalkState::Sending(mut rpc) => match rpc.poll(cx) {
@@ -525,7 +514,7 @@ impl<P: RangePlan> Machine for RangeWalk<P> {
                     Step::Done(RegionRpcResult::Failed(e)) => return Step::Done(Err(e)),
                     other => {
                         self.state = WalkState::Sending(rpc);
-                        return other.map_never();
+                        return other.forward();
                     }
                 },
             }

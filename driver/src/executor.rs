@@ -112,6 +112,25 @@ impl<R: Runtime> ClientContext<R> {
         ))
     }
 
+    /// Runs `f` with a context over the shared state, holding its lock only for the call.
+    fn with_cx<T>(&self, ids: &mut u64, f: impl FnOnce(&mut Cx<'_>) -> T) -> T {
+        let mut shared = self.shared();
+        let Shared {
+            regions,
+            stores,
+            rng,
+        } = &mut *shared;
+        let mut cx = Cx {
+            now: self.runtime.now(),
+            rng,
+            config: &self.config,
+            regions,
+            stores,
+            ids,
+        };
+        f(&mut cx)
+    }
+
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
         // Machines do not panic on any input (they are pure and tested for it); if one did,
         // the caches it was updating are still structurally valid, so recover the lock.
@@ -127,49 +146,25 @@ pub async fn run<R: Runtime, M: Machine>(ctx: &ClientContext<R>, mut machine: M)
     let mut inflight: FuturesUnordered<BoxFuture<'_, (EffectId, Outcome)>> =
         FuturesUnordered::new();
     loop {
-        {
-            let mut shared = ctx.shared();
-            let Shared {
-                regions,
-                stores,
-                rng,
-            } = &mut *shared;
-            let mut cx = Cx {
-                now: ctx.runtime.now(),
-                rng,
-                config: &ctx.config,
-                regions,
-                stores,
-                ids: &mut ids,
-            };
+        let step = ctx.with_cx(&mut ids, |cx| {
             loop {
-                match machine.poll(&mut cx) {
+                match machine.poll(cx) {
                     Step::Effect(effect) => inflight.push(Box::pin(execute(ctx, effect))),
-                    Step::Wait => break,
-                    Step::Done(output) => return output,
+                    Step::Wait => return None,
+                    Step::Done(output) => return Some(output),
                 }
             }
+        });
+        if let Some(output) = step {
+            return output;
         }
         let Some((id, outcome)) = inflight.next().await else {
             // A machine that waits with nothing outstanding would wait forever; every machine
-            // in core emits an effect before it waits, and their tests check it.
+            // in core emits an effect before it waits (the fuzz harness and the test harness
+            // check it).
             unreachable!("machine is waiting with no effect outstanding");
         };
-        let mut shared = ctx.shared();
-        let Shared {
-            regions,
-            stores,
-            rng,
-        } = &mut *shared;
-        let mut cx = Cx {
-            now: ctx.runtime.now(),
-            rng,
-            config: &ctx.config,
-            regions,
-            stores,
-            ids: &mut ids,
-        };
-        machine.handle(&mut cx, id, outcome);
+        ctx.with_cx(&mut ids, |cx| machine.handle(cx, id, outcome));
     }
 }
 

@@ -282,7 +282,7 @@ impl Machine for Committer {
                     Step::Done(Err(e)) => self.rollback(e),
                     other => {
                         self.state = State::Prewriting(m);
-                        return forward(other);
+                        return other.forward();
                     }
                 },
                 State::Resolving(mut m, retry) => match m.poll(cx) {
@@ -295,7 +295,7 @@ impl Machine for Committer {
                     Step::Done(Err(e)) => self.rollback(e),
                     other => {
                         self.state = State::Resolving(m, retry);
-                        return forward(other);
+                        return other.forward();
                     }
                 },
                 State::WaitBeforeRetry(resolved, retry) => {
@@ -388,7 +388,7 @@ impl Machine for Committer {
                     Step::Done(Err(e)) => self.rollback(e),
                     other => {
                         self.state = State::CommittingPrimary(m);
-                        return forward(other);
+                        return other.forward();
                     }
                 },
                 State::CommittingSecondaries(mut m) => match m.poll(cx) {
@@ -396,7 +396,7 @@ impl Machine for Committer {
                     Step::Done(_) => return Step::Done(Ok(self.commit_ts)),
                     other => {
                         self.state = State::CommittingSecondaries(m);
-                        return forward(other);
+                        return other.forward();
                     }
                 },
                 State::RollingBack(mut m, error) => match m.poll(cx) {
@@ -404,7 +404,7 @@ impl Machine for Committer {
                     Step::Done(_) => return Step::Done(Err(*error)),
                     other => {
                         self.state = State::RollingBack(m, error);
-                        return forward(other);
+                        return other.forward();
                     }
                 },
             }
@@ -449,13 +449,6 @@ impl Machine for Committer {
             State::RollingBack(m, _) => m.handle(cx, id, outcome),
             _ => {}
         }
-    }
-}
-
-fn forward<T, U>(step: Step<T>) -> Step<U> {
-    match step {
-        Step::Effect(e) => Step::Effect(e),
-        Step::Wait | Step::Done(_) => Step::Wait,
     }
 }
 

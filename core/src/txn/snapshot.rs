@@ -146,7 +146,7 @@ impl Machine for SnapshotGet {
                     Step::Done(Err(e)) => return Step::Done(Err(e)),
                     other => {
                         self.phase = Phase::Reading(m);
-                        return forward(other);
+                        return other.forward();
                     }
                 },
                 Phase::Resolving(mut m) => match m.poll(cx) {
@@ -154,7 +154,7 @@ impl Machine for SnapshotGet {
                     Step::Done(Err(e)) => return Step::Done(Err(e)),
                     other => {
                         self.phase = Phase::Resolving(m);
-                        return forward(other);
+                        return other.forward();
                     }
                 },
             }
@@ -168,14 +168,6 @@ impl Machine for SnapshotGet {
             Phase::Sleeping(want) if *want == id => self.phase = Phase::Ready,
             _ => {}
         }
-    }
-}
-
-/// Passes a child's effect or wait up (a child's `Done` is handled by the caller).
-fn forward<T, U>(step: Step<T>) -> Step<U> {
-    match step {
-        Step::Effect(e) => Step::Effect(e),
-        Step::Wait | Step::Done(_) => Step::Wait,
     }
 }
 
@@ -327,7 +319,7 @@ impl Machine for SnapshotBatchGet {
                     Step::Done(Err(e)) => return Step::Done(Err(e)),
                     other => {
                         self.phase = Phase::Reading(m);
-                        return forward(other);
+                        return other.forward();
                     }
                 },
                 Phase::Resolving(mut m) => match m.poll(cx) {
@@ -335,7 +327,7 @@ impl Machine for SnapshotBatchGet {
                     Step::Done(Err(e)) => return Step::Done(Err(e)),
                     other => {
                         self.phase = Phase::Resolving(m);
-                        return forward(other);
+                        return other.forward();
                     }
                 },
             }
