@@ -82,6 +82,9 @@ pub struct Config {
     /// Send batchable requests inside BatchCommands streams (client-go's default); `false`
     /// sends every request as its own unary call.
     pub batch_commands: bool,
+    /// Commit transactions that fit in one prewrite request in one phase (1PC: TiKV commits
+    /// at prewrite). client-go's `Enable1PC` is off by default; so is this.
+    pub try_one_pc: bool,
     /// TLS for every connection; `None` for cleartext.
     pub security: Option<Security>,
     /// Seed of the client's random generator (jitter, replica choice); `None` seeds from the
@@ -111,6 +114,7 @@ impl Default for Config {
             grpc_connection_count: 4,
             max_batch_size: 128,
             batch_commands: true,
+            try_one_pc: false,
             security: None,
             rng_seed: None,
         }

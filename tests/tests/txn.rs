@@ -266,3 +266,56 @@ async fn bank_transfers_conserve_money() {
         "money is conserved after {total_transfers} transfers"
     );
 }
+
+#[tokio::test]
+async fn one_pc_commits_single_region_transactions_in_one_round_trip() {
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let config = Config {
+        try_one_pc: true,
+        rng_seed: Some(5),
+        ..Default::default()
+    };
+    let c = TransactionClient::connect(&[mock.pd_address()], config)
+        .await
+        .unwrap();
+    let commits = || mock.cluster().lock().counters().rpcs_of("KvCommit");
+
+    let mut t = c.begin().await.unwrap();
+    let start = t.start_ts();
+    t.put("a", "1");
+    t.put("b", "2");
+    let ts = t.commit().await.unwrap();
+    assert!(ts > start, "1PC commits after the start timestamp");
+    assert_eq!(
+        commits(),
+        0,
+        "one region, one request: committed at prewrite"
+    );
+    assert_eq!(
+        c.begin()
+            .await
+            .unwrap()
+            .batch_get(["a", "b"])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Keys in two regions need two requests: 1PC is not asked for, 2PC runs.
+    let mut t = c.begin().await.unwrap();
+    t.put("c", "3");
+    t.put("x", "4");
+    t.commit().await.unwrap();
+    assert!(commits() > 0);
+    assert_eq!(
+        c.begin()
+            .await
+            .unwrap()
+            .batch_get(["c", "x"])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -56,6 +56,9 @@ pub struct PrewritePlan {
     start_ts: Timestamp,
     lock_ttl: u64,
     txn_size: u64,
+    /// Ask for 1PC — honoured only by a request that carries every mutation, so a
+    /// transaction split over regions can never be committed piecewise.
+    try_one_pc: bool,
 }
 
 impl BatchPlan for PrewritePlan {
@@ -73,6 +76,7 @@ impl BatchPlan for PrewritePlan {
             start_version: self.start_ts.as_u64(),
             lock_ttl: self.lock_ttl,
             txn_size: self.txn_size,
+            try_one_pc: self.try_one_pc && items.len() as u64 == self.txn_size,
             ..Default::default()
         })
     }
@@ -141,6 +145,8 @@ pub struct Committer {
     commit_backoff: Backoffer,
     limits: BatchLimits,
     write_options: RpcOptions,
+    /// Whether the first prewrite asks for 1PC.
+    try_one_pc: bool,
     state: State,
 }
 
@@ -172,6 +178,7 @@ impl Committer {
                 idempotent: true,
                 max_execution: Some(config.max_write_execution),
             },
+            try_one_pc: config.try_one_pc && buffer.size() <= COMMIT_BATCH_SIZE,
             state: State::StartPrewrite(mutations),
         }
     }
@@ -256,6 +263,9 @@ impl Machine for Committer {
                         start_ts: self.start_ts,
                         lock_ttl: self.lock_ttl,
                         txn_size: self.txn_size,
+                        // Only the first attempt: a retry after resolving locks carries part of
+                        // the keys, and those already prewritten hold locks anyway.
+                        try_one_pc: std::mem::take(&mut self.try_one_pc),
                     };
                     let m = MultiKey::new(
                         plan,
@@ -267,6 +277,11 @@ impl Machine for Committer {
                     self.state = State::Prewriting(Box::new(m));
                 }
                 State::Prewriting(mut m) => match m.poll(cx) {
+                    Step::Done(Ok(replies)) if one_pc_commit_ts(&replies).is_some() => {
+                        // Committed at prewrite: no locks to commit.
+                        return Step::Done(Ok(one_pc_commit_ts(&replies).unwrap_or(self.start_ts)));
+                    }
+                    // A 1PC attempt that TiKV declined left ordinary locks: carry on with 2PC.
                     Step::Done(Ok(replies)) => match self.prewrite_results(replies) {
                         Ok((locks, _)) if locks.is_empty() => self.state = State::NeedCommitTs,
                         Ok((locks, retry)) => {
@@ -449,6 +464,17 @@ impl Machine for Committer {
             State::RollingBack(m, _) => m.handle(cx, id, outcome),
             _ => {}
         }
+    }
+}
+
+/// The 1PC commit timestamp when the prewrite committed the transaction: one request, no
+/// errors, and a non-zero `one_pc_commit_ts`.
+fn one_pc_commit_ts(replies: &[(Vec<Item>, TikvResponse)]) -> Option<Timestamp> {
+    match replies {
+        [(_, TikvResponse::KvPrewrite(r))] if r.errors.is_empty() && r.one_pc_commit_ts > 0 => {
+            Some(Timestamp::from_u64(r.one_pc_commit_ts))
+        }
+        _ => None,
     }
 }
 
