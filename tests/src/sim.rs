@@ -356,7 +356,8 @@ pub fn run_bank(seed: u64) -> Outcome {
     let (rt, net) = (runtime.clone(), network.clone());
     let result = runtime.block_on(
         async move {
-            let config = Config { rng_seed: Some(seed), batch_commands: seed % 2 == 0, ..Default::default() };
+            // Every third seed commits single-region transactions with 1PC.
+            let config = Config { rng_seed: Some(seed), batch_commands: seed % 2 == 0, try_one_pc: seed % 3 == 0, ..Default::default() };
             let client = TransactionClient::connect_over(rt.clone(), Arc::new(net.clone()), &[PD_ADDRESS.to_string()], config)
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
