@@ -25,8 +25,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tikv_core::backoff::{Backoffer, budget};
 use tikv_core::raw::KvPair;
-use tikv_core::txn::{Committer, Mutation, SnapshotBatchGet, SnapshotGet, WriteBuffer};
-use tikv_core::{ApiVersion, Config, Error, Key, KeyMode, Result, Timestamp};
+use tikv_core::txn::{
+    Committer, Mutation, SnapshotBatchGet, SnapshotGet, SnapshotScan, WriteBuffer,
+};
+use tikv_core::{ApiVersion, Config, Error, Key, KeyMode, KeyRange, Result, Timestamp};
 
 use crate::executor::{ClientContext, run};
 use crate::pd::PdClient;
@@ -144,6 +146,40 @@ impl<R: Runtime> Snapshot<R> {
         )
         .await
     }
+
+    /// Up to `limit` pairs of `range` as of the snapshot, ascending.
+    pub async fn scan(&self, range: impl Into<KeyRange>, limit: u32) -> Result<Vec<KvPair>> {
+        snapshot_scan(&self.ctx, self.ts, range.into(), limit, false).await
+    }
+
+    /// Up to `limit` pairs of `range` as of the snapshot, descending from its end.
+    pub async fn reverse_scan(
+        &self,
+        range: impl Into<KeyRange>,
+        limit: u32,
+    ) -> Result<Vec<KvPair>> {
+        snapshot_scan(&self.ctx, self.ts, range.into(), limit, true).await
+    }
+}
+
+async fn snapshot_scan<R: Runtime>(
+    ctx: &ClientContext<R>,
+    ts: Timestamp,
+    range: KeyRange,
+    limit: u32,
+    reverse: bool,
+) -> Result<Vec<KvPair>> {
+    if range.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "empty or inverted range {range}"
+        )));
+    }
+    let backoff = Backoffer::new("scan", ctx.config.budget(budget::SCAN));
+    run(
+        ctx,
+        SnapshotScan::new(ts, range, limit, false, reverse, backoff),
+    )
+    .await
 }
 
 async fn snapshot_get<R: Runtime>(
@@ -215,6 +251,54 @@ impl<R: Runtime> Transaction<R> {
         pairs.sort();
         pairs.dedup_by(|a, b| a.key == b.key);
         Ok(pairs)
+    }
+
+    /// Up to `limit` pairs of `range`, ascending: the snapshot merged with the transaction's
+    /// own writes.
+    pub async fn scan(&self, range: impl Into<KeyRange>, limit: u32) -> Result<Vec<KvPair>> {
+        self.scan_merged(range.into(), limit, false).await
+    }
+
+    /// Up to `limit` pairs of `range`, descending from its end, with the transaction's own
+    /// writes.
+    pub async fn reverse_scan(
+        &self,
+        range: impl Into<KeyRange>,
+        limit: u32,
+    ) -> Result<Vec<KvPair>> {
+        self.scan_merged(range.into(), limit, true).await
+    }
+
+    async fn scan_merged(&self, range: KeyRange, limit: u32, reverse: bool) -> Result<Vec<KvPair>> {
+        let own: Vec<(Key, Option<Bytes>)> = self
+            .buffer
+            .range(&range)
+            .map(|(k, m)| (k.clone(), m.value().cloned()))
+            .collect();
+        // Each own delete can hide one snapshot pair: read that many more, so that `limit`
+        // survive (and nothing between them is skipped).
+        let deletes = own.iter().filter(|(_, v)| v.is_none()).count() as u32;
+        let snapshot = snapshot_scan(
+            &self.ctx,
+            self.start_ts,
+            range,
+            limit.saturating_add(deletes),
+            reverse,
+        )
+        .await?;
+        let mut merged: std::collections::BTreeMap<Key, Option<Bytes>> = snapshot
+            .into_iter()
+            .map(|p| (p.key, Some(p.value)))
+            .collect();
+        merged.extend(own);
+        let pairs = merged
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|value| KvPair { key, value }));
+        Ok(if reverse {
+            pairs.rev().take(limit as usize).collect()
+        } else {
+            pairs.take(limit as usize).collect()
+        })
     }
 
     /// Sets `key` to `value` (buffered until commit).

@@ -319,3 +319,45 @@ async fn one_pc_commits_single_region_transactions_in_one_round_trip() {
         2
     );
 }
+
+#[tokio::test]
+async fn scans_cross_regions_resolve_locks_and_merge_own_writes() {
+    let mock = mock_txn_cluster(3, &["k3", "k6"]).await;
+    let c = client(&mock).await;
+    let mut setup = c.begin().await.unwrap();
+    for i in 0..9 {
+        setup.put(format!("k{i}"), format!("v{i}"));
+    }
+    setup.commit().await.unwrap();
+    // A crashed transaction committed at its primary, with a secondary lock mid-range.
+    abandoned_transaction(&mock, &c, &["k2", "k5"], true, 60_000).await;
+
+    let t = c.begin().await.unwrap();
+    let all = t.scan(.., 100).await.unwrap();
+    assert_eq!(all.len(), 9);
+    assert_eq!(
+        all[5].value, "abandoned k5",
+        "the lock was resolved to its committed value"
+    );
+    let rev = t.reverse_scan("k1".."k8", 3).await.unwrap();
+    assert_eq!(
+        rev.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
+        vec!["k7".into(), "k6".into(), "k5".into()]
+    );
+
+    let mut w = c.begin().await.unwrap();
+    w.delete("k0");
+    w.delete("k1");
+    w.put("k1a", "mine");
+    let first = w.scan(.., 3).await.unwrap();
+    assert_eq!(
+        first.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
+        vec!["k1a".into(), "k2".into(), "k3".into()]
+    );
+    let snap = c.snapshot(w.start_ts());
+    assert_eq!(
+        snap.scan(.., 2).await.unwrap()[0].key,
+        "k0".into(),
+        "the snapshot does not see the buffer"
+    );
+}

@@ -12,10 +12,12 @@ pub mod buffer;
 pub mod commit;
 pub mod lock;
 pub mod resolve;
+pub mod scan;
 pub mod snapshot;
 
 pub use buffer::{Mutation, WriteBuffer};
 pub use commit::Committer;
 pub use lock::{Lock, TxnStatus, key_error};
 pub use resolve::ResolveLocks;
+pub use scan::SnapshotScan;
 pub use snapshot::{SnapshotBatchGet, SnapshotGet};
