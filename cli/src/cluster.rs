@@ -43,6 +43,23 @@ pub(crate) async fn start_mock(
     Ok(server)
 }
 
+/// Moves region leaders round-robin over the mock's stores, so that work over many regions
+/// reaches every store (a fresh mock has every leader on its first store).
+pub(crate) fn spread_leaders(server: &MockServer) -> Result<(), CliError> {
+    // The cluster lock is a plain mutex: take it only for these synchronous updates.
+    let mut cluster = server.cluster().lock();
+    let stores: Vec<u64> = cluster.topology().stores().map(|s| s.meta.id).collect();
+    let regions: Vec<u64> = cluster.topology().regions().map(|r| r.id()).collect();
+    for (i, region) in regions.iter().enumerate() {
+        cluster
+            .transfer_leader(*region, stores[i % stores.len()])
+            .map_err(|e| {
+                CliError::msg(format!("cannot move the leader of region {region}: {e}"))
+            })?;
+    }
+    Ok(())
+}
+
 /// Connects a RawKV client to `endpoints`, within `timeout` when one is given (otherwise the
 /// client's own PD timeout bounds each attempt).
 pub(crate) async fn connect(

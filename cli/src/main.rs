@@ -5,10 +5,13 @@
 //!   workload, and checks that no acknowledged write is lost.
 //! - `tikv-cli raw ...` runs single RawKV operations.
 //! - `tikv-cli mock ...` serves a mock PD + TiKV cluster on loopback until interrupted.
+//! - `tikv-cli bench ...` runs YCSB-style workloads (A, B, C, F) on RawKV and reports
+//!   throughput and latency percentiles.
 //!
 //! Every failure ends as one line on stderr and a non-zero exit status: the process never
 //! panics on anything a user or a server can cause.
 
+mod bench;
 mod cluster;
 mod demo;
 mod error;
@@ -29,7 +32,8 @@ const EXIT_FAILURE: u8 = 1;
 /// Exit status for a command line that does not parse (clap's convention).
 const EXIT_USAGE: u8 = 2;
 
-/// A TiKV client on the command line: a guided demo, RawKV commands and a mock cluster.
+/// A TiKV client on the command line: a guided demo, RawKV commands, a mock cluster and a
+/// benchmark.
 ///
 /// Without --pd, commands run against a fresh embedded mock cluster.
 #[derive(Debug, Parser)]
@@ -83,6 +87,12 @@ enum Command {
     Raw(raw::RawArgs),
     /// Serve a mock PD + TiKV cluster on loopback until interrupted (Ctrl-C).
     Mock(mock::MockArgs),
+    /// Run a YCSB-style workload (A, B, C or F) on RawKV and report throughput and latency.
+    ///
+    /// Loads --records records with batch puts, then runs --concurrency closed-loop workers
+    /// for --duration (or --ops operations), showing live throughput on stderr, and prints
+    /// ops/s and p50/p99/p99.9 latency per operation kind (JSON with --json).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -119,6 +129,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(args) => demo::run(&cli.global, &args).await,
         Command::Raw(args) => raw::run(&cli.global, &args).await,
         Command::Mock(args) => mock::run(&cli.global, &args).await,
+        Command::Bench(args) => bench::run(&cli.global, &args).await,
     }
 }
 

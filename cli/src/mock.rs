@@ -19,6 +19,11 @@ pub(crate) struct MockArgs {
     #[arg(long, value_delimiter = ',', value_name = "KEYS")]
     splits: Vec<String>,
 
+    /// Move region leaders round-robin over the stores (by default every leader starts on the
+    /// first store), so that multi-region requests fan out to every store.
+    #[arg(long)]
+    spread_leaders: bool,
+
     /// Address to listen on; ports are picked by the OS and printed.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -38,6 +43,9 @@ pub(crate) async fn run(global: &GlobalOpts, args: &MockArgs) -> Result<(), CliE
         .map(|s| parse_bytes(s, global.hex, "split key"))
         .collect::<Result<_, _>>()?;
     let server = cluster::start_mock(usize::from(args.stores), &splits, &args.host).await?;
+    if args.spread_leaders {
+        cluster::spread_leaders(&server)?;
+    }
     // A server's job is to serve: if whoever reads our stdout goes away after taking the PD
     // address, keep serving rather than exit on the broken pipe.
     match announce(global, args, &server) {

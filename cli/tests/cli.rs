@@ -1,5 +1,5 @@
 //! The built `tikv-cli` binary, run as a user would: the demo, raw commands against a
-//! `tikv-cli mock` process, and the one-line errors.
+//! `tikv-cli mock` process, short benchmark runs, and the one-line errors.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
@@ -223,6 +223,76 @@ fn raw_without_pd_uses_an_embedded_mock() {
 }
 
 #[test]
+fn bench_runs_a_short_workload_and_prints_the_table() {
+    let out = ok(&[
+        "bench",
+        "--ops",
+        "500",
+        "--records",
+        "1000",
+        "--concurrency",
+        "4",
+    ]);
+    assert!(out.contains("loaded 1000 records"), "{out}");
+    let header = out
+        .lines()
+        .find(|l| l.starts_with("operation"))
+        .unwrap_or_else(|| panic!("no table header: {out}"));
+    for column in ["ops/s", "p50", "p99", "p99.9"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let total = out
+        .lines()
+        .find(|l| l.starts_with("total"))
+        .unwrap_or_else(|| panic!("no total row: {out}"));
+    // The total row counts every operation and no error.
+    let cells: Vec<&str> = total.split_whitespace().collect();
+    assert_eq!(cells[1], "500", "{total}");
+    assert_eq!(cells.last(), Some(&"0"), "{total}");
+    assert!(out.lines().any(|l| l.starts_with("read ")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("update ")), "{out}");
+}
+
+#[test]
+fn bench_against_a_mock_process_prints_json_and_cleans_up() {
+    let mock = MockProcess::start(&[
+        "--stores",
+        "3",
+        "--splits",
+        "tikv-cli-bench/user000000000100",
+        "--spread-leaders",
+    ]);
+    let out = ok(&[
+        "--pd",
+        &mock.pd,
+        "--json",
+        "bench",
+        "--workload",
+        "f",
+        "--distribution",
+        "uniform",
+        "--ops",
+        "300",
+        "--records",
+        "200",
+        "--value-size",
+        "16",
+    ]);
+    assert_eq!(out.lines().count(), 1, "one JSON object: {out}");
+    assert!(
+        out.starts_with("{\"workload\":\"F\",\"distribution\":\"uniform\","),
+        "{out}"
+    );
+    assert!(out.contains("\"operation\":\"read-modify-write\""), "{out}");
+    assert!(
+        out.contains("\"operation\":\"total\",\"count\":300,\"errors\":0,"),
+        "{out}"
+    );
+    // The records were deleted at the end.
+    assert_eq!(ok(&["--pd", &mock.pd, "raw", "scan", "--keys-only"]), "");
+}
+
+#[test]
 fn errors_are_one_line_and_non_zero() {
     let e = one_line_error(&["--bogus", "demo"], 2);
     assert!(e.contains("--bogus"), "{e}");
@@ -239,11 +309,21 @@ fn errors_are_one_line_and_non_zero() {
     assert!(e.contains("not valid hex"), "{e}");
     let e = one_line_error(&["--pd", "127.0.0.1:1", "raw", "scan", "b", "a"], 1);
     assert!(e.contains("after its end"), "{e}");
+    let e = one_line_error(&["bench", "--ops", "5", "--duration", "1s"], 2);
+    assert!(e.contains("--duration"), "{e}");
+    let e = one_line_error(&["bench", "--workload", "z"], 2);
+    assert!(e.contains("'z'"), "{e}");
+    let e = one_line_error(&["--pd", "127.0.0.1:1", "bench", "--regions", "4"], 1);
+    assert!(
+        e.contains("--regions applies only to the embedded mock"),
+        "{e}"
+    );
 }
 
 #[test]
 fn help_and_version_exit_zero() {
     assert!(ok(&["--help"]).contains("demo"));
     assert!(ok(&["raw", "--help"]).contains("reverse-scan"));
+    assert!(ok(&["bench", "--help"]).contains("--distribution"));
     assert!(ok(&["--version"]).starts_with("tikv-cli "));
 }
