@@ -4,7 +4,9 @@
 //! client-go keeps 4 connections per TiKV store and spreads calls over them round-robin; so do
 //! we. A slot whose connection failed is not redialled on every call: after a failed dial it
 //! refuses (as NotSent, so callers may retry elsewhere) until its reconnect backoff passes
-//! (100 ms, growing ×1.6 to 3 s, like gRPC's).
+//! (100 ms, growing ×1.6 to 3 s, like gRPC's). Connections nobody used for
+//! [`IDLE_TIMEOUT`] (and with no call or stream open) are closed by a sweeper task, so a
+//! client that talked to many stores once does not keep their connections forever.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,9 +21,14 @@ use crate::runtime::Runtime;
 const RECONNECT_BASE: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(3);
 
+/// How long an unused connection stays open.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
 #[derive(Default)]
 struct Slot {
     channel: Option<Channel>,
+    /// When the slot last handed out its connection.
+    last_used: Instant,
     /// No dial before this instant (after a failed dial).
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -37,7 +44,7 @@ pub struct Pool<R: Runtime> {
     runtime: R,
     config: ChannelConfig,
     per_address: usize,
-    addresses: Mutex<HashMap<String, Arc<Slots>>>,
+    addresses: Arc<Mutex<HashMap<String, Arc<Slots>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -46,14 +53,61 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl<R: Runtime> Pool<R> {
-    /// A pool keeping `per_address` connections to each address.
+    /// A pool keeping `per_address` connections to each address, closing them after
+    /// [`IDLE_TIMEOUT`] unused.
     pub fn new(runtime: R, config: ChannelConfig, per_address: usize) -> Self {
+        Self::with_idle_timeout(runtime, config, per_address, IDLE_TIMEOUT)
+    }
+
+    /// Like [`new`](Self::new), with another idle timeout.
+    pub fn with_idle_timeout(
+        runtime: R,
+        config: ChannelConfig,
+        per_address: usize,
+        idle_timeout: Duration,
+    ) -> Self {
+        let addresses: Arc<Mutex<HashMap<String, Arc<Slots>>>> = Arc::default();
+        let weak = Arc::downgrade(&addresses);
+        let rt = runtime.clone();
+        runtime.spawn(async move {
+            // Ends when the pool (the only strong owner of `addresses`) is dropped.
+            loop {
+                rt.sleep(idle_timeout / 2).await;
+                let Some(addresses) = weak.upgrade() else {
+                    return;
+                };
+                let now = rt.now();
+                let all: Vec<Arc<Slots>> = lock(&addresses).values().cloned().collect();
+                for slots in all {
+                    for slot in &slots.slots {
+                        let mut s = lock(slot);
+                        let idle = s.channel.as_ref().is_some_and(|c| c.active_calls() == 0);
+                        if idle && now.saturating_duration_since(s.last_used) >= idle_timeout {
+                            s.channel = None;
+                        }
+                    }
+                }
+            }
+        });
         Pool {
             runtime,
             config,
             per_address: per_address.max(1),
-            addresses: Mutex::new(HashMap::new()),
+            addresses,
         }
+    }
+
+    /// Connections open now (all addresses).
+    pub fn open_connections(&self) -> usize {
+        let all: Vec<Arc<Slots>> = lock(&self.addresses).values().cloned().collect();
+        all.iter()
+            .map(|s| {
+                s.slots
+                    .iter()
+                    .filter(|slot| lock(slot).channel.as_ref().is_some_and(|c| !c.is_closed()))
+                    .count()
+            })
+            .sum()
     }
 
     fn slots(&self, address: &str) -> Arc<Slots> {
@@ -76,7 +130,8 @@ impl<R: Runtime> Pool<R> {
         let index = slots.next.fetch_add(1, Ordering::Relaxed) % slots.slots.len();
         let slot = &slots.slots[index];
         {
-            let s = lock(slot);
+            let mut s = lock(slot);
+            s.last_used = self.runtime.now();
             if let Some(ch) = s.channel.as_ref().filter(|c| !c.is_closed()) {
                 return Ok(ch.clone());
             }

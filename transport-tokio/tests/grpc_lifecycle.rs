@@ -172,3 +172,26 @@ async fn dropping_the_channel_ends_its_tasks() {
         "tasks left behind: {after} alive, {before} before the channel"
     );
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_but_busy_ones_kept() {
+    let idle = black_hole().await;
+    let busy = black_hole().await;
+    let rt = TokioRuntime::current();
+    let pool = tikv_driver::pool::Pool::with_idle_timeout(
+        rt,
+        ChannelConfig::default(),
+        1,
+        Duration::from_millis(100),
+    );
+    drop(pool.get(&idle).await.unwrap());
+    let streaming = pool.get(&busy).await.unwrap();
+    let (_tx, _rx) = streaming.streaming("/echo.Echo/Bidi").await.unwrap();
+    assert_eq!(pool.open_connections(), 2);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        pool.open_connections(),
+        1,
+        "the idle connection is closed, the one with a stream is kept"
+    );
+}

@@ -292,6 +292,11 @@ impl Channel {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Calls and streams open on the connection right now.
+    pub fn active_calls(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
     /// The address the channel connects to.
     pub fn authority(&self) -> &str {
         &self.authority
