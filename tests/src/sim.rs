@@ -49,6 +49,7 @@ pub fn run(seed: u64) -> Outcome {
     let runtime = SimRuntime::new();
     let cluster = SharedCluster::new(Cluster::new(ClusterConfig {
         stores: 3,
+        pd_members: 3,
         seed,
         ..Default::default()
     }));
@@ -97,7 +98,7 @@ pub fn run(seed: u64) -> Outcome {
                 async move {
                     for _ in 0..12 {
                         rt.sleep(Duration::from_millis(rng.between(5, 60))).await;
-                        let partition = {
+                        let disruption = {
                             let mut c = cluster.lock();
                             let regions: Vec<(u64, Vec<u64>)> = c
                                 .topology()
@@ -106,7 +107,7 @@ pub fn run(seed: u64) -> Outcome {
                                     (r.id(), r.meta.peers.iter().map(|p| p.store_id).collect())
                                 })
                                 .collect();
-                            match rng.below(5) {
+                            match rng.below(7) {
                                 0 | 1 => {
                                     let at = key(rng.below(WRITERS), rng.below(KEYS_PER_WRITER));
                                     let _ = c.split_at(at.as_bytes());
@@ -124,12 +125,23 @@ pub fn run(seed: u64) -> Outcome {
                                     let _ = c.merge_regions(regions[i].0, regions[i + 1].0);
                                     None
                                 }
-                                _ => Some(rng.between(1, 3)),
+                                4 => {
+                                    let _ = c.transfer_pd_leader(rng.below(3) as usize);
+                                    None
+                                }
+                                5 => Some((rng.between(1, 3), true)),
+                                _ => Some((rng.between(1, 3), false)),
                             }
                         };
-                        if let Some(store) = partition {
-                            net.partition(store);
+                        // A store goes down (crash) or is cut off (partition) for a while.
+                        if let Some((store, crash)) = disruption {
+                            if crash {
+                                let _ = cluster.lock().store_down(store);
+                            } else {
+                                net.partition(store);
+                            }
                             rt.sleep(Duration::from_millis(rng.between(10, 200))).await;
+                            let _ = cluster.lock().store_up(store);
                             net.heal();
                         }
                     }
