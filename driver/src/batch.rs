@@ -44,6 +44,10 @@ pub struct BatchConfig {
     /// tasks run once before sending, so that the requests they are about to queue share the
     /// message (client-go's "standard" policy waits ~100 µs; a yield costs far less).
     pub coalesce_when_busy: bool,
+    /// When a store's first stream has been idle this long, it asks the store for health
+    /// feedback (`GetHealthFeedback`), which otherwise only comes with responses; zero
+    /// disables.
+    pub health_feedback_interval: Duration,
 }
 
 impl Default for BatchConfig {
@@ -53,6 +57,7 @@ impl Default for BatchConfig {
             max_batch: 128,
             queue_capacity: 1024,
             coalesce_when_busy: true,
+            health_feedback_interval: Duration::from_secs(10),
         }
     }
 }
@@ -72,7 +77,7 @@ type Inflight = Arc<Mutex<BTreeMap<u64, (Reply, bool)>>>;
 struct Stream {
     queue: mpsc::Sender<Queued>,
     waiting: Inflight,
-    next_id: AtomicU64,
+    next_id: Arc<AtomicU64>,
 }
 
 struct Store {
@@ -152,10 +157,14 @@ impl<R: Runtime> BatchClient<R> {
             return s.clone();
         }
         let streams = (0..self.config.streams_per_store.max(1))
-            .map(|_| {
+            .map(|index| {
                 let (tx, rx) = mpsc::channel(self.config.queue_capacity);
                 let waiting: Inflight = Arc::new(Mutex::new(BTreeMap::new()));
+                let next_id = Arc::new(AtomicU64::new(1));
                 let task = StreamTask {
+                    // One prober per store is enough.
+                    probe_health: index == 0,
+                    ids: next_id.clone(),
                     runtime: self.runtime.clone(),
                     transport: self.transport.clone(),
                     address: address.to_string(),
@@ -168,7 +177,7 @@ impl<R: Runtime> BatchClient<R> {
                 Stream {
                     queue: tx,
                     waiting,
-                    next_id: AtomicU64::new(1),
+                    next_id,
                 }
             })
             .collect();
@@ -243,6 +252,8 @@ impl<R: Runtime> BatchClient<R> {
 
 /// What one stream's tasks share.
 struct StreamTask<R: Runtime> {
+    probe_health: bool,
+    ids: Arc<AtomicU64>,
     runtime: R,
     transport: SharedTransport,
     address: String,
@@ -280,13 +291,41 @@ impl<R: Runtime> StreamTask<R> {
         }
     }
 
+    /// The next request to send: a caller's, or (on an idle prober stream) a health-feedback
+    /// request of our own. `None` once the client is gone.
+    async fn next_request(&self, queue: &mut mpsc::Receiver<Queued>) -> Option<Queued> {
+        let interval = self.config.health_feedback_interval;
+        if !self.probe_health || interval.is_zero() {
+            return queue.next().await;
+        }
+        let sleep = self.runtime.sleep(interval);
+        futures_util::pin_mut!(sleep);
+        match futures_util::future::select(queue.next(), sleep).await {
+            futures_util::future::Either::Left((next, _)) => next,
+            futures_util::future::Either::Right(_) => {
+                // Registered like a caller whose answer nobody reads: the response's piggybacked
+                // health feedback is what we are after.
+                let id = self.ids.fetch_add(1, Ordering::Relaxed);
+                let (reply, _) = oneshot::channel();
+                lock(&self.waiting).insert(id, (reply, false));
+                let cmd =
+                    batch_commands_request::request::Cmd::GetHealthFeedback(Default::default());
+                Some(Queued {
+                    id,
+                    cmd,
+                    queued_at: self.runtime.now(),
+                })
+            }
+        }
+    }
+
     /// Takes requests off the queue, batches them, and writes them on the stream, re-creating
     /// the stream when it broke.
     async fn send_loop(self, mut queue: mpsc::Receiver<Queued>) {
         let mut sender: Option<StreamTx> = None;
         let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let mut busy = false;
-        while let Some(first) = queue.next().await {
+        while let Some(first) = self.next_request(&mut queue).await {
             let mut batch = vec![first];
             self.drain(&mut queue, &mut batch);
             if busy && self.config.coalesce_when_busy && batch.len() < self.config.max_batch {

@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 #[derive(Clone)]
 struct Store {
     messages: Arc<AtomicUsize>,
+    probes: Arc<AtomicUsize>,
     break_after: usize,
 }
 
@@ -65,17 +66,25 @@ impl Service for Store {
                     ..Default::default()
                 };
                 for (r, id) in req.requests.into_iter().zip(req.request_ids).rev() {
-                    let Some(batch_commands_request::request::Cmd::RawGet(get)) = r.cmd else {
-                        continue;
+                    let cmd = match r.cmd {
+                        Some(batch_commands_request::request::Cmd::RawGet(get)) => {
+                            batch_commands_response::response::Cmd::RawGet(
+                                kvrpcpb::RawGetResponse {
+                                    value: get.key,
+                                    ..Default::default()
+                                },
+                            )
+                        }
+                        Some(batch_commands_request::request::Cmd::GetHealthFeedback(_)) => {
+                            this.probes.fetch_add(1, Ordering::SeqCst);
+                            batch_commands_response::response::Cmd::GetHealthFeedback(
+                                Default::default(),
+                            )
+                        }
+                        _ => continue,
                     };
-                    out.responses.push(batch_commands_response::Response {
-                        cmd: Some(batch_commands_response::response::Cmd::RawGet(
-                            kvrpcpb::RawGetResponse {
-                                value: get.key,
-                                ..Default::default()
-                            },
-                        )),
-                    });
+                    out.responses
+                        .push(batch_commands_response::Response { cmd: Some(cmd) });
                     out.request_ids.push(id);
                 }
                 responses.send(codec::encode(&out)?)?;
@@ -86,12 +95,19 @@ impl Service for Store {
 }
 
 async fn start(break_after: usize) -> (String, Arc<AtomicUsize>) {
+    let (address, messages, _) = start_counting(break_after).await;
+    (address, messages)
+}
+
+async fn start_counting(break_after: usize) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let rt = TokioRuntime::current();
     let messages = Arc::new(AtomicUsize::new(0));
+    let probes = Arc::new(AtomicUsize::new(0));
     let store = Store {
         messages: messages.clone(),
+        probes: probes.clone(),
         break_after,
     };
     tokio::spawn(async move {
@@ -105,7 +121,7 @@ async fn start(break_after: usize) -> (String, Arc<AtomicUsize>) {
             ));
         }
     });
-    (address, messages)
+    (address, messages, probes)
 }
 
 fn get(key: &str) -> batch_commands_request::request::Cmd {
@@ -197,4 +213,27 @@ async fn unreachable_store_is_not_sent() {
         .await
         .unwrap_err();
     assert_eq!(e.delivery, tikv_core::Delivery::NotSent);
+}
+
+#[tokio::test]
+async fn an_idle_store_is_asked_for_health_feedback() {
+    let (address, _, probes) = start_counting(usize::MAX).await;
+    let rt = TokioRuntime::current();
+    let transport = Arc::new(GrpcTransport::new(rt.clone(), ChannelConfig::default(), 1));
+    let config = BatchConfig {
+        streams_per_store: 1,
+        health_feedback_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let batch = BatchClient::new(rt, transport, config);
+    batch
+        .call(&address, get("k"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(probes.load(Ordering::SeqCst) >= 2, "probed while idle");
+    assert!(
+        batch.store_health(9).is_some(),
+        "the probes' feedback is recorded"
+    );
 }
