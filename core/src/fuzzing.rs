@@ -3,15 +3,16 @@
 //!
 //! - [`region_cache_ops`]: a sequence of cache operations decoded from the bytes; the cache's
 //!   invariants must hold after every step.
-//! - [`raw_get_with_responses`]: a raw get driven to completion against a "server" whose
-//!   every answer is decoded from the bytes (any shape: region errors, wrong variants,
-//!   garbage); it must end in a result or an error within a bounded number of effects.
+//! - [`machines_with_responses`]: the core's machines (raw reads and scans, snapshot reads and
+//!   scans, the committer, the lock resolver) driven to completion against a "server" whose
+//!   every answer is decoded from the bytes (any shape: region errors, key errors, garbage);
+//!   each must end in a result or an error within a bounded number of effects.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
-use tikv_proto::{errorpb, kvrpcpb, metapb};
+use tikv_proto::{errorpb, metapb};
 
 use crate::config::Config;
 use crate::key::{Key, KeyRange};
@@ -149,17 +150,18 @@ pub fn region_cache_ops(data: &[u8]) {
     }
 }
 
-/// Runs a raw get against answers decoded from `data`. Returns the number of effects the
-/// machine asked for; panics if it does not finish within 10 000 of them.
-pub fn raw_get_with_responses(data: &[u8]) -> usize {
-    let mut input = Input(data);
+/// Drives `machine` to completion against answers decoded from `input`: PD lookups get a
+/// region decoded from the bytes, RPCs get a response of the right method decoded from the
+/// bytes (with, half the time, a region error decoded from the bytes), timestamps are read
+/// from the bytes. Returns the number of effects; panics if the machine waits with nothing
+/// outstanding or does not finish within 10 000 effects.
+fn drive<M: Machine>(mut machine: M, input: &mut Input<'_>) -> usize {
     let config = Config::default();
     let mut regions = RegionCache::new(config.region_cache_ttl, config.region_cache_ttl_jitter);
     let mut stores = StoreCache::new();
     let mut rng = Rng::seeded(u64::from(input.u8()));
     let mut ids = 0;
     let mut now = Instant::ZERO;
-    let mut machine = crate::raw::get(&config, Key::from("k"), "");
     let mut pending: Vec<Effect> = Vec::new();
     for effects in 0..10_000 {
         loop {
@@ -201,22 +203,36 @@ pub fn raw_get_with_responses(data: &[u8]) -> usize {
                     StoreState::Up
                 },
             })),
-            Effect::Rpc { .. } => {
+            Effect::Rpc { request, .. } => {
                 let len = usize::from(input.u8());
-                let mut response =
-                    kvrpcpb::RawGetResponse::decode(Bytes::copy_from_slice(input.take(len)))
-                        .unwrap_or_default();
-                if input.u8() % 2 == 0 {
-                    let len = usize::from(input.u8());
-                    let e = errorpb::Error::decode(Bytes::copy_from_slice(input.take(len)))
-                        .unwrap_or_default();
-                    response.region_error = Some(e);
+                let body = Bytes::copy_from_slice(input.take(len));
+                match request.decode_response(body) {
+                    Ok(mut response) => {
+                        if input.u8() % 2 == 0 {
+                            let len = usize::from(input.u8());
+                            let e = errorpb::Error::decode(Bytes::copy_from_slice(input.take(len)))
+                                .unwrap_or_default();
+                            set_region_error(&mut response, e);
+                        }
+                        Outcome::Response(Box::new(response))
+                    }
+                    Err(_) => Outcome::RpcFailed {
+                        delivery: if input.u8() % 2 == 0 {
+                            crate::error::Delivery::NotSent
+                        } else {
+                            crate::error::Delivery::MaybeDelivered
+                        },
+                        error: crate::error::Error::Cancelled("garbage response".into()),
+                    },
                 }
-                Outcome::Response(Box::new(TikvResponse::RawGet(response)))
             }
-            Effect::Tso { .. } => Outcome::Timestamps(Err(crate::error::Error::Cancelled(
-                "no TSO in this harness".into(),
-            ))),
+            Effect::Tso { .. } => match input.u8() {
+                0 => Outcome::Timestamps(Err(crate::error::Error::Cancelled("no TSO".into()))),
+                b => Outcome::Timestamps(Ok(crate::timestamp::Timestamp::compose(
+                    1000 + u64::from(b),
+                    0,
+                ))),
+            },
         };
         let id = effect.id();
         let mut cx = Cx {
@@ -229,7 +245,89 @@ pub fn raw_get_with_responses(data: &[u8]) -> usize {
         };
         machine.handle(&mut cx, id, outcome);
     }
-    panic!("raw get did not finish within 10 000 effects");
+    panic!("machine did not finish within 10 000 effects");
+}
+
+/// Puts a region error into a response of any method that can carry one.
+fn set_region_error(response: &mut TikvResponse, e: errorpb::Error) {
+    macro_rules! set {
+        ($($v:ident),*) => {
+            match response {
+                $(TikvResponse::$v(r) => r.region_error = Some(e),)*
+                _ => {}
+            }
+        };
+    }
+    set!(
+        RawGet,
+        RawBatchGet,
+        RawScan,
+        KvGet,
+        KvBatchGet,
+        KvScan,
+        KvPrewrite,
+        KvCommit,
+        KvBatchRollback,
+        KvCheckTxnStatus,
+        KvResolveLock
+    );
+}
+
+/// Runs one of the core machines (chosen by the first byte) against answers decoded from
+/// `data`: a raw get, a raw batch get, a raw scan (either way), a snapshot get, a snapshot
+/// batch get, a snapshot scan, a commit of three keys, or a lock resolution. Returns the
+/// number of effects it took.
+pub fn machines_with_responses(data: &[u8]) -> usize {
+    use crate::backoff::Backoffer;
+    use crate::timestamp::Timestamp;
+    use crate::txn::{
+        Committer, Lock, Mutation, ResolveLocks, SnapshotBatchGet, SnapshotGet, SnapshotScan,
+        WriteBuffer,
+    };
+    let config = Config::default();
+    let mut input = Input(data);
+    let budget = std::time::Duration::from_secs(20);
+    let bo = || Backoffer::new("fuzz", budget);
+    let ts = Timestamp::compose(1000, 0);
+    let keys = || vec![Key::from("a"), Key::from("k"), Key::from("z")];
+    match input.u8() % 9 {
+        0 => drive(crate::raw::get(&config, Key::from("k"), ""), &mut input),
+        1 => drive(crate::raw::batch_get(&config, keys(), ""), &mut input),
+        2 | 3 => {
+            match crate::raw::scan(&config, KeyRange::all(), 10, false, data.len() % 2 == 0, "") {
+                Ok(m) => drive(m, &mut input),
+                Err(_) => 0,
+            }
+        }
+        4 => drive(SnapshotGet::new(Key::from("k"), ts, bo()), &mut input),
+        5 => drive(SnapshotBatchGet::new(keys(), ts, 2, bo()), &mut input),
+        6 => drive(
+            SnapshotScan::new(ts, KeyRange::all(), 10, false, data.len() % 2 == 0, bo()),
+            &mut input,
+        ),
+        7 => {
+            let mut buffer = WriteBuffer::new();
+            for k in keys() {
+                buffer.set(k, Mutation::Put("v".into()));
+            }
+            drive(Committer::new(&config, ts, &buffer), &mut input)
+        }
+        _ => {
+            let lock = Lock {
+                key: "k".into(),
+                primary: "a".into(),
+                start_ts: Timestamp::compose(900, 0),
+                ttl_ms: 50,
+                txn_size: 2,
+                use_async_commit: false,
+                lock_type: 0,
+            };
+            drive(
+                ResolveLocks::new(vec![lock.clone(), lock], ts, bo()),
+                &mut input,
+            )
+        }
+    }
 }
 
 #[cfg(test)]
@@ -246,7 +344,7 @@ mod tests {
             ("ones".into(), vec![0xff; 64]),
             ("ramp".into(), (0..=255).collect()),
         ];
-        for target in ["region_cache", "raw_get"] {
+        for target in ["region_cache", "machines"] {
             if let Ok(dir) = std::fs::read_dir(root.join(target)) {
                 let mut files: Vec<_> = dir.filter_map(|e| e.ok()).map(|e| e.path()).collect();
                 files.sort();
@@ -257,7 +355,7 @@ mod tests {
         }
         for (name, data) in &inputs {
             region_cache_ops(data);
-            let effects = raw_get_with_responses(data);
+            let effects = machines_with_responses(data);
             assert!(effects < 10_000, "{name}");
         }
     }
