@@ -160,6 +160,7 @@ impl Drop for ActiveGuard {
 pub struct Channel {
     send: SendRequest<Bytes>,
     authority: Arc<str>,
+    parsed_authority: http::uri::Authority,
     max_message_size: usize,
     active: Arc<AtomicUsize>,
     closed: Arc<AtomicBool>,
@@ -224,6 +225,13 @@ impl Channel {
         authority: &str,
         config: &ChannelConfig,
     ) -> Result<Channel, CallError> {
+        let parsed_authority: http::uri::Authority = authority.parse().map_err(|e| {
+            CallError::local(
+                Delivery::NotSent,
+                GrpcCode::InvalidArgument,
+                format!("{authority} is not a valid host:port: {e}"),
+            )
+        })?;
         let handshake = h2::client::Builder::new()
             .enable_push(false)
             .initial_window_size(config.stream_window)
@@ -281,6 +289,7 @@ impl Channel {
         Ok(Channel {
             send,
             authority: name,
+            parsed_authority,
             max_message_size: config.max_message_size,
             active,
             closed,
@@ -303,25 +312,36 @@ impl Channel {
     }
 
     fn request(&self, path: &str, deadline: Option<Duration>) -> Result<Request<()>, CallError> {
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(format!("http://{}{}", self.authority, path))
-            .header("content-type", HeaderValue::from_static("application/grpc"))
-            .header("te", HeaderValue::from_static("trailers"))
-            .header(
-                "user-agent",
-                HeaderValue::from_static(concat!("tikv-rust/", env!("CARGO_PKG_VERSION"))),
-            );
-        if let Some(d) = deadline {
-            builder = builder.header("grpc-timeout", format_timeout(d));
-        }
-        builder.body(()).map_err(|e| {
+        use http::header::{CONTENT_TYPE, HeaderName, TE, USER_AGENT};
+        let bad = |e: &dyn std::fmt::Display| {
             CallError::local(
                 Delivery::NotSent,
                 GrpcCode::Internal,
                 format!("cannot build request for {path}: {e}"),
             )
-        })
+        };
+        // The authority was parsed once at connect; only the path is parsed per call.
+        let uri = http::Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(self.parsed_authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| bad(&e))?;
+        let mut request = Request::new(());
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("tikv-rust/", env!("CARGO_PKG_VERSION"))),
+        );
+        if let Some(d) = deadline {
+            let value = HeaderValue::from_str(&format_timeout(d)).map_err(|e| bad(&e))?;
+            headers.insert(HeaderName::from_static("grpc-timeout"), value);
+        }
+        Ok(request)
     }
 
     async fn open(
