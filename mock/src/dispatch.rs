@@ -128,6 +128,12 @@ tikv_methods!(
     KvPessimisticLock => kv_pessimistic_lock,
     KvPessimisticRollback => kv_pessimistic_rollback,
     KvDeleteRange => kv_delete_range,
+    KvFlush => kv_flush,
+    KvBufferBatchGet => kv_buffer_batch_get,
+    BroadcastTxnStatus => broadcast_txn_status,
+    MvccGetByKey => mvcc_get_by_key,
+    MvccGetByStartTs => mvcc_get_by_start_ts,
+    UnsafeDestroyRange => unsafe_destroy_range,
 );
 
 macro_rules! pd_methods {
@@ -247,6 +253,12 @@ impl Cluster {
         body: Bytes,
         now_ms: u64,
     ) -> Result<Bytes, MockError> {
+        // KvGC always fails (see `txn::debug`), so it has no handler in the table.
+        if path == <tikv_service::KvGc as Method>::PATH {
+            return decode_call::<tikv_service::KvGc>(path, body, |r| {
+                self.tikv::<tikv_service::KvGc>(store_id, r, now_ms)
+            });
+        }
         route_tikv(self, store_id, path, body, now_ms)
     }
 
@@ -276,7 +288,7 @@ impl Cluster {
     /// of the response. An `Err` means the whole stream fails, as TiKV fails it for a
     /// cluster-id mismatch; earlier sub-requests of the message may have been applied.
     /// Commands the mock does not serve yet get an empty response (TiKV's answer to a
-    /// request without a command).
+    /// request without a command). A `Gc` gets no response at all, as from TiKV.
     pub fn handle_batch_commands(
         &mut self,
         store_id: u64,
@@ -379,6 +391,14 @@ impl Cluster {
             ReqCmd::DeleteRange(r) => {
                 RespCmd::DeleteRange(self.tikv::<t::KvDeleteRange>(store_id, r, now_ms)?)
             }
+            ReqCmd::Flush(r) => RespCmd::Flush(self.tikv::<t::KvFlush>(store_id, r, now_ms)?),
+            ReqCmd::BufferBatchGet(r) => {
+                RespCmd::BufferBatchGet(self.tikv::<t::KvBufferBatchGet>(store_id, r, now_ms)?)
+            }
+            ReqCmd::BroadcastTxnStatus(r) => RespCmd::BroadcastTxnStatus(
+                self.tikv::<t::BroadcastTxnStatus>(store_id, r, now_ms)?,
+            ),
+            ReqCmd::Gc(_) => return Err(crate::txn::gc_in_batch()),
             ReqCmd::Empty(r) => RespCmd::Empty(BatchCommandsEmptyResponse { test_id: r.test_id }),
             _ => return Ok(None),
         }))

@@ -74,6 +74,14 @@ impl TxnEngine {
         now_ms: u64,
     ) -> TxnResult<PrewriteOutcome> {
         let start_ts = cmd.props.start_ts;
+        if let TxnKind::Pessimistic { .. } = cmd.props.kind {
+            // A prewrite of a transaction known to be committed is a late or retried one:
+            // TiKV treats it as a retry so non-locked keys are checked against the write
+            // column again instead of being prewritten a second time (tikv#11187).
+            if self.status.committed(start_ts).is_some() {
+                cmd.props.is_retry_request = true;
+            }
+        }
         if let TxnKind::Optimistic { .. } = cmd.props.kind {
             if cmd.mutations.len() > FORWARD_MIN_MUTATIONS_NUM {
                 cmd.mutations.sort_by(|a, b| a.0.key.cmp(&b.0.key));
@@ -247,6 +255,10 @@ impl TxnEngine {
             0
         };
         self.finish(txn, now_ms);
+        if one_pc_commit_ts != 0 {
+            self.status
+                .insert_committed(start_ts, one_pc_commit_ts, now_ms);
+        }
         Ok(PrewriteOutcome {
             locks: Vec::new(),
             min_commit_ts: async_commit_ts,
@@ -273,6 +285,7 @@ impl TxnEngine {
             commit(&mut txn, &self.store, k, commit_ts)?;
         }
         self.finish(txn, now_ms);
+        self.status.insert_committed(start_ts, commit_ts, now_ms);
         Ok(commit_ts)
     }
 
@@ -333,6 +346,9 @@ impl TxnEngine {
             )?,
         };
         self.finish(txn, now_ms);
+        if let TxnStatus::Committed { commit_ts } = status {
+            self.status.insert_committed(lock_ts, commit_ts, now_ms);
+        }
         Ok(status)
     }
 
@@ -412,6 +428,9 @@ impl TxnEngine {
             }
         }
         self.finish(txn, now_ms);
+        if let SecondaryStatus::Committed(commit_ts) = result {
+            self.status.insert_committed(start_ts, commit_ts, now_ms);
+        }
         Ok(result)
     }
 
@@ -477,6 +496,9 @@ impl TxnEngine {
             }
         }
         self.finish(txn, now_ms);
+        if commit_ts != 0 {
+            self.status.insert_committed(start_ts, commit_ts, now_ms);
+        }
         Ok(())
     }
 
@@ -496,6 +518,7 @@ impl TxnEngine {
             .collect();
         let mut released = Vec::new();
         let mut modifies = Vec::new();
+        let mut known = Vec::new();
         for (key, lock) in targets {
             let commit_ts = txn_status.get(&lock.ts).copied().unwrap_or(0);
             let mut txn = MvccTxn::new(lock.ts);
@@ -503,7 +526,7 @@ impl TxnEngine {
                 cleanup(&mut txn, &self.store, &key, 0, false)?;
             } else if commit_ts > lock.ts {
                 match commit(&mut txn, &self.store, &key, commit_ts) {
-                    Ok(()) => {}
+                    Ok(()) => known.push((lock.ts, commit_ts)),
                     // A leftover pessimistic lock of a transaction committed without it.
                     Err(TxnError::TxnLockNotFound { .. }) if lock.is_pessimistic_lock() => {}
                     Err(e) => return Err(e),
@@ -521,6 +544,9 @@ impl TxnEngine {
         all.modifies = modifies;
         all.released = released;
         self.finish(all, now_ms);
+        for (start_ts, commit_ts) in known {
+            self.status.insert_committed(start_ts, commit_ts, now_ms);
+        }
         Ok(())
     }
 

@@ -45,7 +45,7 @@ pub enum LockWaitOutcome {
 }
 
 /// A failed transactional request.
-enum Fail {
+pub(super) enum Fail {
     Region(RegionErr),
     Key(TxnError),
 }
@@ -63,7 +63,10 @@ impl From<TxnError> for Fail {
 }
 
 /// Turns a result into a response: region errors into `region_error`, key errors by `f`.
-fn respond<R: RegionErrorResponse>(r: Result<R, Fail>, f: impl FnOnce(TxnError) -> R) -> R {
+pub(super) fn respond<R: RegionErrorResponse>(
+    r: Result<R, Fail>,
+    f: impl FnOnce(TxnError) -> R,
+) -> R {
     match r {
         Ok(resp) => resp,
         Err(Fail::Region(e)) => R::from_region_error(*e),
@@ -82,7 +85,7 @@ fn api_name(v: ApiVersion) -> &'static str {
 
 /// TiKV's `check_api_version` for transactional commands. In the mock's mixed mode a V1
 /// request is judged by a V1 storage (a `V1Ttl` storage refuses transactions).
-fn check_api<'a>(
+pub(super) fn check_api<'a>(
     mode: ApiMode,
     ctx: &Context,
     cmd: &'static str,
@@ -126,23 +129,24 @@ fn check_api<'a>(
     Ok(())
 }
 
-fn check_key_size<'a>(
+/// TiKV checks the size of the *encoded* key (`Key::from_raw`), which is 9 bytes per
+/// started 8-byte group of the raw key: a raw key somewhat below the limit can be too
+/// large.
+pub(super) fn check_key_size<'a>(
     keys: impl IntoIterator<Item = &'a [u8]>,
     limit: usize,
 ) -> Result<(), TxnError> {
     for k in keys {
-        if k.len() > limit {
-            return Err(TxnError::KeyTooLarge {
-                size: k.len(),
-                limit,
-            });
+        let size = (k.len() / 8 + 1) * 9;
+        if size > limit {
+            return Err(TxnError::KeyTooLarge { size, limit });
         }
     }
     Ok(())
 }
 
 /// Writes apply only to keys inside the region.
-fn keys_in_region<'a>(
+pub(super) fn keys_in_region<'a>(
     keys: impl IntoIterator<Item = &'a Bytes>,
     region: &metapb::Region,
 ) -> Result<(), Fail> {
@@ -152,14 +156,14 @@ fn keys_in_region<'a>(
     Ok(())
 }
 
-fn in_region(raw: &[u8], region: &metapb::Region) -> bool {
+pub(super) fn in_region(raw: &[u8], region: &metapb::Region) -> bool {
     let k = encode_memcomparable(raw);
     k[..] >= region.start_key[..] && (region.end_key.is_empty() || k[..] < region.end_key[..])
 }
 
 /// The region's boundaries as raw keys where they decode; an undecodable boundary (a
 /// split at a non-encoded key) leaves that side open and `in_region` filters precisely.
-fn raw_bounds(region: &metapb::Region) -> (Option<Bytes>, Option<Bytes>) {
+pub(super) fn raw_bounds(region: &metapb::Region) -> (Option<Bytes>, Option<Bytes>) {
     let dec = |b: &[u8]| {
         if b.is_empty() {
             None
@@ -171,7 +175,7 @@ fn raw_bounds(region: &metapb::Region) -> (Option<Bytes>, Option<Bytes>) {
 }
 
 /// Narrows `[lo, hi)` to the region's raw bounds.
-fn clamp<'a>(
+pub(super) fn clamp<'a>(
     lo: Option<&'a [u8]>,
     hi: Option<&'a [u8]>,
     bounds: &'a (Option<Bytes>, Option<Bytes>),
@@ -203,7 +207,7 @@ fn key_errors(e: TxnError) -> Vec<kvrpcpb::KeyError> {
 }
 
 impl Cluster {
-    fn txn_region(
+    pub(super) fn txn_region(
         &self,
         store_id: u64,
         ctx: &Context,
@@ -1058,29 +1062,35 @@ fn lock_success(force: bool, results: Vec<KeyResult>) -> kvrpcpb::PessimisticLoc
     resp
 }
 
+/// TiKV's `From<kvrpcpb::Mutation> for Mutation` (prewrite and flush).
+pub(super) fn decode_mutation(m: &kvrpcpb::Mutation) -> Result<Mutation, TxnError> {
+    let op = match m.op() {
+        Op::Put => MutationOp::Put(m.value.clone()),
+        Op::Del => MutationOp::Delete,
+        Op::Lock => MutationOp::Lock,
+        Op::Insert => MutationOp::Insert(m.value.clone()),
+        Op::CheckNotExists => MutationOp::CheckNotExists,
+        // TiKV panics on these ops; shared locks are not modelled.
+        other => {
+            return Err(TxnError::TxnOther(format!(
+                "mismatch Op in prewrite mutations: {other:?}"
+            )));
+        }
+    };
+    Ok(Mutation {
+        key: m.key.clone(),
+        op,
+        assertion: m.assertion(),
+    })
+}
+
 /// Decodes a `PrewriteRequest` into a command (TiKV's `From<PrewriteRequest>`).
 fn decode_prewrite(req: &kvrpcpb::PrewriteRequest, ctx: &Context) -> Result<PrewriteCmd, TxnError> {
-    let mut mutations = Vec::with_capacity(req.mutations.len());
-    for m in &req.mutations {
-        let op = match m.op() {
-            Op::Put => MutationOp::Put(m.value.clone()),
-            Op::Del => MutationOp::Delete,
-            Op::Lock => MutationOp::Lock,
-            Op::Insert => MutationOp::Insert(m.value.clone()),
-            Op::CheckNotExists => MutationOp::CheckNotExists,
-            // TiKV panics on these ops in a prewrite; shared locks are not modelled.
-            other => {
-                return Err(TxnError::TxnOther(format!(
-                    "mismatch Op in prewrite mutations: {other:?}"
-                )));
-            }
-        };
-        mutations.push(Mutation {
-            key: m.key.clone(),
-            op,
-            assertion: m.assertion(),
-        });
-    }
+    let mutations = req
+        .mutations
+        .iter()
+        .map(decode_mutation)
+        .collect::<Result<Vec<_>, _>>()?;
     let kind = if req.for_update_ts == 0 {
         TxnKind::Optimistic {
             skip_constraint_check: req.skip_constraint_check,

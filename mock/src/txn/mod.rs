@@ -12,7 +12,18 @@
 //! - `reader`: point get, batch get and scans with lock checks by isolation level;
 //! - [`lock_wait`]: waiting for pessimistic locks and deadlock detection;
 //! - `handlers`: the kvrpcpb handlers behind [`crate::Cluster`] (API-version and region
-//!   checks in TiKV's order, errors as TiKV reports them).
+//!   checks in TiKV's order, errors as TiKV reports them);
+//! - `pipelined`: pipelined DML (`KvFlush`, `KvBufferBatchGet`, `BroadcastTxnStatus`);
+//! - [`status_cache`]: TiKV's transaction status cache, which commands and
+//!   `BroadcastTxnStatus` fill;
+//! - `debug`: `MvccGetByKey`, `MvccGetByStartTs`, `UnsafeDestroyRange` and the retired
+//!   `KvGC`.
+//!
+//! Reads below the GC safe point are *not* rejected, because TiKV does not reject them:
+//! nothing on TiKV's read path (`src/storage/mod.rs`, `mvcc/reader`) looks at the safe
+//! point; such a read simply misses versions GC already removed. The check a client sees
+//! (`GCTooEarly`) is client-go's own (`KVStore::CheckVisibility`), so it belongs in the
+//! client.
 //!
 //! The data is one keyspace-wide store, like the RawKV store: regions are checked in
 //! front of it, so splits and merges never move data. `max_ts` (TiKV's concurrency
@@ -20,12 +31,36 @@
 //! leader moves, which only ever raises it past every read, so one cluster-wide maximum is
 //! at least as safe for async commit and 1PC.
 
+/// `HasContext` and `RegionErrorResponse` for request/response pairs served here.
+macro_rules! with_context {
+    ($($req:ident => $resp:ident),* $(,)?) => {
+        $(
+            impl crate::cluster::HasContext for tikv_proto::kvrpcpb::$req {
+                fn context(&self) -> Option<&tikv_proto::kvrpcpb::Context> {
+                    self.context.as_ref()
+                }
+            }
+            impl crate::cluster::RegionErrorResponse for tikv_proto::kvrpcpb::$resp {
+                fn from_region_error(err: tikv_proto::errorpb::Error) -> Self {
+                    tikv_proto::kvrpcpb::$resp {
+                        region_error: Some(err),
+                        ..Default::default()
+                    }
+                }
+            }
+        )*
+    };
+}
+
 pub(crate) mod actions;
 pub(crate) mod commands;
+mod debug;
 pub(crate) mod error;
 mod handlers;
 pub mod lock_wait;
+mod pipelined;
 pub(crate) mod reader;
+pub mod status_cache;
 pub(crate) mod store;
 #[cfg(test)]
 mod tests;
@@ -36,8 +71,10 @@ use tikv_proto::kvrpcpb::{self, PessimisticLockResponse};
 use self::actions::ConcurrencyManager;
 use self::error::TxnError;
 use self::lock_wait::{LockWaitId, LockWaits};
+use self::status_cache::TxnStatusCache;
 use self::store::{ReleasedLock, TxnStore};
 
+pub(crate) use self::debug::gc_in_batch;
 pub use self::handlers::LockWaitOutcome;
 
 /// The transactional state of the cluster.
@@ -48,6 +85,9 @@ pub(crate) struct TxnEngine {
     pub(crate) waits: LockWaits,
     /// Set by the pessimistic-lock handler when the request parked (see `handlers`).
     pub(crate) parked: Option<LockWaitId>,
+    /// Recently learnt transaction statuses (TiKV keeps one per store; the mock's data is
+    /// cluster-wide, and so is this).
+    pub(crate) status: TxnStatusCache,
 }
 
 impl crate::Cluster {

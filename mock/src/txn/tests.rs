@@ -13,6 +13,9 @@ use crate::test_util::{NOW, b};
 use crate::txn::lock_wait::key_hash;
 use crate::{ApiMode, Cluster, ClusterConfig, LockWaitOutcome};
 
+mod model;
+mod pipelined;
+
 /// A TSO timestamp at physical time `ms` with logical part `l`.
 fn ts(ms: u64, l: u64) -> u64 {
     (ms << 18) | l
