@@ -44,7 +44,7 @@ impl MockProcess {
         let mut stdout = BufReader::new(out);
         let mut first = String::new();
         let read = stdout.read_line(&mut first);
-        let pd = match (read, first.strip_prefix("pd ")) {
+        let pd = match (read, first.strip_prefix("PD endpoint: ")) {
             (Ok(_), Some(address)) => address.trim().to_string(),
             (result, _) => {
                 let _ = child.kill();

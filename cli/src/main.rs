@@ -50,7 +50,8 @@ struct Cli {
 #[derive(Clone, Debug, clap::Args)]
 struct GlobalOpts {
     /// PD endpoint(s) of the cluster to use, `host:port` (comma-separated for several).
-    /// Without it, an embedded mock cluster is started.
+    /// Without it, an embedded mock cluster is started. For `mock`: the address its PD
+    /// listens on (default: a port picked by the OS).
     #[arg(
         long,
         global = true,
@@ -86,6 +87,10 @@ enum Command {
     /// Run one RawKV operation.
     Raw(raw::RawArgs),
     /// Serve a mock PD + TiKV cluster on loopback until interrupted (Ctrl-C).
+    ///
+    /// Prints `PD endpoint: <host:port>` first, then the stores; Ctrl-C prints the request
+    /// counters and exits 0. PD's port also serves PD's HTTP API (/pd/api/v1/regions, stores,
+    /// min-resolved-ts, health).
     Mock(mock::MockArgs),
     /// Run a YCSB-style workload (A, B, C or F) on RawKV and report throughput and latency.
     ///

@@ -1,7 +1,8 @@
 //! The built `tikv-cli` binary, run as a user would: the demo, raw commands against a
 //! `tikv-cli mock` process, short benchmark runs, and the one-line errors.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tikv-cli");
@@ -54,7 +55,7 @@ struct MockProcess {
     child: Child,
     pd: String,
     /// Kept open so that the server's later lines do not meet a closed pipe.
-    _stdout: BufReader<ChildStdout>,
+    stdout: BufReader<ChildStdout>,
 }
 
 impl MockProcess {
@@ -73,15 +74,11 @@ impl MockProcess {
             .read_line(&mut first)
             .expect("mock prints its PD address");
         let pd = first
-            .strip_prefix("pd ")
-            .unwrap_or_else(|| panic!("first line is 'pd <address>', got {first:?}"))
+            .strip_prefix("PD endpoint: ")
+            .unwrap_or_else(|| panic!("first line is 'PD endpoint: <address>', got {first:?}"))
             .trim()
             .to_string();
-        MockProcess {
-            child,
-            pd,
-            _stdout: stdout,
-        }
+        MockProcess { child, pd, stdout }
     }
 }
 
@@ -212,6 +209,74 @@ fn mock_prints_json_addresses() {
     read.expect("reads");
     assert!(line.starts_with("{\"pd\":\"127.0.0.1:"), "{line}");
     assert_eq!(line.matches("\"address\"").count(), 2, "{line}");
+}
+
+/// `GET path` on PD's port over plain HTTP/1.1; returns the whole response.
+fn http_get(pd: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(pd).expect("connects to PD");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {pd}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("writes");
+    let mut out = String::new();
+    stream.read_to_string(&mut out).expect("reads");
+    out
+}
+
+#[test]
+fn mock_serves_until_sigint_then_prints_counters() {
+    let mut mock = MockProcess::start(&["--stores", "2", "--regions", "4", "--api-version", "1"]);
+    let mut stores = String::new();
+    for _ in 0..2 {
+        mock.stdout.read_line(&mut stores).expect("store line");
+    }
+    assert_eq!(stores.matches("store ").count(), 2, "{stores}");
+
+    assert_eq!(ok(&["--pd", &mock.pd, "raw", "put", "k", "v"]), "OK\n");
+    // PD's HTTP API on PD's gRPC port.
+    let regions = http_get(&mock.pd, "/pd/api/v1/regions");
+    assert!(regions.starts_with("HTTP/1.1 200 OK\r\n"), "{regions}");
+    assert!(regions.contains("{\"count\":4,\"regions\":["), "{regions}");
+    let stores = http_get(&mock.pd, "/pd/api/v1/stores");
+    assert!(stores.contains("\"count\": 2"), "{stores}");
+
+    let status = Command::new("kill")
+        .args(["-INT", &mock.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = mock.child.wait().expect("mock exits");
+    assert_eq!(exit.code(), Some(0), "{exit:?}");
+    let mut rest = String::new();
+    mock.stdout
+        .read_to_string(&mut rest)
+        .expect("reads the rest");
+    assert!(rest.contains("counters: "), "{rest}");
+    assert!(rest.contains("  RawPut 1\n"), "{rest}");
+    assert!(rest.contains("TSO: "), "{rest}");
+}
+
+#[test]
+fn mock_listens_on_the_pd_address_given() {
+    // A port that was free a moment ago.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mock = MockProcess::start(&["--pd", &address]);
+    assert_eq!(mock.pd, address);
+    assert_eq!(ok(&["--pd", &address, "raw", "put", "a", "b"]), "OK\n");
+    let health = http_get(&address, "/pd/api/v1/health");
+    assert!(
+        health.contains(&format!("\"http://{address}\"")),
+        "{health}"
+    );
+    let e = one_line_error(&["mock", "--api-version", "3"], 2);
+    assert!(e.contains("1, 2 or both"), "{e}");
+    let e = one_line_error(&["mock", "--pd", "127.0.0.1:1,127.0.0.1:2"], 1);
+    assert!(e.contains("single host:port"), "{e}");
 }
 
 #[test]

@@ -1,10 +1,20 @@
 //! Fault injection: make the next N requests that match a filter fail in a chosen way.
 //!
 //! Rules are checked in the order they were added; the first match with attempts left fires
-//! and uses up one attempt. Nothing here is random, so a test (or a simulation that picks its
-//! faults from a seeded generator) replays exactly.
+//! and uses up one attempt. Delays are the exception: every matching delay rule fires (and
+//! uses up an attempt) on top of whichever other rule fires, so a test can make a request both
+//! slow and failed. Nothing here is random, so a test (or a simulation that picks its faults
+//! from a seeded generator) replays exactly.
+//!
+//! The engine never sleeps: a fired delay is only recorded, and the front that served the
+//! request collects it with [`Cluster::take_injected_delay`] and waits on its own runtime
+//! before answering (the gRPC front in [`crate::server`] does).
+
+use std::time::Duration;
 
 use tikv_proto::errorpb;
+
+use crate::Cluster;
 
 use crate::error::{Code, MockError};
 
@@ -64,6 +74,10 @@ pub enum FaultAction {
     ReplyLost,
     /// The call fails with this gRPC status, nothing executed.
     Status(Code, String),
+    /// The request is served normally, but the front answers only after this long (for a
+    /// `BatchCommands` message, the whole response message waits). Delays of several
+    /// matching rules do not add up: the longest one applies.
+    Delay(Duration),
 }
 
 /// A handle to an installed fault, for removing it early.
@@ -83,6 +97,8 @@ struct Rule {
 pub struct Faults {
     next_id: u64,
     rules: Vec<Rule>,
+    /// The longest delay fired since the front last collected it.
+    delay: Option<Duration>,
 }
 
 impl Faults {
@@ -121,31 +137,57 @@ impl Faults {
         self.rules.is_empty()
     }
 
-    /// Fires the first matching rule, if any.
+    /// Fires every matching delay rule (recording the longest delay for the front), then the
+    /// first matching other rule, if any, and returns that one.
     pub(crate) fn take(
         &mut self,
         store_id: Option<u64>,
         method: &str,
         region_id: Option<u64>,
     ) -> Option<FaultAction> {
-        let idx = self
-            .rules
-            .iter()
-            .position(|r| r.filter.matches(store_id, method, region_id))?;
-        let rule = &mut self.rules[idx];
-        rule.remaining -= 1;
-        let action = rule.action.clone();
-        if rule.remaining == 0 {
-            self.rules.remove(idx);
+        let mut fired = None;
+        let mut idx = 0;
+        while idx < self.rules.len() {
+            let rule = &mut self.rules[idx];
+            let is_delay = matches!(rule.action, FaultAction::Delay(_));
+            if (is_delay || fired.is_none()) && rule.filter.matches(store_id, method, region_id) {
+                rule.remaining = rule.remaining.saturating_sub(1);
+                match &rule.action {
+                    FaultAction::Delay(d) => {
+                        self.delay = Some(self.delay.map_or(*d, |old| old.max(*d)));
+                    }
+                    other => fired = Some(other.clone()),
+                }
+                if rule.remaining == 0 {
+                    self.rules.remove(idx);
+                    continue;
+                }
+            }
+            idx += 1;
         }
-        Some(action)
+        fired
+    }
+
+    /// The longest delay fired since the last call, and forgets it.
+    pub(crate) fn take_delay(&mut self) -> Option<Duration> {
+        self.delay.take()
+    }
+}
+
+impl Cluster {
+    /// The delay injected (by [`FaultAction::Delay`]) into the requests served since the last
+    /// call, and forgets it. A front calls this right after each call into the engine, under
+    /// the same lock, and waits that long before answering; the engine itself never sleeps.
+    /// (A delay fired by a typed call made without a front stays recorded until collected.)
+    pub fn take_injected_delay(&mut self) -> Option<Duration> {
+        self.faults.take_delay()
     }
 }
 
 /// How a fired action turns into a failure when it is not a region error.
 pub(crate) fn failure_of(action: &FaultAction) -> Option<MockError> {
     match action {
-        FaultAction::RegionError(_) => None,
+        FaultAction::RegionError(_) | FaultAction::Delay(_) => None,
         FaultAction::Unreachable => Some(MockError::unreachable("injected: store unreachable")),
         FaultAction::ReplyLost => Some(MockError::reply_lost()),
         FaultAction::Status(code, msg) => Some(MockError::status(*code, msg.clone())),
@@ -192,6 +234,34 @@ mod tests {
             f.take(Some(2), "RawGet", Some(7)),
             Some(FaultAction::ReplyLost)
         );
+    }
+
+    #[test]
+    fn delays_fire_alongside_other_rules_and_the_longest_wins() {
+        let mut f = Faults::default();
+        f.add(
+            FaultFilter::any().method("RawGet"),
+            FaultAction::Delay(Duration::from_millis(30)),
+            2,
+        );
+        f.add(
+            FaultFilter::any().store(1),
+            FaultAction::Delay(Duration::from_millis(50)),
+            1,
+        );
+        f.add(FaultFilter::any().store(1), FaultAction::ReplyLost, 1);
+        assert_eq!(f.take_delay(), None);
+        assert_eq!(
+            f.take(Some(1), "RawGet", None),
+            Some(FaultAction::ReplyLost)
+        );
+        assert_eq!(f.take_delay(), Some(Duration::from_millis(50)));
+        assert_eq!(f.take_delay(), None, "collected once");
+        assert_eq!(f.take(Some(2), "RawGet", None), None);
+        assert_eq!(f.take_delay(), Some(Duration::from_millis(30)));
+        assert_eq!(f.take(Some(2), "RawGet", None), None);
+        assert_eq!(f.take_delay(), None, "used up");
+        assert!(f.is_empty());
     }
 
     #[test]

@@ -8,13 +8,33 @@
 //! How engine failures look on the wire: a status is sent as that gRPC status; a request to a
 //! down store, and a reply lost after the request was applied, both fail the call with
 //! `Unavailable` (the client cannot tell whether they were applied, as with a real crash).
+//! An injected delay ([`FaultAction::Delay`](crate::FaultAction::Delay)) is reported by the
+//! engine and slept here, on the runtime, before the answer goes out.
+//!
+//! PD's port also speaks HTTP/1.1, as a real PD's does: each accepted connection is sniffed
+//! (an HTTP/2 client starts with the `PRI * HTTP/2.0` preface) and anything that is not gRPC
+//! is served PD's HTTP API subset (see [`Cluster::handle_pd_http`]).
+//!
+//! A [`MockServer`] is a handle: dropping it stops everything it started (listeners close,
+//! connection tasks end). [`MockServer::builder`] starts a cluster in one line.
+
+mod builder;
+mod http1;
+mod sniff;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
+use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_channel::oneshot;
+use futures_util::FutureExt;
+use futures_util::future::{Either, Shared, select};
 use prost::Message;
 use tikv_core::GrpcCode;
 use tikv_driver::grpc::server::boxed;
@@ -27,6 +47,7 @@ use tikv_proto::pdpb::pd_service;
 use tikv_proto::tikvpb::{self, tikv_service};
 use tokio::net::TcpListener;
 
+pub use self::builder::{MockServerBuilder, even_split_keys};
 use crate::{Cluster, ClusterConfig, FailureKind, MockError};
 
 /// Milliseconds since the Unix epoch, from the host's clock (the mock PD's TSO source).
@@ -159,11 +180,55 @@ fn status(e: MockError) -> Status {
     Status::new(code, e.message)
 }
 
+/// Resolves once the [`MockServer`] that started a task is dropped (its sender goes away).
+#[derive(Clone)]
+struct Stopped(Shared<oneshot::Receiver<()>>);
+
+impl Stopped {
+    /// Runs `work` until it finishes or the server stops, whichever comes first.
+    async fn run_until(self, work: impl Future<Output = ()>) {
+        let work = pin!(work);
+        let _ = select(work, self.0).await;
+    }
+}
+
+/// What the services need from the front besides the cluster: a timer (for injected delays)
+/// and the stop signal (so that a long delay does not outlive the server).
+#[derive(Clone)]
+struct Front {
+    sleep: Arc<dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync>,
+    stopped: Stopped,
+}
+
+impl Front {
+    fn new<R: Runtime>(runtime: R, stopped: Stopped) -> Self {
+        Front {
+            sleep: Arc::new(move |d| Box::pin(runtime.sleep(d))),
+            stopped,
+        }
+    }
+
+    /// Waits out an injected delay before the answer is sent.
+    async fn delay(&self, delay: Option<Duration>) -> Result<(), Status> {
+        let Some(delay) = delay else {
+            return Ok(());
+        };
+        match select((self.sleep)(delay), self.stopped.0.clone()).await {
+            Either::Left(_) => Ok(()),
+            Either::Right(_) => Err(Status::new(
+                GrpcCode::Unavailable,
+                "the mock server stopped",
+            )),
+        }
+    }
+}
+
 /// Serves one store's TiKV methods.
 #[derive(Clone)]
 pub struct StoreService {
     cluster: SharedCluster,
     store_id: u64,
+    front: Front,
 }
 
 impl Service for StoreService {
@@ -175,11 +240,16 @@ impl Service for StoreService {
     }
 
     fn unary(&self, path: &str, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
-        let reply = self
-            .cluster
-            .lock()
-            .handle_tikv(self.store_id, path, request, now_ms());
-        boxed(async move { codec::frame(&reply.map_err(status)?) })
+        let (reply, delay) = {
+            let mut cluster = self.cluster.lock();
+            let reply = cluster.handle_tikv(self.store_id, path, request, now_ms());
+            (reply, cluster.take_injected_delay())
+        };
+        let front = self.front.clone();
+        boxed(async move {
+            front.delay(delay).await?;
+            codec::frame(&reply.map_err(status)?)
+        })
     }
 
     fn streaming(
@@ -204,10 +274,12 @@ impl Service for StoreService {
                         format!("BatchCommandsRequest: {e}"),
                     )
                 })?;
-                let reply =
-                    this.cluster
-                        .lock()
-                        .handle_batch_commands(this.store_id, request, now_ms());
+                let (reply, delay) = {
+                    let mut cluster = this.cluster.lock();
+                    let reply = cluster.handle_batch_commands(this.store_id, request, now_ms());
+                    (reply, cluster.take_injected_delay())
+                };
+                this.front.delay(delay).await?;
                 responses.send(codec::encode(&reply.map_err(status)?)?)?;
             }
             Ok(())
@@ -220,6 +292,7 @@ impl Service for StoreService {
 pub struct PdService {
     cluster: SharedCluster,
     member: usize,
+    front: Front,
 }
 
 impl Service for PdService {
@@ -232,17 +305,23 @@ impl Service for PdService {
     }
 
     fn unary(&self, path: &str, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
-        let reply = match self
-            .cluster
-            .handle_keyspace_on(self.member, path, request.clone())
-        {
-            Some(reply) => reply,
-            None => self
+        let (reply, delay) =
+            match self
                 .cluster
-                .lock()
-                .handle_pd_on(self.member, path, request, now_ms()),
-        };
-        boxed(async move { codec::frame(&reply.map_err(status)?) })
+                .handle_keyspace_on(self.member, path, request.clone())
+            {
+                Some(reply) => (reply, None),
+                None => {
+                    let mut cluster = self.cluster.lock();
+                    let reply = cluster.handle_pd_on(self.member, path, request, now_ms());
+                    (reply, cluster.take_injected_delay())
+                }
+            };
+        let front = self.front.clone();
+        boxed(async move {
+            front.delay(delay).await?;
+            codec::frame(&reply.map_err(status)?)
+        })
     }
 
     fn streaming(
@@ -261,10 +340,12 @@ impl Service for PdService {
                 ));
             }
             while let Some(message) = requests.message().await? {
-                let reply = this
-                    .cluster
-                    .lock()
-                    .handle_pd_on(this.member, &path, message, now_ms());
+                let (reply, delay) = {
+                    let mut cluster = this.cluster.lock();
+                    let reply = cluster.handle_pd_on(this.member, &path, message, now_ms());
+                    (reply, cluster.take_injected_delay())
+                };
+                this.front.delay(delay).await?;
                 responses.send(codec::frame(&reply.map_err(status)?)?)?;
             }
             Ok(())
@@ -272,14 +353,26 @@ impl Service for PdService {
     }
 }
 
-/// A running mock cluster: every PD member and every store listening on loopback.
+/// A running mock cluster: every PD member and every store listening on loopback (or the
+/// host given), served by tasks on the runtime it was started on.
+///
+/// This is a handle: dropping it stops the cluster. Every listener closes (new connections
+/// are refused) and every connection task ends, closing its connection.
 pub struct MockServer {
     cluster: SharedCluster,
     pd_addresses: Vec<String>,
     store_addresses: Vec<(u64, String)>,
+    /// Dropped with the server: its receivers, held by every task, then resolve.
+    _stop: oneshot::Sender<()>,
 }
 
 impl MockServer {
+    /// A builder to configure and start a cluster in one line, e.g.
+    /// `MockServer::builder().stores(3).regions(16).api(ApiMode::V2).seed(7).start(runtime).await`.
+    pub fn builder() -> MockServerBuilder {
+        MockServerBuilder::default()
+    }
+
     /// Builds a cluster from `config` and serves it on `127.0.0.1` ports picked by the OS, on
     /// the current tokio runtime (`runtime` runs the connection tasks).
     pub async fn start<R: Runtime>(runtime: R, config: ClusterConfig) -> io::Result<MockServer> {
@@ -292,11 +385,30 @@ impl MockServer {
         cluster: Cluster,
         host: &str,
     ) -> io::Result<MockServer> {
+        Self::serve(runtime, cluster, host, None).await
+    }
+
+    /// Serves `cluster`: PD member 0 on `pd_listen` when given (`host:port`), every other
+    /// listener on `host` with a port picked by the OS.
+    async fn serve<R: Runtime>(
+        runtime: R,
+        cluster: Cluster,
+        host: &str,
+        pd_listen: Option<&str>,
+    ) -> io::Result<MockServer> {
         let cluster = SharedCluster::new(cluster);
+        let (stop, stopped) = oneshot::channel();
+        let stopped = Stopped(stopped.shared());
+        let front = Front::new(runtime.clone(), stopped.clone());
         let members = cluster.lock().pd_member_count();
         let mut pd_listeners = Vec::with_capacity(members);
-        for _ in 0..members {
-            let listener = TcpListener::bind((host, 0)).await?;
+        for member in 0..members {
+            let listener = match (member, pd_listen) {
+                (0, Some(address)) => TcpListener::bind(address).await.map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {address}: {e}"))
+                })?,
+                _ => TcpListener::bind((host, 0)).await?,
+            };
             let address = listener.local_addr()?.to_string();
             pd_listeners.push((listener, address));
         }
@@ -306,7 +418,8 @@ impl MockServer {
             .stores()
             .map(|s| s.meta.id)
             .collect();
-        let mut store_addresses = Vec::new();
+        // Bind everything before serving anything, so that a failed bind leaves no task behind.
+        let mut store_listeners = Vec::with_capacity(store_ids.len());
         for id in store_ids {
             let listener = TcpListener::bind((host, 0)).await?;
             let address = listener.local_addr()?.to_string();
@@ -314,40 +427,48 @@ impl MockServer {
                 .lock()
                 .set_store_address(id, address.clone())
                 .map_err(io::Error::other)?;
-            accept(
-                runtime.clone(),
-                listener,
-                StoreService {
-                    cluster: cluster.clone(),
-                    store_id: id,
-                },
-            );
-            store_addresses.push((id, address));
+            store_listeners.push((id, listener, address));
         }
-        let mut pd_addresses = Vec::with_capacity(members);
-        for (member, (listener, address)) in pd_listeners.into_iter().enumerate() {
+        for (member, (_, address)) in pd_listeners.iter().enumerate() {
             cluster
                 .lock()
                 .set_pd_member_client_urls(member, vec![format!("http://{address}")])
                 .map_err(io::Error::other)?;
-            accept(
-                runtime.clone(),
-                listener,
-                PdService {
-                    cluster: cluster.clone(),
-                    member,
-                },
-            );
+        }
+        let mut store_addresses = Vec::with_capacity(store_listeners.len());
+        for (id, listener, address) in store_listeners {
+            let service = StoreService {
+                cluster: cluster.clone(),
+                store_id: id,
+                front: front.clone(),
+            };
+            accept(runtime.clone(), listener, stopped.clone(), move |rt, io| {
+                serve_connection(rt, io, service.clone(), ServerConfig::default())
+            });
+            store_addresses.push((id, address));
+        }
+        let mut pd_addresses = Vec::with_capacity(members);
+        for (member, (listener, address)) in pd_listeners.into_iter().enumerate() {
+            let service = PdService {
+                cluster: cluster.clone(),
+                member,
+                front: front.clone(),
+            };
+            accept(runtime.clone(), listener, stopped.clone(), move |rt, io| {
+                serve_pd_connection(rt, io, service.clone())
+            });
             pd_addresses.push(address);
         }
         Ok(MockServer {
             cluster,
             pd_addresses,
             store_addresses,
+            _stop: stop,
         })
     }
 
-    /// The PD endpoint (`host:port`) clients connect to: member 0, the leader at start.
+    /// The PD endpoint (`host:port`) clients connect to: member 0, the leader at start. It
+    /// also answers PD's HTTP API (`http://<pd_address>/pd/api/v1/...`).
     pub fn pd_address(&self) -> &str {
         // `ClusterConfig::pd_members` is at least 1, so member 0 always listens.
         self.pd_addresses.first().map_or("", String::as_str)
@@ -369,25 +490,49 @@ impl MockServer {
     }
 }
 
-fn accept<R: Runtime, S: Service>(runtime: R, listener: TcpListener, service: S) {
+/// Accepts connections until the server stops, serving each with `serve` in its own task,
+/// which also ends when the server stops (dropping the connection closes it).
+fn accept<R, F, Fut>(runtime: R, listener: TcpListener, stopped: Stopped, serve: F)
+where
+    R: Runtime,
+    F: Fn(R, tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let rt = runtime.clone();
-    runtime.spawn(async move {
+    let until = stopped.clone();
+    runtime.spawn(until.run_until(async move {
         loop {
             match listener.accept().await {
                 Ok((io, _)) => {
                     let _ = io.set_nodelay(true);
-                    rt.spawn(serve_connection(
-                        rt.clone(),
-                        io,
-                        service.clone(),
-                        ServerConfig::default(),
-                    ));
+                    rt.spawn(stopped.clone().run_until(serve(rt.clone(), io)));
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "mock server stopped accepting");
-                    return;
+                    // Per-connection failures (the peer reset before accept, out of file
+                    // descriptors for a moment) must not stop the listener: back off briefly.
+                    tracing::warn!(error = %e, "mock server: accept failed");
+                    rt.sleep(Duration::from_millis(100)).await;
                 }
             }
         }
-    });
+    }));
+}
+
+/// One connection to a PD port: gRPC (HTTP/2) or PD's HTTP API (HTTP/1.1), told apart by its
+/// first bytes.
+async fn serve_pd_connection<R: Runtime>(
+    runtime: R,
+    io: tokio::net::TcpStream,
+    service: PdService,
+) {
+    match sniff::sniff(io).await {
+        Ok(sniff::Sniffed::Grpc(io)) => {
+            serve_connection(runtime, io, service, ServerConfig::default()).await;
+        }
+        Ok(sniff::Sniffed::Http1(io, seen)) => http1::serve(io, seen, service.cluster).await,
+        Ok(sniff::Sniffed::Closed) => {}
+        Err(e) => {
+            tracing::debug!(error = %e, "mock PD: connection failed before its first request")
+        }
+    }
 }

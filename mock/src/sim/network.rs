@@ -5,6 +5,8 @@
 //! Faults are drawn from one seeded generator in a fixed order, so a seed replays exactly:
 //! dropped requests (never applied; the caller times out), lost replies (applied, then the
 //! caller times out), refused connections to partitioned stores, and latency jitter.
+//! Delays injected into the cluster ([`FaultAction::Delay`](crate::FaultAction::Delay)) are
+//! slept on the virtual clock before the answer travels back.
 //! Every delivered message is folded into a trace hash that identifies the run.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -271,25 +273,29 @@ impl SimNetwork {
         s.delivered += 1;
     }
 
+    /// Serves one call; also returns the delay injected into it (see
+    /// [`FaultAction::Delay`](crate::FaultAction::Delay)), which the caller sleeps on the
+    /// virtual clock before answering.
     fn serve(
         &self,
         address: &str,
         store: Option<u64>,
         path: &str,
         body: Bytes,
-    ) -> Result<Bytes, MockError> {
+    ) -> (Result<Bytes, MockError>, Option<Duration>) {
         let member = pd_member_of(address).unwrap_or(0);
         if store.is_none() {
             if let Some(reply) = self.cluster.handle_keyspace_on(member, path, body.clone()) {
-                return reply;
+                return (reply, None);
             }
         }
         let now = self.now_ms();
         let mut cluster = self.cluster.lock();
-        match store {
+        let reply = match store {
             None => cluster.handle_pd_on(member, path, body, now),
             Some(id) => cluster.handle_tikv(id, path, body, now),
-        }
+        };
+        (reply, cluster.take_injected_delay())
     }
 }
 
@@ -321,7 +327,10 @@ impl Transport for SimNetwork {
             }
             net.runtime.sleep(there).await;
             net.record(&address, path, &message);
-            let reply = net.serve(&address, store, path, message);
+            let (reply, delay) = net.serve(&address, store, path, message);
+            if let Some(delay) = delay {
+                net.runtime.sleep(delay).await;
+            }
             if let Fate::LoseReply = fate {
                 net.runtime.sleep(timeout.saturating_sub(there)).await;
                 return Err(call_error(
@@ -371,22 +380,27 @@ impl Transport for SimNetwork {
                     }
                     server.record(&address, path, &message);
                     let now = server.now_ms();
-                    let reply = match store {
-                        Some(id) => match tikvpb::BatchCommandsRequest::decode(message) {
-                            Ok(req) => server
-                                .cluster
-                                .lock()
-                                .handle_batch_commands(id, req, now)
-                                .map(|r| Bytes::from(r.encode_to_vec())),
-                            Err(e) => Err(MockError::undecodable(path, &e)),
-                        },
-                        None => server.cluster.lock().handle_pd_on(
-                            pd_member_of(&address).unwrap_or(0),
-                            path,
-                            message,
-                            now,
-                        ),
+                    let (reply, delay) = {
+                        let mut cluster = server.cluster.lock();
+                        let reply = match store {
+                            Some(id) => match tikvpb::BatchCommandsRequest::decode(message) {
+                                Ok(req) => cluster
+                                    .handle_batch_commands(id, req, now)
+                                    .map(|r| Bytes::from(r.encode_to_vec())),
+                                Err(e) => Err(MockError::undecodable(path, &e)),
+                            },
+                            None => cluster.handle_pd_on(
+                                pd_member_of(&address).unwrap_or(0),
+                                path,
+                                message,
+                                now,
+                            ),
+                        };
+                        (reply, cluster.take_injected_delay())
                     };
+                    if let Some(delay) = delay {
+                        server.runtime.sleep(delay).await;
+                    }
                     if let Fate::LoseReply = fate {
                         continue;
                     }
@@ -434,5 +448,50 @@ impl StreamRecv for SimRx {
                 )),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cluster, ClusterConfig, FaultAction, FaultFilter};
+    use tikv_proto::method::Method;
+    use tikv_proto::pdpb::{self, pd_service};
+
+    #[test]
+    fn injected_delays_pass_on_the_virtual_clock() {
+        let runtime = SimRuntime::new();
+        let cluster = SharedCluster::new(Cluster::new(ClusterConfig::default()));
+        cluster.lock().inject_fault(
+            FaultFilter::any().method("GetMembers"),
+            FaultAction::Delay(Duration::from_secs(30)),
+            1,
+        );
+        let network = SimNetwork::new(runtime.clone(), cluster, Faults::none(), 1);
+        let rt = runtime.clone();
+        let took = runtime
+            .block_on(
+                async move {
+                    let body = Bytes::from(pdpb::GetMembersRequest::default().encode_to_vec());
+                    let path = <pd_service::GetMembers as Method>::PATH;
+                    let t = Duration::from_secs(60);
+                    let start = rt.elapsed();
+                    let first = network.unary(PD_ADDRESS, path, body.clone(), t).await;
+                    let slow = rt.elapsed() - start;
+                    let second = network.unary(PD_ADDRESS, path, body, t).await;
+                    (
+                        first.is_ok(),
+                        second.is_ok(),
+                        slow,
+                        rt.elapsed() - start - slow,
+                    )
+                },
+                Duration::from_secs(600),
+            )
+            .unwrap();
+        let (first, second, slow, fast) = took;
+        assert!(first && second);
+        assert!(slow >= Duration::from_secs(30), "{slow:?}");
+        assert!(fast < Duration::from_secs(30), "{fast:?}");
     }
 }
