@@ -66,7 +66,16 @@ pub(crate) async fn connect(
     endpoints: &[String],
     timeout: Option<Duration>,
 ) -> Result<RawClient, CliError> {
-    let connecting = RawClient::connect(endpoints, Config::default());
+    connect_with(endpoints, timeout, Config::default()).await
+}
+
+/// Like [`connect`], with a client configuration.
+pub(crate) async fn connect_with(
+    endpoints: &[String],
+    timeout: Option<Duration>,
+    config: Config,
+) -> Result<RawClient, CliError> {
+    let connecting = RawClient::connect(endpoints, config);
     let shown = endpoints.join(",");
     let result = match timeout {
         Some(t) => tokio::time::timeout(t, connecting).await.map_err(|_| {

@@ -263,6 +263,9 @@ struct StreamTask<R: Runtime> {
     health: HealthMap,
 }
 
+/// Yields before sending while the store is busy (see `BatchConfig::coalesce_when_busy`).
+const COALESCE_YIELDS: usize = 1;
+
 /// Returns `Pending` once (waking itself), so that other ready tasks run before we continue.
 struct YieldNow(bool);
 
@@ -324,15 +327,18 @@ impl<R: Runtime> StreamTask<R> {
     async fn send_loop(self, mut queue: mpsc::Receiver<Queued>) {
         let mut sender: Option<StreamTx> = None;
         let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let mut busy = false;
         while let Some(first) = self.next_request(&mut queue).await {
             let mut batch = vec![first];
             self.drain(&mut queue, &mut batch);
+            // Busy: other requests of this stream are still waiting for answers, so more are
+            // likely on their way; give their callers a moment to queue them.
+            let busy = lock(&self.waiting).len() > batch.len();
             if busy && self.config.coalesce_when_busy && batch.len() < self.config.max_batch {
-                YieldNow(false).await;
+                for _ in 0..COALESCE_YIELDS {
+                    YieldNow(false).await;
+                }
                 self.drain(&mut queue, &mut batch);
             }
-            busy = batch.len() > 1;
             // Drop requests whose callers already gave up; mark the rest as written.
             {
                 let mut w = lock(&self.waiting);

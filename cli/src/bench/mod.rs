@@ -83,6 +83,11 @@ pub(crate) struct BenchArgs {
     /// Regions of the embedded mock, split evenly over the records (not with --pd).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     regions: Option<u32>,
+
+    /// Send each request as its own unary gRPC call instead of multiplexing requests on
+    /// BatchCommands streams (to measure what batching brings).
+    #[arg(long)]
+    unary: bool,
 }
 
 /// The YCSB core workloads that RawKV can run.
@@ -249,6 +254,18 @@ pub(crate) async fn run(global: &GlobalOpts, args: &BenchArgs) -> Result<(), Cli
         for line in report::table(&rows) {
             out.line(line)?;
         }
+        if let Some(m) = &mock {
+            // How well BatchCommands batched: the embedded mock counts what it received.
+            let c = m.cluster().lock().counters().clone();
+            if c.batch_messages > 0 {
+                out.line(format!(
+                    "BatchCommands: {} requests in {} messages ({:.2} per message)",
+                    c.batch_requests,
+                    c.batch_messages,
+                    c.batch_requests as f64 / c.batch_messages as f64
+                ))?;
+            }
+        }
     }
 
     if mock.is_none() {
@@ -295,8 +312,15 @@ async fn connect(
     args: &BenchArgs,
     keys: &Keys,
 ) -> Result<(RawClient, Option<MockServer>), CliError> {
+    let config = tikv_tokio::Config {
+        batch_commands: !args.unary,
+        ..Default::default()
+    };
     if !global.pd.is_empty() {
-        return Ok((cluster::connect(&global.pd, global.timeout).await?, None));
+        return Ok((
+            cluster::connect_with(&global.pd, global.timeout, config).await?,
+            None,
+        ));
     }
     eprintln!(
         "note: no --pd given: using an embedded mock cluster, which shares this process's CPU with the client"
@@ -308,7 +332,8 @@ async fn connect(
     let mock = cluster::start_mock(MOCK_STORES, &splits, "127.0.0.1").await?;
     // Spread leaders so that the load reaches every store, as on a real cluster.
     cluster::spread_leaders(&mock)?;
-    let client = cluster::connect(&[mock.pd_address().to_string()], global.timeout).await?;
+    let client =
+        cluster::connect_with(&[mock.pd_address().to_string()], global.timeout, config).await?;
     Ok((client, Some(mock)))
 }
 
