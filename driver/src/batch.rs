@@ -85,6 +85,20 @@ struct Store {
     next: AtomicUsize,
 }
 
+/// Removes a caller's entry from the in-flight map when the caller goes away, however it
+/// goes (answered, timed out, or its future dropped). Removing an entry already answered is a
+/// no-op.
+struct Deregister<'a> {
+    waiting: &'a Inflight,
+    id: u64,
+}
+
+impl Drop for Deregister<'_> {
+    fn drop(&mut self) {
+        lock(self.waiting).remove(&self.id);
+    }
+}
+
 /// Counters of the batching layer.
 #[derive(Debug, Default)]
 pub struct BatchStats {
@@ -146,6 +160,17 @@ impl<R: Runtime> BatchClient<R> {
         }
     }
 
+    /// Requests registered and not yet answered or abandoned, over all streams (for tests
+    /// and diagnostics).
+    pub fn in_flight(&self) -> usize {
+        let stores: Vec<Arc<Store>> = lock(&self.stores).values().cloned().collect();
+        stores
+            .iter()
+            .flat_map(|s| s.streams.iter())
+            .map(|s| lock(&s.waiting).len())
+            .sum()
+    }
+
     /// What store `store_id` last reported about its health, if anything.
     pub fn store_health(&self, store_id: u64) -> Option<StoreHealth> {
         lock(&self.health).get(&store_id).copied()
@@ -203,6 +228,11 @@ impl<R: Runtime> BatchClient<R> {
         let id = stream.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         lock(&stream.waiting).insert(id, (reply, false));
+        // A caller that stops waiting (its future dropped) must not leave its entry behind.
+        let _deregister = Deregister {
+            waiting: &stream.waiting,
+            id,
+        };
         let mut queue = stream.queue.clone();
         let queued = async {
             queue

@@ -237,3 +237,87 @@ async fn an_idle_store_is_asked_for_health_feedback() {
         "the probes' feedback is recorded"
     );
 }
+
+/// A store that reads BatchCommands requests and never answers.
+#[derive(Clone)]
+struct Silent;
+
+impl Service for Silent {
+    fn kind(&self, _: &str) -> Option<MethodKind> {
+        Some(MethodKind::BidiStreaming)
+    }
+    fn unary(&self, _: &str, _: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+        boxed(async { Err(Status::new(tikv_core::GrpcCode::Unimplemented, "")) })
+    }
+    fn streaming(
+        &self,
+        _: &str,
+        mut requests: Requests,
+        _responses: Responses,
+    ) -> BoxFuture<'static, Result<(), Status>> {
+        boxed(async move {
+            while requests.message().await?.is_some() {}
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn full_queues_and_cancelled_callers_leave_nothing_behind() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let rt = TokioRuntime::current();
+    let server_rt = rt.clone();
+    tokio::spawn(async move {
+        loop {
+            let (io, _) = listener.accept().await.unwrap();
+            server_rt.spawn(serve_connection(
+                server_rt.clone(),
+                io,
+                Silent,
+                ServerConfig::default(),
+            ));
+        }
+    });
+    let transport = Arc::new(GrpcTransport::new(rt.clone(), ChannelConfig::default(), 1));
+    let config = BatchConfig {
+        streams_per_store: 1,
+        queue_capacity: 1,
+        health_feedback_interval: Duration::ZERO,
+        ..Default::default()
+    };
+    let batch = Arc::new(BatchClient::new(rt, transport, config));
+    // Far more callers than the queue holds; nobody is ever answered.
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let (batch, address) = (batch.clone(), address.clone());
+            tokio::spawn(async move {
+                batch
+                    .call(&address, get(&format!("k{i}")), Duration::from_millis(200))
+                    .await
+            })
+        })
+        .collect();
+    let mut deadline_errors = 0;
+    for c in calls {
+        let e = c.await.unwrap().unwrap_err();
+        assert_eq!(e.status.code, tikv_core::GrpcCode::DeadlineExceeded, "{e}");
+        deadline_errors += 1;
+    }
+    assert_eq!(
+        deadline_errors, 20,
+        "every caller got an answer: none hung on the full queue"
+    );
+    // A caller that drops its call future (cancellation) deregisters too.
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(50),
+        batch.call(&address, get("x"), Duration::from_secs(60)),
+    )
+    .await;
+    assert!(cancelled.is_err());
+    assert_eq!(
+        batch.in_flight(),
+        0,
+        "no abandoned request is left registered"
+    );
+}
