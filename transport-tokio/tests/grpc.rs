@@ -297,3 +297,39 @@ async fn server_gone_mid_call_is_maybe_delivered_and_channel_closes() {
         "a closed channel never sends: {e}"
     );
 }
+
+#[tokio::test]
+async fn unary_and_streaming_over_an_in_memory_duplex() {
+    let rt = TokioRuntime::current();
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let service = Echo {
+        runtime: rt.clone(),
+        calls: Arc::new(AtomicUsize::new(0)),
+    };
+    rt.spawn(serve_connection(
+        rt.clone(),
+        server_io,
+        service,
+        ServerConfig::default(),
+    ));
+    let ch = Channel::handshake(&rt, client_io, "in-memory:0", &ChannelConfig::default())
+        .await
+        .unwrap();
+    let reply = ch
+        .unary(
+            &rt,
+            "/echo.Echo/Unary",
+            codec::frame(&[5u8; 100_000]).unwrap(),
+            SECOND,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.len(),
+        100_000,
+        "a message larger than the duplex buffer crosses in many frames"
+    );
+    let (mut tx, mut rx) = ch.streaming("/echo.Echo/Bidi").await.unwrap();
+    tx.send(codec::frame(b"one").unwrap()).unwrap();
+    assert_eq!(&rx.message().await.unwrap().unwrap()[..], b"one");
+}
