@@ -134,6 +134,7 @@ tikv_methods!(
     MvccGetByKey => mvcc_get_by_key,
     MvccGetByStartTs => mvcc_get_by_start_ts,
     UnsafeDestroyRange => unsafe_destroy_range,
+    GetStoreSafeTs => get_store_safe_ts,
 );
 
 macro_rules! pd_methods {

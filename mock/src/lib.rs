@@ -86,8 +86,8 @@ pub use txn::lock_wait::LockWaitId;
 /// Builders for region errors as TiKV words them, for fault injection.
 pub mod region_errors {
     pub use crate::region_error::{
-        epoch_not_match, key_not_in_region, max_timestamp_not_synced, mismatch_peer_id,
-        missing_epoch, not_leader, other, raft_entry_too_large, region_not_found, server_is_busy,
-        stale_command, store_not_match,
+        data_is_not_ready, epoch_not_match, key_not_in_region, max_timestamp_not_synced,
+        mismatch_peer_id, missing_epoch, not_leader, other, raft_entry_too_large, region_not_found,
+        server_is_busy, stale_command, store_not_match,
     };
 }

@@ -18,7 +18,6 @@ use tikv_proto::metapb;
 
 use crate::Cluster;
 use crate::codec::hex_upper;
-use crate::txn::store::KeyRange;
 
 /// An HTTP answer of the PD API, before framing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,10 +176,24 @@ impl Cluster {
 
     /// `GET /pd/api/v1/min-resolved-ts[?scope=cluster|id,id...]`.
     ///
-    /// The mock's stores resolve up to the last timestamp PD handed out, held back below the
-    /// oldest transaction lock (TiKV's resolver never passes a lock's start ts).
-    fn http_min_resolved_ts(&self, query: &[(String, String)]) -> HttpReply {
-        let resolved = self.min_resolved_ts();
+    /// Each store reports the minimum safe ts of the regions it leads (the same resolver the
+    /// stale-read check uses: the last timestamp PD handed out, held at the oldest prewrite
+    /// lock). As PD's `IsAvailableForMinResolvedTS`: removed stores and stores leading no
+    /// region count as `u64::MAX`, and so does the minimum when no store counts.
+    fn http_min_resolved_ts(&mut self, query: &[(String, String)]) -> HttpReply {
+        let live: Vec<u64> = self
+            .topology
+            .stores()
+            .filter(|s| !s.is_tombstone())
+            .map(|s| s.meta.id)
+            .collect();
+        let mut reported = BTreeMap::new();
+        for id in live {
+            if let Some(ts) = self.leader_safe_ts(id) {
+                reported.insert(id, ts);
+            }
+        }
+        let resolved = reported.values().copied().min().unwrap_or(u64::MAX);
         let scope = query
             .iter()
             .find(|(k, _)| k == "scope")
@@ -213,10 +226,7 @@ impl Cluster {
                 // scope's minimum is taken over the listed stores.
                 let per_store: BTreeMap<u64, u64> = ids
                     .into_iter()
-                    .map(|id| {
-                        let live = self.topology.store(id).is_some_and(|s| !s.is_tombstone());
-                        (id, if live { resolved } else { u64::MAX })
-                    })
+                    .map(|id| (id, reported.get(&id).copied().unwrap_or(u64::MAX)))
                     .collect();
                 let min = per_store.values().copied().min().unwrap_or(u64::MAX);
                 (min, Some(per_store))
@@ -237,24 +247,6 @@ impl Cluster {
             ("stores_min_resolved_ts", stores),
         ]);
         HttpReply::json(200, body.indented())
-    }
-
-    /// The cluster-wide resolved ts: the last TSO handed out, below the oldest lock.
-    fn min_resolved_ts(&self) -> u64 {
-        let oldest_lock = self
-            .txn
-            .store
-            .locks_in(KeyRange {
-                lower: None,
-                upper: None,
-            })
-            .map(|(_, lock)| lock.ts)
-            .min();
-        let last = self.tso.last_ts();
-        match oldest_lock {
-            Some(ts) => last.min(ts.saturating_sub(1)),
-            None => last,
-        }
     }
 
     /// `GET /pd/api/v1/health`: every member, all healthy (the mock's members never fail
@@ -681,6 +673,19 @@ mod tests {
                 "{{\n  \"is_real_time\": true,\n  \"min_resolved_ts\": {ts},\n  \"persist_interval\": \"1s\",\n  \"stores_min_resolved_ts\": null\n}}\n"
             )
         );
+        // Store 2 leads no region yet: PD leaves it out (u64::MAX).
+        let scoped = c.handle_pd_http("GET", "/pd/api/v1/min-resolved-ts?scope=cluster");
+        assert!(
+            scoped.body.contains(&format!(
+                "\"stores_min_resolved_ts\": {{\n    \"1\": {ts},\n    \"2\": {}\n  }}",
+                u64::MAX
+            )),
+            "{}",
+            scoped.body
+        );
+        c.split_at(b"m").unwrap();
+        let right = c.topology().region_by_key(b"m").unwrap().id();
+        c.transfer_leader(right, 2).unwrap();
         let scoped = c.handle_pd_http("GET", "/pd/api/v1/min-resolved-ts?scope=cluster");
         assert!(
             scoped.body.contains(&format!(

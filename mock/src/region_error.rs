@@ -179,6 +179,19 @@ pub fn max_timestamp_not_synced(region_id: u64) -> errorpb::Error {
     }
 }
 
+/// `DataIsNotReady`: a stale read above the peer's safe ts.
+pub fn data_is_not_ready(region_id: u64, peer_id: u64, safe_ts: u64) -> errorpb::Error {
+    errorpb::Error {
+        message: format!("peer {peer_id} is not ready, safe_ts {safe_ts}, region {region_id}"),
+        data_is_not_ready: Some(errorpb::DataIsNotReady {
+            region_id,
+            peer_id,
+            safe_ts,
+        }),
+        ..Default::default()
+    }
+}
+
 /// An untyped region error with only a message (raftstore's `Error::Other`).
 pub fn other(message: impl Into<String>) -> errorpb::Error {
     errorpb::Error {

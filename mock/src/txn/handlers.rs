@@ -216,6 +216,19 @@ impl Cluster {
         Ok(self.topology.check_request(store_id, ctx, access)?)
     }
 
+    /// The region checks of a snapshot read at `read_ts`, then, for a stale read, the
+    /// peer's safe ts (see `safe_ts`).
+    fn txn_read_region(
+        &mut self,
+        store_id: u64,
+        ctx: &Context,
+        read_ts: u64,
+    ) -> Result<metapb::Region, Fail> {
+        let region = self.txn_region(store_id, ctx, Access::Read)?;
+        self.check_stale_read(store_id, ctx, &region, read_ts)?;
+        Ok(region)
+    }
+
     /// The `max_ts` the engine's concurrency manager holds (reads push it; async commit
     /// and 1PC commit above it).
     pub fn max_ts(&self) -> u64 {
@@ -235,7 +248,7 @@ impl Cluster {
                 if !ctx.stale_read {
                     self.txn.cm.update_max_ts(req.version);
                 }
-                let region = self.txn_region(store_id, &ctx, Access::Read)?;
+                let region = self.txn_read_region(store_id, &ctx, req.version)?;
                 point_read_in_region(&encode_memcomparable(&req.key), &region)
                     .map_err(TxnError::KeyOutOfRegion)?;
                 let opts = read_opts(&ctx, req.version, false, req.need_commit_ts);
@@ -276,7 +289,7 @@ impl Cluster {
                 if !ctx.stale_read {
                     self.txn.cm.update_max_ts(req.version);
                 }
-                let region = self.txn_region(store_id, &ctx, Access::Read)?;
+                let region = self.txn_read_region(store_id, &ctx, req.version)?;
                 let opts = read_opts(&ctx, req.version, false, req.need_commit_ts);
                 let mut pairs = Vec::new();
                 for key in &req.keys {
@@ -335,7 +348,7 @@ impl Cluster {
                 if !ctx.stale_read {
                     self.txn.cm.update_max_ts(req.version);
                 }
-                let region = self.txn_region(store_id, &ctx, Access::Read)?;
+                let region = self.txn_read_region(store_id, &ctx, req.version)?;
                 seek_in_region(&encode_memcomparable(&req.start_key), &region)?;
                 let bounds = raw_bounds(&region);
                 // Reverse scans take `start_key` as the exclusive upper bound and

@@ -16,6 +16,7 @@
 //! - `pipelined`: pipelined DML (`KvFlush`, `KvBufferBatchGet`, `BroadcastTxnStatus`);
 //! - [`status_cache`]: TiKV's transaction status cache, which commands and
 //!   `BroadcastTxnStatus` fill;
+//! - `safe_ts`: stale reads (`DataIsNotReady`) and `GetStoreSafeTS`;
 //! - `debug`: `MvccGetByKey`, `MvccGetByStartTs`, `UnsafeDestroyRange` and the retired
 //!   `KvGC`.
 //!
@@ -60,6 +61,7 @@ mod handlers;
 pub mod lock_wait;
 mod pipelined;
 pub(crate) mod reader;
+mod safe_ts;
 pub mod status_cache;
 pub(crate) mod store;
 #[cfg(test)]
@@ -88,6 +90,8 @@ pub(crate) struct TxnEngine {
     /// Recently learnt transaction statuses (TiKV keeps one per store; the mock's data is
     /// cluster-wide, and so is this).
     pub(crate) status: TxnStatusCache,
+    /// Every peer's resolved ts, for stale reads.
+    pub(crate) safe_ts: safe_ts::SafeTsState,
 }
 
 impl crate::Cluster {

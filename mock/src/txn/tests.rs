@@ -15,6 +15,7 @@ use crate::{ApiMode, Cluster, ClusterConfig, LockWaitOutcome};
 
 mod model;
 mod pipelined;
+mod safe_ts;
 
 /// A TSO timestamp at physical time `ms` with logical part `l`.
 fn ts(ms: u64, l: u64) -> u64 {
