@@ -22,6 +22,8 @@ use crate::cluster::Cluster;
 use crate::error::{FailureKind, MockError};
 use crate::pd::PdAdmission;
 use crate::pd_members::LeaderRule;
+use crate::txn::LockWaitOutcome;
+use crate::txn::lock_wait::LockWaitId;
 
 /// A TiKV method the mock serves.
 pub trait TikvMethod: Method {
@@ -296,14 +298,48 @@ impl Cluster {
         request: BatchCommandsRequest,
         now_ms: u64,
     ) -> Result<BatchCommandsResponse, MockError> {
+        self.batch_commands(store_id, request, now_ms, None)
+    }
+
+    /// [`Cluster::handle_batch_commands`] for a front that can answer later: a
+    /// `PessimisticLock` that has to wait for another transaction's lock parks (TiKV's
+    /// `wait_timeout`) and is left out of the response; `parked` receives its request id
+    /// and [`LockWaitId`], and its answer comes from [`Cluster::poll_lock_waits`].
+    pub fn handle_batch_commands_parking(
+        &mut self,
+        store_id: u64,
+        request: BatchCommandsRequest,
+        now_ms: u64,
+        parked: &mut Vec<(u64, LockWaitId)>,
+    ) -> Result<BatchCommandsResponse, MockError> {
+        self.batch_commands(store_id, request, now_ms, Some(parked))
+    }
+
+    fn batch_commands(
+        &mut self,
+        store_id: u64,
+        request: BatchCommandsRequest,
+        now_ms: u64,
+        mut parked: Option<&mut Vec<(u64, LockWaitId)>>,
+    ) -> Result<BatchCommandsResponse, MockError> {
         self.counters.batch_messages += 1;
         self.counters.batch_requests += request.requests.len() as u64;
         self.admit_store(store_id)?;
         let mut out = BatchCommandsResponse::default();
         for (req, id) in request.requests.into_iter().zip(request.request_ids) {
-            let cmd = match req.cmd {
-                Some(cmd) => self.batch_one(store_id, cmd, now_ms),
-                None => Ok(None),
+            let cmd = match (req.cmd, parked.as_deref_mut()) {
+                (Some(ReqCmd::PessimisticLock(r)), Some(parked)) => {
+                    match self.kv_pessimistic_lock_or_wait(store_id, r, now_ms) {
+                        Ok(LockWaitOutcome::Done(r)) => Ok(Some(RespCmd::PessimisticLock(*r))),
+                        Ok(LockWaitOutcome::Waiting(wait)) => {
+                            parked.push((id, wait));
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                (Some(cmd), _) => self.batch_one(store_id, cmd, now_ms),
+                (None, _) => Ok(None),
             };
             match cmd {
                 Ok(cmd) => {

@@ -11,6 +11,11 @@
 //! An injected delay ([`FaultAction::Delay`](crate::FaultAction::Delay)) is reported by the
 //! engine and slept here, on the runtime, before the answer goes out.
 //!
+//! A `KvPessimisticLock` that meets another transaction's lock waits here as on TiKV: a
+//! unary call stays open, a batched one is answered later in its own `BatchCommands`
+//! message, until the lock is released, a deadlock is found or `wait_timeout` passes (see
+//! `lock_waits`). Abandoned calls and ended streams cancel their waits.
+//!
 //! PD's port also speaks HTTP/1.1, as a real PD's does: each accepted connection is sniffed
 //! (an HTTP/2 client starts with the `PRI * HTTP/2.0` preface) and anything that is not gRPC
 //! is served PD's HTTP API subset (see [`Cluster::handle_pd_http`]).
@@ -20,6 +25,7 @@
 
 mod builder;
 mod http1;
+mod lock_waits;
 mod sniff;
 #[cfg(test)]
 mod tests;
@@ -42,12 +48,16 @@ use tikv_driver::grpc::{
     Requests, Responses, ServerConfig, Service, Status, codec, serve_connection,
 };
 use tikv_driver::runtime::{BoxFuture, Runtime};
+use tikv_proto::kvrpcpb;
 use tikv_proto::method::{Method, MethodKind};
 use tikv_proto::pdpb::pd_service;
 use tikv_proto::tikvpb::{self, tikv_service};
 use tokio::net::TcpListener;
 
 pub use self::builder::{MockServerBuilder, even_split_keys};
+use self::lock_waits::LockWaits;
+use crate::txn::LockWaitOutcome;
+use crate::txn::lock_wait::LockWaitId;
 use crate::{Cluster, ClusterConfig, FailureKind, MockError};
 
 /// Milliseconds since the Unix epoch, from the host's clock (the mock PD's TSO source).
@@ -192,19 +202,26 @@ impl Stopped {
     }
 }
 
-/// What the services need from the front besides the cluster: a timer (for injected delays)
-/// and the stop signal (so that a long delay does not outlive the server).
+/// What the services need from the front besides the cluster: a timer (for injected delays),
+/// the stop signal (so that a long delay does not outlive the server) and the parked lock
+/// waits.
 #[derive(Clone)]
 struct Front {
     sleep: Arc<dyn Fn(Duration) -> BoxFuture<'static, ()> + Send + Sync>,
     stopped: Stopped,
+    waits: LockWaits,
 }
 
 impl Front {
-    fn new<R: Runtime>(runtime: R, stopped: Stopped) -> Self {
+    /// The front of `cluster`, with its lock-wait pump running on `runtime`.
+    fn start<R: Runtime>(runtime: R, cluster: &SharedCluster, stopped: Stopped) -> Self {
+        let (waits, woken) = LockWaits::new();
+        let pump = lock_waits::pump(runtime.clone(), cluster.clone(), waits.clone(), woken);
+        runtime.spawn(stopped.clone().run_until(pump));
         Front {
             sleep: Arc::new(move |d| Box::pin(runtime.sleep(d))),
             stopped,
+            waits,
         }
     }
 
@@ -240,6 +257,9 @@ impl Service for StoreService {
     }
 
     fn unary(&self, path: &str, request: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+        if path == <tikv_service::KvPessimisticLock as Method>::PATH {
+            return self.pessimistic_lock(path, request);
+        }
         let (reply, delay) = {
             let mut cluster = self.cluster.lock();
             let reply = cluster.handle_tikv(self.store_id, path, request, now_ms());
@@ -267,6 +287,12 @@ impl Service for StoreService {
                     "the mock serves no other TiKV stream",
                 ));
             }
+            // Waits parked by this stream, cancelled when it ends.
+            let mut stream_waits = ParkedWaits {
+                cluster: this.cluster.clone(),
+                waits: this.front.waits.clone(),
+                ids: Vec::new(),
+            };
             while let Some(message) = requests.message().await? {
                 let request = tikvpb::BatchCommandsRequest::decode(message).map_err(|e| {
                     Status::new(
@@ -276,14 +302,143 @@ impl Service for StoreService {
                 })?;
                 let (reply, delay) = {
                     let mut cluster = this.cluster.lock();
-                    let reply = cluster.handle_batch_commands(this.store_id, request, now_ms());
+                    let mut parked = Vec::new();
+                    let reply = cluster.handle_batch_commands_parking(
+                        this.store_id,
+                        request,
+                        now_ms(),
+                        &mut parked,
+                    );
+                    for (request_id, wait) in parked {
+                        let late = responses.clone();
+                        this.front.waits.register(
+                            wait,
+                            Box::new(move |answer| {
+                                // The stream may have ended meanwhile; nobody is left to tell.
+                                let _ = send_late_lock_answer(&late, request_id, answer);
+                            }),
+                        );
+                        stream_waits.push(wait);
+                    }
                     (reply, cluster.take_injected_delay())
                 };
                 this.front.delay(delay).await?;
-                responses.send(codec::encode(&reply.map_err(status)?)?)?;
+                let reply = reply.map_err(status)?;
+                // A message whose every request parked has nothing to say yet.
+                if !reply.request_ids.is_empty() || reply.responses.is_empty() {
+                    responses.send(codec::encode(&reply)?)?;
+                }
             }
             Ok(())
         })
+    }
+}
+
+impl StoreService {
+    /// A unary `KvPessimisticLock`: answered at once, or held open while it waits for
+    /// another transaction's lock (until released, deadlocked or `wait_timeout`).
+    fn pessimistic_lock(
+        &self,
+        path: &str,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>> {
+        let request = match kvrpcpb::PessimisticLockRequest::decode(request) {
+            Ok(r) => r,
+            Err(e) => {
+                let e = status(MockError::undecodable(path, &e));
+                return boxed(async move { Err(e) });
+            }
+        };
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let (outcome, delay) = {
+            let mut cluster = self.cluster.lock();
+            let outcome = cluster.kv_pessimistic_lock_or_wait(self.store_id, request, now_ms());
+            if let Ok(LockWaitOutcome::Waiting(wait)) = &outcome {
+                self.front.waits.register(
+                    *wait,
+                    Box::new(move |answer| {
+                        // The caller may have gone away; its wait was then cancelled.
+                        let _ = answer_tx.send(answer);
+                    }),
+                );
+            }
+            (outcome, cluster.take_injected_delay())
+        };
+        let front = self.front.clone();
+        let cluster = self.cluster.clone();
+        boxed(async move {
+            let answer = match outcome.map_err(status)? {
+                LockWaitOutcome::Done(answer) => *answer,
+                LockWaitOutcome::Waiting(wait) => {
+                    let mut guard = ParkedWaits {
+                        cluster,
+                        waits: front.waits.clone(),
+                        ids: vec![wait],
+                    };
+                    let answer = answer_rx.await.map_err(|_| {
+                        Status::new(GrpcCode::Unavailable, "the mock server stopped")
+                    })?;
+                    guard.ids.clear();
+                    answer
+                }
+            };
+            front.delay(delay).await?;
+            codec::frame(&Bytes::from(answer.encode_to_vec()))
+        })
+    }
+}
+
+/// Sends a parked `PessimisticLock`'s answer on its `BatchCommands` stream, alone in its
+/// message.
+fn send_late_lock_answer(
+    responses: &Responses,
+    request_id: u64,
+    answer: kvrpcpb::PessimisticLockResponse,
+) -> Result<(), Status> {
+    let message = tikvpb::BatchCommandsResponse {
+        responses: vec![tikvpb::batch_commands_response::Response {
+            cmd: Some(tikvpb::batch_commands_response::response::Cmd::PessimisticLock(answer)),
+        }],
+        request_ids: vec![request_id],
+        ..Default::default()
+    };
+    responses.send(codec::encode(&message)?)
+}
+
+/// Parked lock waits of a caller that may go away: dropping it cancels the ones still
+/// waiting, so that an abandoned request stops holding a place in the lock's wait queue.
+struct ParkedWaits {
+    cluster: SharedCluster,
+    waits: LockWaits,
+    ids: Vec<LockWaitId>,
+}
+
+impl ParkedWaits {
+    /// Adds a wait, first dropping answered ones once the list grows (a long stream parks
+    /// many requests over its life).
+    fn push(&mut self, id: LockWaitId) {
+        if self.ids.len() >= 64 {
+            let waits = &self.waits;
+            self.ids.retain(|id| waits.is_waiting(*id));
+        }
+        self.ids.push(id);
+    }
+}
+
+impl Drop for ParkedWaits {
+    fn drop(&mut self) {
+        let abandoned: Vec<LockWaitId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|id| self.waits.forget(*id))
+            .collect();
+        if !abandoned.is_empty() {
+            let mut cluster = self.cluster.lock();
+            for id in abandoned {
+                cluster.cancel_lock_wait(id);
+            }
+        }
     }
 }
 
@@ -399,7 +554,7 @@ impl MockServer {
         let cluster = SharedCluster::new(cluster);
         let (stop, stopped) = oneshot::channel();
         let stopped = Stopped(stopped.shared());
-        let front = Front::new(runtime.clone(), stopped.clone());
+        let front = Front::start(runtime.clone(), &cluster, stopped.clone());
         let members = cluster.lock().pd_member_count();
         let mut pd_listeners = Vec::with_capacity(members);
         for member in 0..members {

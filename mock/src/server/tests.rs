@@ -1,5 +1,5 @@
 //! The gRPC front over loopback: PD's HTTP API next to gRPC on one port, stopping on drop,
-//! injected delays.
+//! injected delays, pessimistic locks waiting (unary and batched).
 
 use std::future::Future;
 use std::io::{self, Read, Write};
@@ -10,8 +10,10 @@ use bytes::Bytes;
 use prost::Message;
 use tikv_driver::grpc::{Channel, ChannelConfig, codec};
 use tikv_driver::runtime::{BoxFuture, Runtime};
+use tikv_proto::kvrpcpb;
 use tikv_proto::method::Method;
 use tikv_proto::pdpb::{self, pd_service};
+use tikv_proto::tikvpb::{self, tikv_service};
 use tokio::net::TcpStream;
 
 use super::MockServer;
@@ -193,6 +195,9 @@ fn dropping_the_server_stops_it() {
                 .expect("writes");
             s.set_read_timeout(Some(Duration::from_secs(10)))
                 .expect("timeout");
+            // Wait for the answer to start arriving: the connection must be idle (answered,
+            // kept alive) when the server stops, not still unread in its receive buffer.
+            s.peek(&mut [0u8; 1]).expect("an answer");
             s
         })
         .await;
@@ -300,5 +305,250 @@ fn injected_delays_hold_the_answer_back() {
             .await;
         assert!(reply.is_err(), "{reply:?}");
         assert!(started.elapsed() >= delay);
+    });
+}
+
+/// A pessimistic lock request on `key` for the transaction `start_ts` (its own primary),
+/// addressed to the key's leader.
+fn lock_request(
+    mock: &MockServer,
+    key: &[u8],
+    start_ts: u64,
+    wait_timeout: i64,
+    mode: kvrpcpb::PessimisticLockWakeUpMode,
+) -> (String, kvrpcpb::PessimisticLockRequest) {
+    let cluster = mock.cluster().lock();
+    let region = cluster
+        .topology()
+        .region_by_key(&crate::codec::encode_memcomparable(key))
+        .expect("a region holds every key");
+    let leader = *region.leader().expect("regions have leaders");
+    let address = mock
+        .store_addresses()
+        .iter()
+        .find(|(id, _)| *id == leader.store_id)
+        .map(|(_, a)| a.clone())
+        .expect("the leader's store is served");
+    let request = kvrpcpb::PessimisticLockRequest {
+        context: Some(kvrpcpb::Context {
+            region_id: region.id(),
+            region_epoch: region.meta.region_epoch,
+            peer: Some(leader),
+            ..Default::default()
+        }),
+        mutations: vec![kvrpcpb::Mutation {
+            op: kvrpcpb::Op::PessimisticLock as i32,
+            key: Bytes::copy_from_slice(key),
+            ..Default::default()
+        }],
+        primary_lock: Bytes::copy_from_slice(key),
+        start_version: start_ts,
+        for_update_ts: start_ts,
+        lock_ttl: 3_000,
+        wait_timeout,
+        wake_up_mode: mode as i32,
+        ..Default::default()
+    };
+    (address, request)
+}
+
+fn rollback_request(lock: &kvrpcpb::PessimisticLockRequest) -> kvrpcpb::PessimisticRollbackRequest {
+    kvrpcpb::PessimisticRollbackRequest {
+        context: lock.context.clone(),
+        start_version: lock.start_version,
+        for_update_ts: lock.for_update_ts,
+        keys: vec![lock.primary_lock.clone()],
+    }
+}
+
+/// Waits (without a time bound on the assertion) until the engine has parked a request.
+async fn until_parked(rt: &Tokio, mock: &MockServer) {
+    while mock.cluster().lock().next_lock_wait_deadline().is_none() {
+        rt.sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn unary<Req: Message, Resp: Message + Default>(
+    rt: &Tokio,
+    channel: &Channel,
+    path: &str,
+    request: &Req,
+) -> Resp {
+    let reply = channel
+        .unary(
+            rt,
+            path,
+            codec::encode(request).expect("encodes"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("answered");
+    Resp::decode(reply).expect("decodes")
+}
+
+#[test]
+fn unary_pessimistic_lock_waits_for_the_holder_and_times_out() {
+    use kvrpcpb::PessimisticLockWakeUpMode::{WakeUpModeForceLock, WakeUpModeNormal};
+    run(|rt| async move {
+        let mock = MockServer::builder()
+            .start(rt.clone())
+            .await
+            .expect("starts");
+        let lock_path = <tikv_service::KvPessimisticLock as Method>::PATH;
+        let (address, holder) = lock_request(&mock, b"k", 10, 0, WakeUpModeNormal);
+        let channel = Channel::connect(&rt, &address, &ChannelConfig::default())
+            .await
+            .expect("connects");
+        let held: kvrpcpb::PessimisticLockResponse = unary(&rt, &channel, lock_path, &holder).await;
+        assert!(held.errors.is_empty(), "{held:?}");
+
+        // A fair-locking waiter is held open until the holder rolls back, then locks.
+        let (_, waiter) = lock_request(&mock, b"k", 20, 10_000, WakeUpModeForceLock);
+        let call = {
+            let (rt, channel) = (rt.clone(), channel.clone());
+            tokio::spawn(async move {
+                unary::<_, kvrpcpb::PessimisticLockResponse>(&rt, &channel, lock_path, &waiter)
+                    .await
+            })
+        };
+        until_parked(&rt, &mock).await;
+        assert!(!call.is_finished(), "answered while the lock was held");
+        let rolled_back: kvrpcpb::PessimisticRollbackResponse = unary(
+            &rt,
+            &channel,
+            <tikv_service::KvPessimisticRollback as Method>::PATH,
+            &rollback_request(&holder),
+        )
+        .await;
+        assert!(rolled_back.errors.is_empty(), "{rolled_back:?}");
+        let woken = call.await.expect("the call task");
+        assert!(woken.errors.is_empty(), "{woken:?}");
+        assert_eq!(woken.results.len(), 1, "{woken:?}");
+
+        // Now 20 holds the lock; a waiter with a short timeout gets KeyIsLocked with 20's
+        // lock after waiting.
+        let (_, short) = lock_request(&mock, b"k", 30, 50, WakeUpModeNormal);
+        let started = Instant::now();
+        let timed_out: kvrpcpb::PessimisticLockResponse =
+            unary(&rt, &channel, lock_path, &short).await;
+        // It waited: the engine's clock has millisecond steps, hence the small slack.
+        assert!(started.elapsed() >= Duration::from_millis(45));
+        let locked = timed_out.errors[0].locked.as_ref().expect("KeyIsLocked");
+        assert_eq!(locked.lock_version, 20);
+        assert!(mock.cluster().lock().next_lock_wait_deadline().is_none());
+    });
+}
+
+#[test]
+fn batched_pessimistic_lock_is_answered_later_on_its_stream() {
+    use kvrpcpb::PessimisticLockWakeUpMode::WakeUpModeNormal;
+    use tikvpb::batch_commands_request::{Request, request::Cmd as ReqCmd};
+    use tikvpb::batch_commands_response::response::Cmd as RespCmd;
+    run(|rt| async move {
+        let mock = MockServer::builder()
+            .start(rt.clone())
+            .await
+            .expect("starts");
+        let (address, holder) = lock_request(&mock, b"k", 10, 0, WakeUpModeNormal);
+        let channel = Channel::connect(&rt, &address, &ChannelConfig::default())
+            .await
+            .expect("connects");
+        let (mut tx, mut rx) = channel
+            .streaming(<tikv_service::BatchCommands as Method>::PATH)
+            .await
+            .expect("opens the stream");
+        let (_, waiter) = lock_request(&mock, b"k", 20, 10_000, WakeUpModeNormal);
+        let lock = |id: u64, r: kvrpcpb::PessimisticLockRequest| tikvpb::BatchCommandsRequest {
+            requests: vec![Request {
+                cmd: Some(ReqCmd::PessimisticLock(r)),
+            }],
+            request_ids: vec![id],
+            ..Default::default()
+        };
+        tx.send(codec::encode(&lock(1, holder.clone())).expect("encodes"))
+            .expect("sends");
+        let first = tikvpb::BatchCommandsResponse::decode(
+            rx.message().await.expect("reads").expect("a message"),
+        )
+        .expect("decodes");
+        assert_eq!(first.request_ids, vec![1]);
+
+        // Request 2 waits; request 3 in the same message (a read) is answered at once.
+        let mut both = lock(2, waiter);
+        both.requests.push(Request {
+            cmd: Some(ReqCmd::Get(kvrpcpb::GetRequest {
+                context: holder.context.clone(),
+                key: Bytes::from_static(b"k"),
+                version: 5,
+                ..Default::default()
+            })),
+        });
+        both.request_ids.push(3);
+        tx.send(codec::encode(&both).expect("encodes"))
+            .expect("sends");
+        let now = tikvpb::BatchCommandsResponse::decode(
+            rx.message().await.expect("reads").expect("a message"),
+        )
+        .expect("decodes");
+        assert_eq!(now.request_ids, vec![3]);
+        until_parked(&rt, &mock).await;
+
+        let rollback = tikvpb::BatchCommandsRequest {
+            requests: vec![Request {
+                cmd: Some(ReqCmd::PessimisticRollback(rollback_request(&holder))),
+            }],
+            request_ids: vec![4],
+            ..Default::default()
+        };
+        tx.send(codec::encode(&rollback).expect("encodes"))
+            .expect("sends");
+        let mut answered = Vec::new();
+        while answered.len() < 2 {
+            let m = tikvpb::BatchCommandsResponse::decode(
+                rx.message().await.expect("reads").expect("a message"),
+            )
+            .expect("decodes");
+            answered.extend(m.request_ids.into_iter().zip(m.responses));
+        }
+        answered.sort_by_key(|(id, _)| *id);
+        assert_eq!(answered[0].0, 2);
+        let Some(RespCmd::PessimisticLock(woken)) = &answered[0].1.cmd else {
+            panic!("{:?}", answered[0]);
+        };
+        // A legacy (NORMAL) waiter learns of the release as a PessimisticRetry conflict.
+        assert!(woken.errors[0].conflict.is_some(), "{woken:?}");
+        assert_eq!(answered[1].0, 4);
+    });
+}
+
+#[test]
+fn abandoning_a_waiting_call_cancels_its_wait() {
+    use kvrpcpb::PessimisticLockWakeUpMode::WakeUpModeNormal;
+    run(|rt| async move {
+        let mock = MockServer::builder()
+            .start(rt.clone())
+            .await
+            .expect("starts");
+        let lock_path = <tikv_service::KvPessimisticLock as Method>::PATH;
+        let (address, holder) = lock_request(&mock, b"k", 10, 0, WakeUpModeNormal);
+        let channel = Channel::connect(&rt, &address, &ChannelConfig::default())
+            .await
+            .expect("connects");
+        let held: kvrpcpb::PessimisticLockResponse = unary(&rt, &channel, lock_path, &holder).await;
+        assert!(held.errors.is_empty(), "{held:?}");
+        let (_, waiter) = lock_request(&mock, b"k", 20, 60_000, WakeUpModeNormal);
+        let call = {
+            let (rt, channel) = (rt.clone(), channel.clone());
+            tokio::spawn(async move {
+                unary::<_, kvrpcpb::PessimisticLockResponse>(&rt, &channel, lock_path, &waiter)
+                    .await
+            })
+        };
+        until_parked(&rt, &mock).await;
+        call.abort();
+        // The server notices the reset stream and drops the wait.
+        while mock.cluster().lock().next_lock_wait_deadline().is_some() {
+            rt.sleep(Duration::from_millis(1)).await;
+        }
     });
 }
