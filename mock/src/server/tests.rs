@@ -552,3 +552,43 @@ fn abandoning_a_waiting_call_cancels_its_wait() {
         }
     });
 }
+
+#[test]
+fn a_wait_closing_a_cycle_is_answered_deadlock_over_grpc() {
+    use kvrpcpb::PessimisticLockWakeUpMode::WakeUpModeNormal;
+    run(|rt| async move {
+        let mock = MockServer::builder()
+            .start(rt.clone())
+            .await
+            .expect("starts");
+        let lock_path = <tikv_service::KvPessimisticLock as Method>::PATH;
+        let (address, a_holds) = lock_request(&mock, b"a", 10, 0, WakeUpModeNormal);
+        let (_, b_holds) = lock_request(&mock, b"b", 20, 0, WakeUpModeNormal);
+        let channel = Channel::connect(&rt, &address, &ChannelConfig::default())
+            .await
+            .expect("connects");
+        for held in [&a_holds, &b_holds] {
+            let r: kvrpcpb::PessimisticLockResponse = unary(&rt, &channel, lock_path, held).await;
+            assert!(r.errors.is_empty(), "{r:?}");
+        }
+        // 10 waits for "b" (held by 20)...
+        let (_, mut a_waits) = lock_request(&mock, b"b", 10, 10_000, WakeUpModeNormal);
+        a_waits.primary_lock = Bytes::from_static(b"a");
+        let call = {
+            let (rt, channel) = (rt.clone(), channel.clone());
+            tokio::spawn(async move {
+                unary::<_, kvrpcpb::PessimisticLockResponse>(&rt, &channel, lock_path, &a_waits)
+                    .await
+            })
+        };
+        until_parked(&rt, &mock).await;
+        // ...so 20 waiting for "a" (held by 10) would close the cycle.
+        let (_, mut b_waits) = lock_request(&mock, b"a", 20, 10_000, WakeUpModeNormal);
+        b_waits.primary_lock = Bytes::from_static(b"b");
+        let r: kvrpcpb::PessimisticLockResponse = unary(&rt, &channel, lock_path, &b_waits).await;
+        let deadlock = r.errors[0].deadlock.as_ref().expect("Deadlock");
+        assert_eq!(deadlock.lock_ts, 10, "{deadlock:?}");
+        assert!(!call.is_finished(), "the first waiter keeps waiting");
+        call.abort();
+    });
+}
