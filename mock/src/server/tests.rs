@@ -386,31 +386,52 @@ async fn unary<Req: Message, Resp: Message + Default>(
     Resp::decode(reply).expect("decodes")
 }
 
+const LOCK_PATH: &str = <tikv_service::KvPessimisticLock as Method>::PATH;
+
+/// Starts a mock cluster, connects to `key`'s leader and takes a pessimistic lock on `key`
+/// for transaction 10; returns the server, the channel and the holder's request.
+async fn lock_held(
+    rt: &Tokio,
+    key: &[u8],
+) -> (MockServer, Channel, kvrpcpb::PessimisticLockRequest) {
+    let mock = MockServer::builder()
+        .start(rt.clone())
+        .await
+        .expect("starts");
+    let (address, holder) = lock_request(
+        &mock,
+        key,
+        10,
+        0,
+        kvrpcpb::PessimisticLockWakeUpMode::WakeUpModeNormal,
+    );
+    let channel = Channel::connect(rt, &address, &ChannelConfig::default())
+        .await
+        .expect("connects");
+    let held: kvrpcpb::PessimisticLockResponse = unary(rt, &channel, LOCK_PATH, &holder).await;
+    assert!(held.errors.is_empty(), "{held:?}");
+    (mock, channel, holder)
+}
+
+/// Sends a lock request from its own task, so that the test can act while it waits.
+fn spawn_lock(
+    rt: &Tokio,
+    channel: &Channel,
+    request: kvrpcpb::PessimisticLockRequest,
+) -> tokio::task::JoinHandle<kvrpcpb::PessimisticLockResponse> {
+    let (rt, channel) = (rt.clone(), channel.clone());
+    tokio::spawn(async move { unary(&rt, &channel, LOCK_PATH, &request).await })
+}
+
 #[test]
 fn unary_pessimistic_lock_waits_for_the_holder_and_times_out() {
     use kvrpcpb::PessimisticLockWakeUpMode::{WakeUpModeForceLock, WakeUpModeNormal};
     run(|rt| async move {
-        let mock = MockServer::builder()
-            .start(rt.clone())
-            .await
-            .expect("starts");
-        let lock_path = <tikv_service::KvPessimisticLock as Method>::PATH;
-        let (address, holder) = lock_request(&mock, b"k", 10, 0, WakeUpModeNormal);
-        let channel = Channel::connect(&rt, &address, &ChannelConfig::default())
-            .await
-            .expect("connects");
-        let held: kvrpcpb::PessimisticLockResponse = unary(&rt, &channel, lock_path, &holder).await;
-        assert!(held.errors.is_empty(), "{held:?}");
+        let (mock, channel, holder) = lock_held(&rt, b"k").await;
 
         // A fair-locking waiter is held open until the holder rolls back, then locks.
         let (_, waiter) = lock_request(&mock, b"k", 20, 10_000, WakeUpModeForceLock);
-        let call = {
-            let (rt, channel) = (rt.clone(), channel.clone());
-            tokio::spawn(async move {
-                unary::<_, kvrpcpb::PessimisticLockResponse>(&rt, &channel, lock_path, &waiter)
-                    .await
-            })
-        };
+        let call = spawn_lock(&rt, &channel, waiter);
         until_parked(&rt, &mock).await;
         assert!(!call.is_finished(), "answered while the lock was held");
         let rolled_back: kvrpcpb::PessimisticRollbackResponse = unary(
@@ -430,7 +451,7 @@ fn unary_pessimistic_lock_waits_for_the_holder_and_times_out() {
         let (_, short) = lock_request(&mock, b"k", 30, 50, WakeUpModeNormal);
         let started = Instant::now();
         let timed_out: kvrpcpb::PessimisticLockResponse =
-            unary(&rt, &channel, lock_path, &short).await;
+            unary(&rt, &channel, LOCK_PATH, &short).await;
         // It waited: the engine's clock has millisecond steps, hence the small slack.
         assert!(started.elapsed() >= Duration::from_millis(45));
         let locked = timed_out.errors[0].locked.as_ref().expect("KeyIsLocked");
@@ -525,25 +546,9 @@ fn batched_pessimistic_lock_is_answered_later_on_its_stream() {
 fn abandoning_a_waiting_call_cancels_its_wait() {
     use kvrpcpb::PessimisticLockWakeUpMode::WakeUpModeNormal;
     run(|rt| async move {
-        let mock = MockServer::builder()
-            .start(rt.clone())
-            .await
-            .expect("starts");
-        let lock_path = <tikv_service::KvPessimisticLock as Method>::PATH;
-        let (address, holder) = lock_request(&mock, b"k", 10, 0, WakeUpModeNormal);
-        let channel = Channel::connect(&rt, &address, &ChannelConfig::default())
-            .await
-            .expect("connects");
-        let held: kvrpcpb::PessimisticLockResponse = unary(&rt, &channel, lock_path, &holder).await;
-        assert!(held.errors.is_empty(), "{held:?}");
+        let (mock, channel, _) = lock_held(&rt, b"k").await;
         let (_, waiter) = lock_request(&mock, b"k", 20, 60_000, WakeUpModeNormal);
-        let call = {
-            let (rt, channel) = (rt.clone(), channel.clone());
-            tokio::spawn(async move {
-                unary::<_, kvrpcpb::PessimisticLockResponse>(&rt, &channel, lock_path, &waiter)
-                    .await
-            })
-        };
+        let call = spawn_lock(&rt, &channel, waiter);
         until_parked(&rt, &mock).await;
         call.abort();
         // The server notices the reset stream and drops the wait.
@@ -557,35 +562,19 @@ fn abandoning_a_waiting_call_cancels_its_wait() {
 fn a_wait_closing_a_cycle_is_answered_deadlock_over_grpc() {
     use kvrpcpb::PessimisticLockWakeUpMode::WakeUpModeNormal;
     run(|rt| async move {
-        let mock = MockServer::builder()
-            .start(rt.clone())
-            .await
-            .expect("starts");
-        let lock_path = <tikv_service::KvPessimisticLock as Method>::PATH;
-        let (address, a_holds) = lock_request(&mock, b"a", 10, 0, WakeUpModeNormal);
+        let (mock, channel, _) = lock_held(&rt, b"a").await;
         let (_, b_holds) = lock_request(&mock, b"b", 20, 0, WakeUpModeNormal);
-        let channel = Channel::connect(&rt, &address, &ChannelConfig::default())
-            .await
-            .expect("connects");
-        for held in [&a_holds, &b_holds] {
-            let r: kvrpcpb::PessimisticLockResponse = unary(&rt, &channel, lock_path, held).await;
-            assert!(r.errors.is_empty(), "{r:?}");
-        }
+        let r: kvrpcpb::PessimisticLockResponse = unary(&rt, &channel, LOCK_PATH, &b_holds).await;
+        assert!(r.errors.is_empty(), "{r:?}");
         // 10 waits for "b" (held by 20)...
         let (_, mut a_waits) = lock_request(&mock, b"b", 10, 10_000, WakeUpModeNormal);
         a_waits.primary_lock = Bytes::from_static(b"a");
-        let call = {
-            let (rt, channel) = (rt.clone(), channel.clone());
-            tokio::spawn(async move {
-                unary::<_, kvrpcpb::PessimisticLockResponse>(&rt, &channel, lock_path, &a_waits)
-                    .await
-            })
-        };
+        let call = spawn_lock(&rt, &channel, a_waits);
         until_parked(&rt, &mock).await;
         // ...so 20 waiting for "a" (held by 10) would close the cycle.
         let (_, mut b_waits) = lock_request(&mock, b"a", 20, 10_000, WakeUpModeNormal);
         b_waits.primary_lock = Bytes::from_static(b"b");
-        let r: kvrpcpb::PessimisticLockResponse = unary(&rt, &channel, lock_path, &b_waits).await;
+        let r: kvrpcpb::PessimisticLockResponse = unary(&rt, &channel, LOCK_PATH, &b_waits).await;
         let deadlock = r.errors[0].deadlock.as_ref().expect("Deadlock");
         assert_eq!(deadlock.lock_ts, 10, "{deadlock:?}");
         assert!(!call.is_finished(), "the first waiter keeps waiting");

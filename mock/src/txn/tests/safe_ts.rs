@@ -41,6 +41,15 @@ impl T {
         self.c.tikv::<t::KvGet>(store, req, NOW).unwrap()
     }
 
+    /// Prewrites `key` (its own primary) in a transaction that starts at `ms`; returns the
+    /// start ts.
+    fn prewrite_at(&mut self, key: &str, ms: u64) -> u64 {
+        let start = self.tso_at(ms);
+        let r = self.prewrite(pw(vec![put(key, "v")], key, start));
+        assert!(r.errors.is_empty(), "{r:?}");
+        start
+    }
+
     /// Hands out one timestamp at `ms` and returns it.
     fn tso_at(&mut self, ms: u64) -> u64 {
         self.c.tso.allocate(ms, 1).unwrap();
@@ -95,12 +104,7 @@ fn follower_serves_stale_reads_up_to_the_last_tso_and_rejects_above() {
 #[test]
 fn a_prewritten_lock_holds_the_safe_ts_at_its_start_ts_until_it_commits() {
     let mut t = three_stores();
-    let start = t.tso_at(1_000);
-    assert!(
-        t.prewrite(pw(vec![put("k", "v")], "k", start))
-            .errors
-            .is_empty()
-    );
+    let start = t.prewrite_at("k", 1_000);
     let now = t.tso_at(2_000);
     let (s, ctx) = t.follower_ctx("k");
     assert_eq!(not_ready(&t.stale_get(s, &ctx, "k", now)).safe_ts, start);
@@ -119,13 +123,8 @@ fn a_prewritten_lock_holds_the_safe_ts_at_its_start_ts_until_it_commits() {
 fn pessimistic_locks_and_other_regions_locks_do_not_hold_it_back() {
     let mut t = three_stores();
     t.c.split_at(&encode_memcomparable(b"m")).unwrap();
-    let start = t.tso_at(1_000);
     // A prewrite lock in the other region ("z") and a pessimistic lock in this one.
-    assert!(
-        t.prewrite(pw(vec![put("z", "v")], "z", start))
-            .errors
-            .is_empty()
-    );
+    let start = t.prewrite_at("z", 1_000);
     let (s, req) = t.lock_req(&["k"], "k", start + 1, start + 1);
     let r = t.c.tikv::<t::KvPessimisticLock>(s, req, NOW).unwrap();
     assert!(r.errors.is_empty(), "{r:?}");
@@ -169,12 +168,7 @@ fn get_store_safe_ts_is_the_minimum_over_the_overlapping_regions() {
     let mut t = three_stores();
     let split = encode_memcomparable(b"m");
     t.c.split_at(&split).unwrap();
-    let start = t.tso_at(1_000);
-    assert!(
-        t.prewrite(pw(vec![put("z", "v")], "z", start))
-            .errors
-            .is_empty()
-    );
+    let start = t.prewrite_at("z", 1_000);
     let now = t.tso_at(2_000);
     assert_eq!(t.store_safe_ts(1, b"", b""), start);
     assert_eq!(t.store_safe_ts(2, &split, b""), start);
@@ -191,12 +185,7 @@ fn get_store_safe_ts_is_the_minimum_over_the_overlapping_regions() {
 #[test]
 fn pd_min_resolved_ts_is_held_by_the_oldest_prewrite_lock() {
     let mut t = three_stores();
-    let start = t.tso_at(1_000);
-    assert!(
-        t.prewrite(pw(vec![put("k", "v")], "k", start))
-            .errors
-            .is_empty()
-    );
+    let start = t.prewrite_at("k", 1_000);
     t.tso_at(2_000);
     let body = t.c.handle_pd_http("GET", "/pd/api/v1/min-resolved-ts").body;
     assert!(
