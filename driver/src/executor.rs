@@ -59,16 +59,17 @@ impl<R: Runtime> ClientContext<R> {
     pub async fn connect(
         runtime: R,
         transport: SharedTransport,
-        endpoints: &[String],
+        endpoints: &[impl AsRef<str>],
         mut config: Config,
     ) -> Result<Self, Error> {
+        let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_string()).collect();
         let pd_config = crate::pd::PdConfig {
             timeout: config.pd_timeout,
             region_keys: config.region_keys(),
             ..Default::default()
         };
         let pd =
-            PdClient::connect(runtime.clone(), transport.clone(), endpoints, pd_config).await?;
+            PdClient::connect(runtime.clone(), transport.clone(), &endpoints, pd_config).await?;
         if config.api_version == tikv_core::ApiVersion::V2 {
             let name = config
                 .keyspace

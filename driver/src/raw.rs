@@ -75,23 +75,19 @@ impl<R: Runtime> RawClient<R> {
         pd_endpoints: &[impl AsRef<str>],
         config: Config,
     ) -> Result<Self> {
-        let endpoints: Vec<String> = pd_endpoints
-            .iter()
-            .map(|e| e.as_ref().to_string())
-            .collect();
         let transport = ClientContext::grpc_transport(&runtime, &config);
-        Self::connect_over(runtime, transport, &endpoints, config).await
+        Self::connect_over(runtime, transport, pd_endpoints, config).await
     }
 
     /// Connects through `transport` (e.g. a simulated network) instead of gRPC.
     pub async fn connect_over(
         runtime: R,
         transport: SharedTransport,
-        endpoints: &[String],
+        pd_endpoints: &[impl AsRef<str>],
         mut config: Config,
     ) -> Result<Self> {
         config.key_mode = tikv_core::KeyMode::Raw;
-        let ctx = ClientContext::connect(runtime, transport, endpoints, config).await?;
+        let ctx = ClientContext::connect(runtime, transport, pd_endpoints, config).await?;
         let keyspace = ctx
             .config
             .keyspace_id

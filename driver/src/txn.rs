@@ -57,25 +57,21 @@ impl<R: CurrentRuntime> TransactionClient<R> {
 }
 
 impl<R: Runtime> TransactionClient<R> {
-    /// Connects on `runtime`, over gRPC.
+    /// Connects on `runtime`, over gRPC (with TLS when `config.security` is set).
     pub async fn connect_with(
         runtime: R,
         pd_endpoints: &[impl AsRef<str>],
         config: Config,
     ) -> Result<Self> {
-        let endpoints: Vec<String> = pd_endpoints
-            .iter()
-            .map(|e| e.as_ref().to_string())
-            .collect();
         let transport = ClientContext::grpc_transport(&runtime, &config);
-        Self::connect_over(runtime, transport, &endpoints, config).await
+        Self::connect_over(runtime, transport, pd_endpoints, config).await
     }
 
     /// Connects through `transport` (e.g. a simulated network).
     pub async fn connect_over(
         runtime: R,
         transport: SharedTransport,
-        endpoints: &[String],
+        pd_endpoints: &[impl AsRef<str>],
         mut config: Config,
     ) -> Result<Self> {
         if config.api_version == ApiVersion::V2 {
@@ -84,7 +80,7 @@ impl<R: Runtime> TransactionClient<R> {
             ));
         }
         config.key_mode = KeyMode::Txn;
-        let ctx = ClientContext::connect(runtime, transport, endpoints, config).await?;
+        let ctx = ClientContext::connect(runtime, transport, pd_endpoints, config).await?;
         Ok(TransactionClient { ctx: Arc::new(ctx) })
     }
 

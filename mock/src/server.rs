@@ -225,6 +225,19 @@ impl Front {
         }
     }
 
+    /// A unary answer: the engine's reply, sent after the injected delay (if any).
+    fn answer(
+        &self,
+        reply: Result<Bytes, MockError>,
+        delay: Option<Duration>,
+    ) -> BoxFuture<'static, Result<Bytes, Status>> {
+        let front = self.clone();
+        boxed(async move {
+            front.delay(delay).await?;
+            codec::frame(&reply.map_err(status)?)
+        })
+    }
+
     /// Waits out an injected delay before the answer is sent.
     async fn delay(&self, delay: Option<Duration>) -> Result<(), Status> {
         let Some(delay) = delay else {
@@ -265,11 +278,7 @@ impl Service for StoreService {
             let reply = cluster.handle_tikv(self.store_id, path, request, now_ms());
             (reply, cluster.take_injected_delay())
         };
-        let front = self.front.clone();
-        boxed(async move {
-            front.delay(delay).await?;
-            codec::frame(&reply.map_err(status)?)
-        })
+        self.front.answer(reply, delay)
     }
 
     fn streaming(
@@ -300,7 +309,7 @@ impl Service for StoreService {
                         format!("BatchCommandsRequest: {e}"),
                     )
                 })?;
-                let (reply, delay) = {
+                let (reply, delay, any_parked) = {
                     let mut cluster = this.cluster.lock();
                     let mut parked = Vec::new();
                     let reply = cluster.handle_batch_commands_parking(
@@ -309,6 +318,7 @@ impl Service for StoreService {
                         now_ms(),
                         &mut parked,
                     );
+                    let any_parked = !parked.is_empty();
                     for (request_id, wait) in parked {
                         let late = responses.clone();
                         this.front.waits.register(
@@ -320,12 +330,12 @@ impl Service for StoreService {
                         );
                         stream_waits.push(wait);
                     }
-                    (reply, cluster.take_injected_delay())
+                    (reply, cluster.take_injected_delay(), any_parked)
                 };
                 this.front.delay(delay).await?;
                 let reply = reply.map_err(status)?;
                 // A message whose every request parked has nothing to say yet.
-                if !reply.request_ids.is_empty() || reply.responses.is_empty() {
+                if !(any_parked && reply.request_ids.is_empty()) {
                     responses.send(codec::encode(&reply)?)?;
                 }
             }
@@ -472,11 +482,7 @@ impl Service for PdService {
                     (reply, cluster.take_injected_delay())
                 }
             };
-        let front = self.front.clone();
-        boxed(async move {
-            front.delay(delay).await?;
-            codec::frame(&reply.map_err(status)?)
-        })
+        self.front.answer(reply, delay)
     }
 
     fn streaming(
