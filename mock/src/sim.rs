@@ -12,7 +12,7 @@
 //! let rt = runtime.clone();
 //! let out = runtime.block_on(async move {
 //!     let config = tikv_core::Config { rng_seed: Some(42), ..Default::default() };
-//!     let client = tikv_driver::RawClient::connect_over(rt, std::sync::Arc::new(network), &[PD_ADDRESS.to_string()], config)
+//!     let client = tikv_driver::RawClient::connect_over(rt, std::sync::Arc::new(network), &[PD_ADDRESS], config)
 //!         .await
 //!         .unwrap();
 //!     client.put("k", "v").await.unwrap();

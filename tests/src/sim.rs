@@ -43,122 +43,33 @@ fn key(writer: u64, k: u64) -> String {
     format!("w{writer}/k{k}")
 }
 
-/// Runs the register workload under faults and a nemesis, then checks that no acknowledged
-/// write was lost and that scans agree with point reads.
-pub fn run(seed: u64) -> Outcome {
+/// Runs `workload` in a fresh simulated world for `seed` — a three-store cluster with
+/// `pd_members` PD members, behind a lossy network — and collects the outcome. The workload
+/// gets the runtime, the network and the seed's client configuration: its RNG seed, and
+/// BatchCommands on even seeds (odd seeds send every request as a unary call).
+fn simulate<F>(
+    seed: u64,
+    pd_members: usize,
+    workload: impl FnOnce(SimRuntime, SimNetwork, Config) -> F,
+) -> Outcome
+where
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
     let runtime = SimRuntime::new();
     let cluster = SharedCluster::new(Cluster::new(ClusterConfig {
         stores: 3,
-        pd_members: 3,
+        pd_members,
         seed,
         ..Default::default()
     }));
-    let network = SimNetwork::new(runtime.clone(), cluster.clone(), Faults::lossy(), seed);
-    let registers: Arc<Mutex<BTreeMap<String, Register>>> = Arc::default();
-
-    let rt = runtime.clone();
-    let net = network.clone();
-    let regs = registers.clone();
-    let result = runtime.block_on(
-        async move {
-            // Odd seeds send every request as a unary call, even seeds use BatchCommands.
-            let config = Config {
-                rng_seed: Some(seed),
-                batch_commands: seed % 2 == 0,
-                ..Default::default()
-            };
-            let client = RawClient::connect_over(
-                rt.clone(),
-                Arc::new(net.clone()),
-                &[PD_ADDRESS.to_string()],
-                config,
-            )
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-            let (done_tx, mut done_rx) = futures_channel::mpsc::unbounded::<()>();
-            for writer in 0..WRITERS {
-                let (client, regs, done) = (client.clone(), regs.clone(), done_tx.clone());
-                let mut rng = Rng::seeded(seed ^ (writer + 1).wrapping_mul(0x9e37_79b9));
-                rt.spawn(async move {
-                    for value in 1..=WRITES_PER_WRITER {
-                        let k = key(writer, rng.below(KEYS_PER_WRITER));
-                        regs.lock().unwrap().entry(k.clone()).or_default().attempted = value;
-                        if client.put(k.clone(), value.to_string()).await.is_ok() {
-                            regs.lock().unwrap().entry(k).or_default().acked = value;
-                        }
-                    }
-                    let _ = done.unbounded_send(());
-                });
-            }
-            drop(done_tx);
-            // The nemesis: topology changes and partitions while the writers run.
-            let nemesis = {
-                let (rt, net, cluster) = (rt.clone(), net.clone(), net.cluster().clone());
-                let mut rng = Rng::seeded(seed.rotate_left(17));
-                async move {
-                    for _ in 0..12 {
-                        rt.sleep(Duration::from_millis(rng.between(5, 60))).await;
-                        let disruption = {
-                            let mut c = cluster.lock();
-                            let regions: Vec<(u64, Vec<u64>)> = c
-                                .topology()
-                                .regions()
-                                .map(|r| {
-                                    (r.id(), r.meta.peers.iter().map(|p| p.store_id).collect())
-                                })
-                                .collect();
-                            match rng.below(7) {
-                                0 | 1 => {
-                                    let at = key(rng.below(WRITERS), rng.below(KEYS_PER_WRITER));
-                                    let _ = c.split_at(at.as_bytes());
-                                    None
-                                }
-                                2 => {
-                                    let (region, stores) =
-                                        &regions[rng.below(regions.len() as u64) as usize];
-                                    let store = stores[rng.below(stores.len() as u64) as usize];
-                                    let _ = c.transfer_leader(*region, store);
-                                    None
-                                }
-                                3 if regions.len() >= 2 => {
-                                    let i = rng.below(regions.len() as u64 - 1) as usize;
-                                    let _ = c.merge_regions(regions[i].0, regions[i + 1].0);
-                                    None
-                                }
-                                4 => {
-                                    let _ = c.transfer_pd_leader(rng.below(3) as usize);
-                                    None
-                                }
-                                5 => Some((rng.between(1, 3), true)),
-                                _ => Some((rng.between(1, 3), false)),
-                            }
-                        };
-                        // A store goes down (crash) or is cut off (partition) for a while.
-                        if let Some((store, crash)) = disruption {
-                            if crash {
-                                let _ = cluster.lock().store_down(store);
-                            } else {
-                                net.partition(store);
-                            }
-                            rt.sleep(Duration::from_millis(rng.between(10, 200))).await;
-                            let _ = cluster.lock().store_up(store);
-                            net.heal();
-                        }
-                    }
-                }
-            };
-            nemesis.await;
-            net.heal();
-            for _ in 0..WRITERS {
-                futures_util::StreamExt::next(&mut done_rx).await;
-            }
-            // The network is reliable again for the checks: they must see everything.
-            net.set_faults(Faults::none());
-            check(&client, &regs).await
-        },
-        Duration::from_secs(3600),
-    );
-    let verdict = match result {
+    let network = SimNetwork::new(runtime.clone(), cluster, Faults::lossy(), seed);
+    let config = Config {
+        rng_seed: Some(seed),
+        batch_commands: seed % 2 == 0,
+        ..Default::default()
+    };
+    let main = workload(runtime.clone(), network.clone(), config);
+    let verdict = match runtime.block_on(main, Duration::from_secs(3600)) {
         Ok(v) => v,
         Err(stop) => Err(format!("simulation stopped: {stop:?}")),
     };
@@ -168,6 +79,96 @@ pub fn run(seed: u64) -> Outcome {
         elapsed: runtime.elapsed(),
         verdict,
     }
+}
+
+/// Runs the register workload under faults and a nemesis, then checks that no acknowledged
+/// write was lost and that scans agree with point reads.
+pub fn run(seed: u64) -> Outcome {
+    simulate(seed, 3, move |rt, net, config| async move {
+        let regs: Arc<Mutex<BTreeMap<String, Register>>> = Arc::default();
+        let client =
+            RawClient::connect_over(rt.clone(), Arc::new(net.clone()), &[PD_ADDRESS], config)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+        let (done_tx, mut done_rx) = futures_channel::mpsc::unbounded::<()>();
+        for writer in 0..WRITERS {
+            let (client, regs, done) = (client.clone(), regs.clone(), done_tx.clone());
+            let mut rng = Rng::seeded(seed ^ (writer + 1).wrapping_mul(0x9e37_79b9));
+            rt.spawn(async move {
+                for value in 1..=WRITES_PER_WRITER {
+                    let k = key(writer, rng.below(KEYS_PER_WRITER));
+                    regs.lock().unwrap().entry(k.clone()).or_default().attempted = value;
+                    if client.put(k.clone(), value.to_string()).await.is_ok() {
+                        regs.lock().unwrap().entry(k).or_default().acked = value;
+                    }
+                }
+                let _ = done.unbounded_send(());
+            });
+        }
+        drop(done_tx);
+        // The nemesis: topology changes and partitions while the writers run.
+        let nemesis = {
+            let (rt, net, cluster) = (rt.clone(), net.clone(), net.cluster().clone());
+            let mut rng = Rng::seeded(seed.rotate_left(17));
+            async move {
+                for _ in 0..12 {
+                    rt.sleep(Duration::from_millis(rng.between(5, 60))).await;
+                    let disruption = {
+                        let mut c = cluster.lock();
+                        let regions: Vec<(u64, Vec<u64>)> = c
+                            .topology()
+                            .regions()
+                            .map(|r| (r.id(), r.meta.peers.iter().map(|p| p.store_id).collect()))
+                            .collect();
+                        match rng.below(7) {
+                            0 | 1 => {
+                                let at = key(rng.below(WRITERS), rng.below(KEYS_PER_WRITER));
+                                let _ = c.split_at(at.as_bytes());
+                                None
+                            }
+                            2 => {
+                                let (region, stores) =
+                                    &regions[rng.below(regions.len() as u64) as usize];
+                                let store = stores[rng.below(stores.len() as u64) as usize];
+                                let _ = c.transfer_leader(*region, store);
+                                None
+                            }
+                            3 if regions.len() >= 2 => {
+                                let i = rng.below(regions.len() as u64 - 1) as usize;
+                                let _ = c.merge_regions(regions[i].0, regions[i + 1].0);
+                                None
+                            }
+                            4 => {
+                                let _ = c.transfer_pd_leader(rng.below(3) as usize);
+                                None
+                            }
+                            5 => Some((rng.between(1, 3), true)),
+                            _ => Some((rng.between(1, 3), false)),
+                        }
+                    };
+                    // A store goes down (crash) or is cut off (partition) for a while.
+                    if let Some((store, crash)) = disruption {
+                        if crash {
+                            let _ = cluster.lock().store_down(store);
+                        } else {
+                            net.partition(store);
+                        }
+                        rt.sleep(Duration::from_millis(rng.between(10, 200))).await;
+                        let _ = cluster.lock().store_up(store);
+                        net.heal();
+                    }
+                }
+            }
+        };
+        nemesis.await;
+        net.heal();
+        for _ in 0..WRITERS {
+            futures_util::StreamExt::next(&mut done_rx).await;
+        }
+        // The network is reliable again for the checks: they must see everything.
+        net.set_faults(Faults::none());
+        check(&client, &regs).await
+    })
 }
 
 async fn check<R: Runtime>(
@@ -228,127 +229,96 @@ pub fn run_cas(seed: u64) -> Outcome {
     use crate::linearizability::{Event, Op, check};
     const CLIENTS: u64 = 3;
     const OPS: u64 = 12;
-    let runtime = SimRuntime::new();
-    let cluster = SharedCluster::new(Cluster::new(ClusterConfig {
-        stores: 3,
-        seed,
-        ..Default::default()
-    }));
-    let network = SimNetwork::new(runtime.clone(), cluster.clone(), Faults::lossy(), seed);
-    let history: Arc<Mutex<Vec<Event>>> = Arc::default();
-    let (rt, net, hist) = (runtime.clone(), network.clone(), history.clone());
-    let result = runtime.block_on(
-        async move {
-            let config = Config {
-                rng_seed: Some(seed),
-                batch_commands: seed % 2 == 0,
-                ..Default::default()
-            };
-            let client = RawClient::connect_over(
-                rt.clone(),
-                Arc::new(net.clone()),
-                &[PD_ADDRESS.to_string()],
-                config,
-            )
-            .await
-            .map_err(|e| format!("connect: {e}"))?
-            .with_atomic_for_cas();
-            let (done_tx, mut done_rx) = futures_channel::mpsc::unbounded::<()>();
-            for c in 0..CLIENTS {
-                let (client, hist, rt, done) =
-                    (client.clone(), hist.clone(), rt.clone(), done_tx.clone());
-                let mut rng = Rng::seeded(seed ^ (c + 7).wrapping_mul(0x2545_f491));
-                rt.clone().spawn(async move {
-                    let mut last_seen: Option<u64> = None;
-                    for i in 0..OPS {
-                        let invoked = rt.elapsed();
-                        let event = if rng.below(3) == 0 {
-                            match client.get("register").await {
-                                Ok(v) => {
-                                    let v =
-                                        v.and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok());
-                                    last_seen = v;
-                                    Some(Event {
-                                        op: Op::Get(v),
-                                        invoked,
-                                        returned: Some(rt.elapsed()),
-                                    })
-                                }
-                                Err(_) => None, // a failed read has no effect
+    simulate(seed, 1, move |rt, net, config| async move {
+        let hist: Arc<Mutex<Vec<Event>>> = Arc::default();
+        let client =
+            RawClient::connect_over(rt.clone(), Arc::new(net.clone()), &[PD_ADDRESS], config)
+                .await
+                .map_err(|e| format!("connect: {e}"))?
+                .with_atomic_for_cas();
+        let (done_tx, mut done_rx) = futures_channel::mpsc::unbounded::<()>();
+        for c in 0..CLIENTS {
+            let (client, hist, rt, done) =
+                (client.clone(), hist.clone(), rt.clone(), done_tx.clone());
+            let mut rng = Rng::seeded(seed ^ (c + 7).wrapping_mul(0x2545_f491));
+            rt.clone().spawn(async move {
+                let mut last_seen: Option<u64> = None;
+                for i in 0..OPS {
+                    let invoked = rt.elapsed();
+                    let event = if rng.below(3) == 0 {
+                        match client.get("register").await {
+                            Ok(v) => {
+                                let v = v.and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok());
+                                last_seen = v;
+                                Some(Event {
+                                    op: Op::Get(v),
+                                    invoked,
+                                    returned: Some(rt.elapsed()),
+                                })
                             }
-                        } else {
-                            let new = (c + 1) * 1000 + i;
-                            let expected = if rng.below(4) == 0 { None } else { last_seen };
-                            let exp_bytes = expected.map(|v| v.to_string());
-                            match client
-                                .compare_and_swap("register", exp_bytes, new.to_string())
-                                .await
-                            {
-                                Ok(r) => {
-                                    let previous = r
-                                        .previous
-                                        .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok());
-                                    last_seen = if r.swapped { Some(new) } else { previous };
-                                    let observed = Some((r.swapped, previous));
-                                    Some(Event {
-                                        op: Op::Cas {
-                                            expected,
-                                            new,
-                                            observed,
-                                        },
-                                        invoked,
-                                        returned: Some(rt.elapsed()),
-                                    })
-                                }
-                                // Undetermined or given up: it may or may not have happened.
-                                Err(_) => Some(Event {
+                            Err(_) => None, // a failed read has no effect
+                        }
+                    } else {
+                        let new = (c + 1) * 1000 + i;
+                        let expected = if rng.below(4) == 0 { None } else { last_seen };
+                        let exp_bytes = expected.map(|v| v.to_string());
+                        match client
+                            .compare_and_swap("register", exp_bytes, new.to_string())
+                            .await
+                        {
+                            Ok(r) => {
+                                let previous = r
+                                    .previous
+                                    .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok());
+                                last_seen = if r.swapped { Some(new) } else { previous };
+                                let observed = Some((r.swapped, previous));
+                                Some(Event {
                                     op: Op::Cas {
                                         expected,
                                         new,
-                                        observed: None,
+                                        observed,
                                     },
                                     invoked,
-                                    returned: None,
-                                }),
+                                    returned: Some(rt.elapsed()),
+                                })
                             }
-                        };
-                        hist.lock().unwrap().extend(event);
-                    }
-                    let _ = done.unbounded_send(());
-                });
-            }
-            drop(done_tx);
-            let mut rng = Rng::seeded(seed.rotate_left(29));
-            for _ in 0..6 {
-                rt.sleep(Duration::from_millis(rng.between(5, 40))).await;
-                let mut c = net.cluster().lock();
-                let regions: Vec<u64> = c.topology().regions().map(|r| r.id()).collect();
-                let region = regions[rng.below(regions.len() as u64) as usize];
-                let _ = c.transfer_leader(region, rng.between(1, 3));
-                let _ = c.split_at(format!("register{}", rng.below(3)).as_bytes());
-            }
-            for _ in 0..CLIENTS {
-                futures_util::StreamExt::next(&mut done_rx).await;
-            }
-            let history = hist.lock().unwrap().clone();
-            if check(None, &history) {
-                Ok(())
-            } else {
-                Err(format!("history is not linearizable: {history:#?}"))
-            }
-        },
-        Duration::from_secs(3600),
-    );
-    let verdict = match result {
-        Ok(v) => v,
-        Err(stop) => Err(format!("simulation stopped: {stop:?}")),
-    };
-    Outcome {
-        trace: network.trace_hash(),
-        messages: network.delivered(),
-        elapsed: runtime.elapsed(),
-        verdict,
-    }
+                            // Undetermined or given up: it may or may not have happened.
+                            Err(_) => Some(Event {
+                                op: Op::Cas {
+                                    expected,
+                                    new,
+                                    observed: None,
+                                },
+                                invoked,
+                                returned: None,
+                            }),
+                        }
+                    };
+                    hist.lock().unwrap().extend(event);
+                }
+                let _ = done.unbounded_send(());
+            });
+        }
+        drop(done_tx);
+        let mut rng = Rng::seeded(seed.rotate_left(29));
+        for _ in 0..6 {
+            rt.sleep(Duration::from_millis(rng.between(5, 40))).await;
+            let mut c = net.cluster().lock();
+            let regions: Vec<u64> = c.topology().regions().map(|r| r.id()).collect();
+            let region = regions[rng.below(regions.len() as u64) as usize];
+            let _ = c.transfer_leader(region, rng.between(1, 3));
+            let _ = c.split_at(format!("register{}", rng.below(3)).as_bytes());
+        }
+        for _ in 0..CLIENTS {
+            futures_util::StreamExt::next(&mut done_rx).await;
+        }
+        let history = hist.lock().unwrap().clone();
+        if check(None, &history) {
+            Ok(())
+        } else {
+            Err(format!("history is not linearizable: {history:#?}"))
+        }
+    })
 }
 
 /// Concurrent bank transfers through the transactional client under faults, splits and leader
@@ -358,104 +328,116 @@ pub fn run_bank(seed: u64) -> Outcome {
     const ACCOUNTS: u64 = 5;
     const WORKERS: u64 = 3;
     const TRANSFERS: u64 = 8;
-    let runtime = SimRuntime::new();
-    let cluster = SharedCluster::new(Cluster::new(ClusterConfig {
-        stores: 3,
-        seed,
-        ..Default::default()
-    }));
-    let network = SimNetwork::new(runtime.clone(), cluster.clone(), Faults::lossy(), seed);
-    let (rt, net) = (runtime.clone(), network.clone());
-    let result = runtime.block_on(
-        async move {
-            // Every third seed commits single-region transactions with 1PC.
-            let config = Config { rng_seed: Some(seed), batch_commands: seed % 2 == 0, try_one_pc: seed % 3 == 0, ..Default::default() };
-            let client = TransactionClient::connect_over(rt.clone(), Arc::new(net.clone()), &[PD_ADDRESS.to_string()], config)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            let account = |i: u64| format!("acct{i}");
-            let parse = |v: Option<bytes::Bytes>| -> Result<i64, String> {
-                let v = v.ok_or("missing account")?;
-                std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()).ok_or_else(|| "garbage balance".to_string())
-            };
-            // Opening balances, retried until they land (setup must not be undetermined).
-            loop {
-                let mut t = client.begin().await.map_err(|e| format!("begin: {e}"))?;
-                for i in 0..ACCOUNTS {
-                    t.put(account(i), "100");
-                }
-                if t.commit().await.is_ok() {
-                    break;
-                }
+    simulate(seed, 1, move |rt, net, config| async move {
+        // Every third seed commits single-region transactions with 1PC.
+        let config = Config {
+            try_one_pc: seed % 3 == 0,
+            ..config
+        };
+        let client = TransactionClient::connect_over(
+            rt.clone(),
+            Arc::new(net.clone()),
+            &[PD_ADDRESS],
+            config,
+        )
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+        let account = |i: u64| format!("acct{i}");
+        let parse = |v: Option<bytes::Bytes>| -> Result<i64, String> {
+            let v = v.ok_or("missing account")?;
+            std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| "garbage balance".to_string())
+        };
+        // Opening balances, retried until they land (setup must not be undetermined).
+        loop {
+            let mut t = client.begin().await.map_err(|e| format!("begin: {e}"))?;
+            for i in 0..ACCOUNTS {
+                t.put(account(i), "100");
             }
-            let (done_tx, mut done_rx) = futures_channel::mpsc::unbounded::<()>();
-            for w in 0..WORKERS {
-                let (client, done) = (client.clone(), done_tx.clone());
-                let mut rng = Rng::seeded(seed ^ (w + 11).wrapping_mul(0x51_7cc1));
-                rt.spawn(async move {
-                    for _ in 0..TRANSFERS {
-                        let (a, b) = (rng.below(ACCOUNTS), rng.below(ACCOUNTS));
-                        if a == b {
+            if t.commit().await.is_ok() {
+                break;
+            }
+        }
+        let (done_tx, mut done_rx) = futures_channel::mpsc::unbounded::<()>();
+        for w in 0..WORKERS {
+            let (client, done) = (client.clone(), done_tx.clone());
+            let mut rng = Rng::seeded(seed ^ (w + 11).wrapping_mul(0x51_7cc1));
+            rt.spawn(async move {
+                for _ in 0..TRANSFERS {
+                    let (a, b) = (rng.below(ACCOUNTS), rng.below(ACCOUNTS));
+                    if a == b {
+                        continue;
+                    }
+                    for _attempt in 0..5 {
+                        let Ok(mut t) = client.begin().await else {
                             continue;
-                        }
-                        for _attempt in 0..5 {
-                            let Ok(mut t) = client.begin().await else { continue };
-                            let (Ok(x), Ok(y)) = (t.get(account(a)).await, t.get(account(b)).await) else { continue };
-                            let (Ok(x), Ok(y)) = (parse(x), parse(y)) else { continue };
-                            t.put(account(a), (x - 1).to_string());
-                            t.put(account(b), (y + 1).to_string());
-                            match t.commit().await {
-                                Ok(_) => break,
-                                // Undetermined: it may have happened; the invariant holds either way.
-                                Err(tikv_core::Error::Undetermined { .. }) => break,
-                                Err(_) => continue,
-                            }
+                        };
+                        let (Ok(x), Ok(y)) = (t.get(account(a)).await, t.get(account(b)).await)
+                        else {
+                            continue;
+                        };
+                        let (Ok(x), Ok(y)) = (parse(x), parse(y)) else {
+                            continue;
+                        };
+                        t.put(account(a), (x - 1).to_string());
+                        t.put(account(b), (y + 1).to_string());
+                        match t.commit().await {
+                            Ok(_) => break,
+                            // Undetermined: it may have happened; the invariant holds either way.
+                            Err(tikv_core::Error::Undetermined { .. }) => break,
+                            Err(_) => continue,
                         }
                     }
-                    let _ = done.unbounded_send(());
-                });
-            }
-            drop(done_tx);
-            let mut rng = Rng::seeded(seed.rotate_left(41));
-            for _ in 0..6 {
-                rt.sleep(Duration::from_millis(rng.between(5, 50))).await;
-                let mut c = net.cluster().lock();
-                let split = tikv_core::codec::encode_memcomparable(account(rng.below(ACCOUNTS)).as_bytes());
-                let _ = c.split_at(&split);
-                let regions: Vec<u64> = c.topology().regions().map(|r| r.id()).collect();
-                let _ = c.transfer_leader(regions[rng.below(regions.len() as u64) as usize], rng.between(1, 3));
-            }
-            for _ in 0..WORKERS {
-                futures_util::StreamExt::next(&mut done_rx).await;
-            }
-            net.set_faults(Faults::none());
-            let check = client.begin().await.map_err(|e| format!("begin: {e}"))?;
-            let pairs = check.batch_get((0..ACCOUNTS).map(account)).await.map_err(|e| format!("final read: {e}"))?;
-            if pairs.len() as u64 != ACCOUNTS {
-                let missing: Vec<String> =
-                    (0..ACCOUNTS).map(account).filter(|a| !pairs.iter().any(|p| p.key.as_bytes() == a.as_bytes())).collect();
-                let single = match missing.first() {
-                    Some(k) => format!("{:?}", check.get(k.clone()).await),
-                    None => String::new(),
-                };
-                return Err(format!("{} of {ACCOUNTS} accounts readable; missing {missing:?}; a point read of the first says {single}", pairs.len()));
-            }
-            let total: i64 = pairs.iter().map(|p| parse(Some(p.value.clone()))).sum::<Result<i64, String>>()?;
-            if total != 100 * ACCOUNTS as i64 {
-                return Err(format!("money not conserved: total {total}"));
-            }
-            Ok(())
-        },
-        Duration::from_secs(3600),
-    );
-    let verdict = match result {
-        Ok(v) => v,
-        Err(stop) => Err(format!("simulation stopped: {stop:?}")),
-    };
-    Outcome {
-        trace: network.trace_hash(),
-        messages: network.delivered(),
-        elapsed: runtime.elapsed(),
-        verdict,
-    }
+                }
+                let _ = done.unbounded_send(());
+            });
+        }
+        drop(done_tx);
+        let mut rng = Rng::seeded(seed.rotate_left(41));
+        for _ in 0..6 {
+            rt.sleep(Duration::from_millis(rng.between(5, 50))).await;
+            let mut c = net.cluster().lock();
+            let split =
+                tikv_core::codec::encode_memcomparable(account(rng.below(ACCOUNTS)).as_bytes());
+            let _ = c.split_at(&split);
+            let regions: Vec<u64> = c.topology().regions().map(|r| r.id()).collect();
+            let _ = c.transfer_leader(
+                regions[rng.below(regions.len() as u64) as usize],
+                rng.between(1, 3),
+            );
+        }
+        for _ in 0..WORKERS {
+            futures_util::StreamExt::next(&mut done_rx).await;
+        }
+        net.set_faults(Faults::none());
+        let check = client.begin().await.map_err(|e| format!("begin: {e}"))?;
+        let pairs = check
+            .batch_get((0..ACCOUNTS).map(account))
+            .await
+            .map_err(|e| format!("final read: {e}"))?;
+        if pairs.len() as u64 != ACCOUNTS {
+            let missing: Vec<String> = (0..ACCOUNTS)
+                .map(account)
+                .filter(|a| !pairs.iter().any(|p| p.key.as_bytes() == a.as_bytes()))
+                .collect();
+            let single = match missing.first() {
+                Some(k) => format!("{:?}", check.get(k.clone()).await),
+                None => String::new(),
+            };
+            return Err(format!(
+                "{} of {ACCOUNTS} accounts readable; missing {missing:?}; a point read of the first says {single}",
+                pairs.len()
+            ));
+        }
+        let total: i64 = pairs
+            .iter()
+            .map(|p| parse(Some(p.value.clone())))
+            .sum::<Result<i64, String>>()?;
+        if total != 100 * ACCOUNTS as i64 {
+            return Err(format!("money not conserved: total {total}"));
+        }
+        Ok(())
+    })
 }
