@@ -225,6 +225,11 @@ impl Backoffer {
         }
     }
 
+    /// A fresh backoffer for the same operation and budget, nothing slept yet.
+    pub fn renewed(&self) -> Backoffer {
+        Backoffer::new(self.operation, self.budget)
+    }
+
     /// The operation this backoffer belongs to.
     pub fn operation(&self) -> &'static str {
         self.operation

@@ -162,7 +162,9 @@ fn drive<M: Machine>(mut machine: M, input: &mut Input<'_>) -> usize {
     let mut rng = Rng::seeded(u64::from(input.u8()));
     let mut ids = 0;
     let mut now = Instant::ZERO;
+    let mut backoff = crate::backoff::Backoffer::new("fuzz", std::time::Duration::from_secs(20));
     let mut pending: Vec<Effect> = Vec::new();
+    let mut spawned = Vec::new();
     for effects in 0..10_000 {
         loop {
             let mut cx = Cx {
@@ -172,17 +174,24 @@ fn drive<M: Machine>(mut machine: M, input: &mut Input<'_>) -> usize {
                 regions: &mut regions,
                 stores: &mut stores,
                 ids: &mut ids,
+                backoff: &mut backoff,
             };
             match machine.poll(&mut cx) {
+                Step::Effect(Effect::Spawn { task, .. }) => spawned.push(task),
                 Step::Effect(e) => pending.push(e),
                 Step::Wait => break,
-                Step::Done(_) => return effects,
+                Step::Done(_) => {
+                    // Background tasks meet the rest of the input.
+                    return effects + spawned.into_iter().map(|t| drive(t, input)).sum::<usize>();
+                }
             }
         }
         let Some(effect) = (!pending.is_empty()).then(|| pending.remove(0)) else {
             panic!("machine waits with nothing outstanding");
         };
         let outcome = match &effect {
+            // Taken out when polled; never queued.
+            Effect::Spawn { .. } => continue,
             Effect::Sleep { duration, .. } => {
                 now += *duration;
                 Outcome::Slept
@@ -242,6 +251,7 @@ fn drive<M: Machine>(mut machine: M, input: &mut Input<'_>) -> usize {
             regions: &mut regions,
             stores: &mut stores,
             ids: &mut ids,
+            backoff: &mut backoff,
         };
         machine.handle(&mut cx, id, outcome);
     }
@@ -278,7 +288,6 @@ fn set_region_error(response: &mut TikvResponse, e: errorpb::Error) {
 /// batch get, a snapshot scan, a commit of three keys, or a lock resolution. Returns the
 /// number of effects it took.
 pub fn machines_with_responses(data: &[u8]) -> usize {
-    use crate::backoff::Backoffer;
     use crate::timestamp::Timestamp;
     use crate::txn::{
         Committer, Lock, Mutation, ResolveLocks, SnapshotBatchGet, SnapshotGet, SnapshotScan,
@@ -286,8 +295,6 @@ pub fn machines_with_responses(data: &[u8]) -> usize {
     };
     let config = Config::default();
     let mut input = Input(data);
-    let budget = std::time::Duration::from_secs(20);
-    let bo = || Backoffer::new("fuzz", budget);
     let ts = Timestamp::compose(1000, 0);
     let keys = || vec![Key::from("a"), Key::from("k"), Key::from("z")];
     match input.u8() % 9 {
@@ -299,10 +306,10 @@ pub fn machines_with_responses(data: &[u8]) -> usize {
                 Err(_) => 0,
             }
         }
-        4 => drive(SnapshotGet::new(Key::from("k"), ts, bo()), &mut input),
-        5 => drive(SnapshotBatchGet::new(keys(), ts, 2, bo()), &mut input),
+        4 => drive(SnapshotGet::new(Key::from("k"), ts), &mut input),
+        5 => drive(SnapshotBatchGet::new(keys(), ts, 2), &mut input),
         6 => drive(
-            SnapshotScan::new(ts, KeyRange::all(), 10, false, data.len() % 2 == 0, bo()),
+            SnapshotScan::new(ts, KeyRange::all(), 10, false, data.len() % 2 == 0),
             &mut input,
         ),
         7 => {
@@ -322,10 +329,7 @@ pub fn machines_with_responses(data: &[u8]) -> usize {
                 use_async_commit: false,
                 lock_type: 0,
             };
-            drive(
-                ResolveLocks::new(vec![lock.clone(), lock], ts, bo()),
-                &mut input,
-            )
+            drive(ResolveLocks::new(vec![lock.clone(), lock], ts), &mut input)
         }
     }
 }

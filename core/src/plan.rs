@@ -15,7 +15,10 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::backoff::Backoffer;
 use crate::error::Error;
 use crate::key::{Key, KeyRange};
-use crate::machine::{Cx, EffectId, LocateQuery, Machine, Outcome, Step};
+use crate::machine::{
+    ChildId, ChildStep, Children, Cx, EffectId, LocateQuery, Machine, Outcome, Step,
+};
+use crate::ready;
 use crate::region::Region;
 use crate::request::{Locate, RegionRpc, RegionRpcResult, RpcOptions};
 use crate::rpc::{TikvRequest, TikvResponse};
@@ -24,7 +27,6 @@ use crate::rpc::{TikvRequest, TikvResponse};
 #[derive(Debug)]
 pub struct SingleKey {
     key: Key,
-    request: TikvRequest,
     options: RpcOptions,
     state: SingleState,
 }
@@ -34,21 +36,27 @@ pub struct SingleKey {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum SingleState {
-    Locating(Locate),
+    /// Finding the region; the request waits here.
+    Locating(Locate, TikvRequest),
     Sending(Box<RegionRpc>),
     Done,
 }
 
 impl SingleKey {
-    /// Sends `request` (whose key is `key`) to the region holding `key`.
-    pub fn new(key: Key, request: TikvRequest, options: RpcOptions, backoff: Backoffer) -> Self {
-        let locate = Locate::new(LocateQuery::Key(key.clone()), backoff);
+    /// Sends `request` (whose key is `key`) to the region holding `key`, retrying within the
+    /// context's budget.
+    pub fn new(key: Key, request: TikvRequest, options: RpcOptions) -> Self {
+        let locate = Locate::new(LocateQuery::Key(key.clone()));
         SingleKey {
             key,
-            request,
             options,
-            state: SingleState::Locating(locate),
+            state: SingleState::Locating(locate, request),
         }
+    }
+
+    fn finish(&mut self, result: Result<TikvResponse, Error>) -> Step<Result<TikvResponse, Error>> {
+        self.state = SingleState::Done;
+        Step::Done(result)
     }
 }
 
@@ -57,37 +65,32 @@ impl Machine for SingleKey {
 
     fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
         loop {
-            let state = std::mem::replace(&mut self.state, SingleState::Done);
-            match state {
+            match &mut self.state {
                 SingleState::Done => return Step::Wait,
-                SingleState::Locating(mut locate) => match locate.poll(cx) {
-                    Step::Done(Ok(region)) => {
-                        let rpc = RegionRpc::new(
-                            region,
-                            self.request.clone(),
-                            self.options,
-                            locate.into_backoff(),
-                        );
-                        self.state = SingleState::Sending(Box::new(rpc));
-                    }
-                    Step::Done(Err(e)) => return Step::Done(Err(e)),
-                    other => {
-                        self.state = SingleState::Locating(locate);
-                        return other.forward();
-                    }
-                },
-                SingleState::Sending(mut rpc) => match rpc.poll(cx) {
-                    Step::Done(RegionRpcResult::Response(r)) => return Step::Done(Ok(*r)),
-                    Step::Done(RegionRpcResult::Failed(e)) => return Step::Done(Err(e)),
-                    Step::Done(RegionRpcResult::Relocate(backoff)) => {
-                        self.state = SingleState::Locating(Locate::new(
-                            LocateQuery::Key(self.key.clone()),
-                            backoff,
-                        ));
-                    }
-                    other => {
-                        self.state = SingleState::Sending(rpc);
-                        return other.forward();
+                SingleState::Locating(locate, _) => {
+                    let region = match ready!(locate.poll(cx)) {
+                        Ok(region) => region,
+                        Err(e) => return self.finish(Err(e)),
+                    };
+                    let SingleState::Locating(_, request) =
+                        std::mem::replace(&mut self.state, SingleState::Done)
+                    else {
+                        return Step::Wait; // matched just above
+                    };
+                    let rpc = RegionRpc::new(region, request, self.options);
+                    self.state = SingleState::Sending(Box::new(rpc));
+                }
+                SingleState::Sending(rpc) => match ready!(rpc.poll(cx)) {
+                    RegionRpcResult::Response(r) => return self.finish(Ok(*r)),
+                    RegionRpcResult::Failed(e) => return self.finish(Err(e)),
+                    RegionRpcResult::Relocate => {
+                        let SingleState::Sending(rpc) =
+                            std::mem::replace(&mut self.state, SingleState::Done)
+                        else {
+                            return Step::Wait; // matched just above
+                        };
+                        let locate = Locate::new(LocateQuery::Key(self.key.clone()));
+                        self.state = SingleState::Locating(locate, rpc.into_request());
                     }
                 },
             }
@@ -96,7 +99,7 @@ impl Machine for SingleKey {
 
     fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
         match &mut self.state {
-            SingleState::Locating(l) => l.handle(cx, id, outcome),
+            SingleState::Locating(l, _) => l.handle(cx, id, outcome),
             SingleState::Sending(r) => r.handle(cx, id, outcome),
             SingleState::Done => {}
         }
@@ -127,58 +130,36 @@ pub trait BatchPlan {
     fn build(&self, items: &[Self::Item]) -> TikvRequest;
 }
 
-#[derive(Debug)]
-struct Batch<I> {
-    rpc: RegionRpc,
-    items: Vec<I>,
-}
-
 /// Routes items by region, and sends one request per batch, concurrently.
 #[derive(Debug)]
 pub struct MultiKey<P: BatchPlan> {
     plan: P,
     limits: BatchLimits,
     options: RpcOptions,
-    backoff: Backoffer,
     unrouted: Vec<P::Item>,
     locating: Option<Locate>,
     ready: VecDeque<(Region, Vec<P::Item>)>,
-    running: BTreeMap<u64, Batch<P::Item>>,
-    next_batch: u64,
-    owners: BTreeMap<EffectId, Owner>,
+    running: Children<RegionRpc>,
+    /// The items of each running batch.
+    items: BTreeMap<ChildId, Vec<P::Item>>,
     done: Vec<(Vec<P::Item>, TikvResponse)>,
-    failed: Option<Error>,
     finished: bool,
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Owner {
-    Locate,
-    Batch(u64),
-}
-
 impl<P: BatchPlan> MultiKey<P> {
-    /// Sends `items` through `plan`.
-    pub fn new(
-        plan: P,
-        items: Vec<P::Item>,
-        limits: BatchLimits,
-        options: RpcOptions,
-        backoff: Backoffer,
-    ) -> Self {
+    /// Sends `items` through `plan`, retrying within the context's budget (shared by every
+    /// batch: one operation, one budget).
+    pub fn new(plan: P, items: Vec<P::Item>, limits: BatchLimits, options: RpcOptions) -> Self {
         MultiKey {
             plan,
             limits,
             options,
-            backoff,
             unrouted: items,
             locating: None,
             ready: VecDeque::new(),
-            running: BTreeMap::new(),
-            next_batch: 0,
-            owners: BTreeMap::new(),
+            running: Children::new(),
+            items: BTreeMap::new(),
             done: Vec::new(),
-            failed: None,
             finished: false,
         }
     }
@@ -206,7 +187,7 @@ impl<P: BatchPlan> MultiKey<P> {
         }
         if let Some(first) = missing.first() {
             let query = LocateQuery::Key(P::key(first).clone());
-            self.locating = Some(Locate::new(query, self.backoff.clone()));
+            self.locating = Some(Locate::new(query));
         }
         self.unrouted = missing;
     }
@@ -231,23 +212,13 @@ impl<P: BatchPlan> MultiKey<P> {
         }
     }
 
-    fn on_batch_done(&mut self, key: u64, result: RegionRpcResult) {
-        let Some(batch) = self.running.remove(&key) else {
-            return;
-        };
-        match result {
-            RegionRpcResult::Response(r) => self.done.push((batch.items, *r)),
-            RegionRpcResult::Relocate(backoff) => {
-                // Keep the most-slept backoff so the budget covers the whole operation.
-                if backoff.total_sleep() > self.backoff.total_sleep() {
-                    self.backoff = backoff;
-                }
-                self.unrouted.extend(batch.items);
-            }
-            RegionRpcResult::Failed(e) => {
-                self.failed.get_or_insert(e);
-            }
-        }
+    /// Ends the operation with `error`; outstanding effects of other batches are abandoned
+    /// (their outcomes, if they arrive, are dropped).
+    fn fail(&mut self, error: Error) -> Step<<Self as Machine>::Output> {
+        self.finished = true;
+        self.running.clear();
+        self.locating = None;
+        Step::Done(Err(error))
     }
 }
 
@@ -259,31 +230,18 @@ impl<P: BatchPlan> Machine for MultiKey<P> {
             if self.finished {
                 return Step::Wait;
             }
-            if let Some(e) = self.failed.take() {
-                // Outstanding effects of other batches are abandoned: their outcomes, if they
-                // arrive, are ignored.
-                self.finished = true;
-                return Step::Done(Err(e));
-            }
             if self.locating.is_none() && !self.unrouted.is_empty() {
                 self.route(cx);
             }
             if let Some(locate) = self.locating.as_mut() {
                 match locate.poll(cx) {
-                    Step::Effect(e) => {
-                        self.owners.insert(e.id(), Owner::Locate);
-                        return Step::Effect(e);
-                    }
+                    Step::Effect(e) => return Step::Effect(e),
+                    // Cached by `Locate`; route again.
                     Step::Done(Ok(_region)) => {
-                        // Cached by `Locate`; route again.
                         self.locating = None;
                         continue;
                     }
-                    Step::Done(Err(e)) => {
-                        self.locating = None;
-                        self.failed = Some(e);
-                        continue;
-                    }
+                    Step::Done(Err(e)) => return self.fail(e),
                     Step::Wait => {}
                 }
             }
@@ -292,27 +250,23 @@ impl<P: BatchPlan> Machine for MultiKey<P> {
                     break;
                 };
                 let request = self.plan.build(&items);
-                let rpc = RegionRpc::new(region, request, self.options, self.backoff.clone());
-                self.running.insert(self.next_batch, Batch { rpc, items });
-                self.next_batch += 1;
+                let child = self
+                    .running
+                    .push(RegionRpc::new(region, request, self.options));
+                self.items.insert(child, items);
             }
-            let mut finished_batch = None;
-            for (&key, batch) in self.running.iter_mut() {
-                match batch.rpc.poll(cx) {
-                    Step::Effect(e) => {
-                        self.owners.insert(e.id(), Owner::Batch(key));
-                        return Step::Effect(e);
+            match self.running.poll(cx) {
+                ChildStep::Effect(e) => return Step::Effect(e),
+                ChildStep::Done(child, _, result) => {
+                    let items = self.items.remove(&child).unwrap_or_default();
+                    match result {
+                        RegionRpcResult::Response(r) => self.done.push((items, *r)),
+                        RegionRpcResult::Relocate => self.unrouted.extend(items),
+                        RegionRpcResult::Failed(e) => return self.fail(e),
                     }
-                    Step::Done(result) => {
-                        finished_batch = Some((key, result));
-                        break;
-                    }
-                    Step::Wait => {}
+                    continue;
                 }
-            }
-            if let Some((key, result)) = finished_batch {
-                self.on_batch_done(key, result);
-                continue;
+                ChildStep::Wait | ChildStep::Empty => {}
             }
             let idle = self.running.is_empty() && self.ready.is_empty() && self.locating.is_none();
             if idle && self.unrouted.is_empty() {
@@ -327,18 +281,10 @@ impl<P: BatchPlan> Machine for MultiKey<P> {
     }
 
     fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
-        match self.owners.remove(&id) {
-            Some(Owner::Locate) => {
-                if let Some(l) = self.locating.as_mut() {
-                    l.handle(cx, id, outcome);
-                }
-            }
-            Some(Owner::Batch(key)) => {
-                if let Some(b) = self.running.get_mut(&key) {
-                    b.rpc.handle(cx, id, outcome);
-                }
-            }
-            None => {}
+        if self.running.owns(id) {
+            self.running.handle(cx, id, outcome);
+        } else if let Some(l) = self.locating.as_mut() {
+            l.handle(cx, id, outcome);
         }
     }
 }
@@ -365,8 +311,9 @@ pub struct RangeWalk<P: RangePlan> {
     range: KeyRange,
     reverse: bool,
     options: RpcOptions,
-    /// A fresh backoffer for each region step (each gets the whole budget, as in client-go).
-    step_backoff: Backoffer,
+    /// The budget of the current region step: each region gets the whole of the context's
+    /// budget afresh, as each `next()` of a client-go scanner does.
+    step: Option<Backoffer>,
     /// Forward: the next start key. Reverse: the next (exclusive) end key, empty = +inf.
     cursor: Key,
     state: WalkState,
@@ -383,32 +330,23 @@ enum WalkState {
 
 impl<P: RangePlan> RangeWalk<P> {
     /// Walks `range` (reverse: from its end down to its start) with `plan`.
-    pub fn new(
-        plan: P,
-        range: KeyRange,
-        reverse: bool,
-        options: RpcOptions,
-        backoff: Backoffer,
-    ) -> Self {
+    pub fn new(plan: P, range: KeyRange, reverse: bool, options: RpcOptions) -> Self {
         let cursor = if reverse {
             range.end().clone()
         } else {
             range.start().clone()
         };
-        let query = if reverse {
-            LocateQuery::EndKey(cursor.clone())
-        } else {
-            LocateQuery::Key(cursor.clone())
-        };
-        RangeWalk {
+        let mut walk = RangeWalk {
             plan: Some(plan),
             range,
             reverse,
             options,
-            step_backoff: backoff.clone(),
+            step: None,
             cursor,
-            state: WalkState::Locating(Locate::new(query, backoff)),
-        }
+            state: WalkState::Done,
+        };
+        walk.state = WalkState::Locating(Locate::new(walk.query()));
+        walk
     }
 
     fn query(&self) -> LocateQuery {
@@ -446,13 +384,76 @@ impl<P: RangePlan> RangeWalk<P> {
         true
     }
 
-    fn finish(&mut self) -> Step<P::Output> {
+    fn finish(&mut self, error: Option<Error>) -> Step<<Self as Machine>::Output> {
         self.state = WalkState::Done;
-        match self.plan.take() {
-            Some(plan) => Step::Done(plan.finish()),
-            None => Step::Wait,
+        match (error, self.plan.take()) {
+            (Some(e), _) => Step::Done(Err(e)),
+            (None, Some(plan)) => Step::Done(Ok(plan.finish())),
+            (None, None) => Step::Wait,
         }
     }
+
+    /// Polls the current step within its own budget.
+    fn poll_step(&mut self, cx: &mut Cx<'_>) -> Step<Walked> {
+        let step = self.step.get_or_insert_with(|| cx.backoff.renewed());
+        let mut cx = cx.with_backoff(step);
+        let cx = &mut cx;
+        match &mut self.state {
+            WalkState::Done => Step::Wait,
+            WalkState::Locating(locate) => {
+                let region = match ready!(locate.poll(cx)) {
+                    Ok(region) => region,
+                    Err(e) => return Step::Done(Walked::Failed(e)),
+                };
+                let Some(part) = region.range.intersect(&self.remaining()) else {
+                    // The located region does not overlap what is left: nothing left.
+                    return Step::Done(Walked::End);
+                };
+                let Some(plan) = self.plan.as_mut() else {
+                    return Step::Wait;
+                };
+                let request = plan.build(&region, &part);
+                let rpc = RegionRpc::new(region, request, self.options);
+                self.state = WalkState::Sending(Box::new(rpc));
+                Step::Done(Walked::Next)
+            }
+            WalkState::Sending(rpc) => match ready!(rpc.poll(cx)) {
+                RegionRpcResult::Response(response) => {
+                    let region = rpc.region().clone();
+                    let Some(plan) = self.plan.as_mut() else {
+                        return Step::Wait;
+                    };
+                    let more = match plan.absorb(&region, *response) {
+                        Ok(more) => more,
+                        Err(e) => return Step::Done(Walked::Failed(e)),
+                    };
+                    if !more || !self.advance(&region) {
+                        return Step::Done(Walked::End);
+                    }
+                    // The next region starts with a fresh budget.
+                    self.step = None;
+                    self.state = WalkState::Locating(Locate::new(self.query()));
+                    Step::Done(Walked::Next)
+                }
+                RegionRpcResult::Relocate => {
+                    self.state = WalkState::Locating(Locate::new(self.query()));
+                    Step::Done(Walked::Next)
+                }
+                RegionRpcResult::Failed(e) => Step::Done(Walked::Failed(e)),
+            },
+        }
+    }
+}
+
+/// Where one step of a [`RangeWalk`] left it.
+#[derive(Debug)]
+enum Walked {
+    /// Moved to its next state (poll again).
+    Next,
+    /// The walk is over.
+    End,
+    /// The walk failed.
+    Failed(Error),
 }
 
 impl<P: RangePlan> Machine for RangeWalk<P> {
@@ -460,71 +461,25 @@ impl<P: RangePlan> Machine for RangeWalk<P> {
 
     fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
         loop {
-            match std::mem::replace(&mut self.state, WalkState::Done) {
-                WalkState::Done => return Step::Wait,
-                WalkState::Locating(mut locate) => match locate.poll(cx) {
-                    Step::Done(Ok(region)) => {
-                        let Some(part) = region.range.intersect(&self.remaining()) else {
-                            // The located region does not overlap what is left: nothing left.
-                            return match self.finish() {
-                                Step::Done(out) => Step::Done(Ok(out)),
-                                _ => Step::Wait,
-                            };
-                        };
-                        let Some(plan) = self.plan.as_mut() else {
-                            return Step::Wait;
-                        };
-                        let request = plan.build(&region, &part);
-                        self.state = WalkState::Sending(Box::new(RegionRpc::new(
-                            region,
-                            request,
-                            self.options,
-                            locate.into_backoff(),
-                        )));
-                    }
-                    Step::Done(Err(e)) => return Step::Done(Err(e)),
-                    other => {
-                        self.state = WalkState::Locating(locate);
-                        return other.forward();
-                    }
-                },
-                WalkState::Sending(mut rpc) => match rpc.poll(cx) {
-                    Step::Done(RegionRpcResult::Response(response)) => {
-                        let region = rpc.region().clone();
-                        let Some(plan) = self.plan.as_mut() else {
-                            return Step::Wait;
-                        };
-                        let more = match plan.absorb(&region, *response) {
-                            Ok(more) => more,
-                            Err(e) => return Step::Done(Err(e)),
-                        };
-                        if !more || !self.advance(&region) {
-                            return match self.finish() {
-                                Step::Done(out) => Step::Done(Ok(out)),
-                                _ => Step::Wait,
-                            };
-                        }
-                        let query = self.query();
-                        self.state =
-                            WalkState::Locating(Locate::new(query, self.step_backoff.clone()));
-                    }
-                    Step::Done(RegionRpcResult::Relocate(backoff)) => {
-                        self.state = WalkState::Locating(Locate::new(self.query(), backoff));
-                    }
-                    Step::Done(RegionRpcResult::Failed(e)) => return Step::Done(Err(e)),
-                    other => {
-                        self.state = WalkState::Sending(rpc);
-                        return other.forward();
-                    }
-                },
+            if matches!(self.state, WalkState::Done) && self.plan.is_none() {
+                return Step::Wait;
+            }
+            match ready!(self.poll_step(cx)) {
+                Walked::Failed(e) => return self.finish(Some(e)),
+                Walked::End => return self.finish(None),
+                Walked::Next => {}
             }
         }
     }
 
     fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
+        let Some(step) = self.step.as_mut() else {
+            return;
+        };
+        let mut cx = cx.with_backoff(step);
         match &mut self.state {
-            WalkState::Locating(l) => l.handle(cx, id, outcome),
-            WalkState::Sending(r) => r.handle(cx, id, outcome),
+            WalkState::Locating(l) => l.handle(&mut cx, id, outcome),
+            WalkState::Sending(r) => r.handle(&mut cx, id, outcome),
             WalkState::Done => {}
         }
     }

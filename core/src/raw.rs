@@ -13,7 +13,7 @@ use crate::backoff::{Backoffer, budget};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::key::{Key, KeyRange};
-use crate::machine::{Machine, Map};
+use crate::machine::{Budgeted, Machine, Map};
 use crate::plan::{BatchLimits, BatchPlan, MultiKey, RangePlan, RangeWalk, SingleKey};
 use crate::region::Region;
 use crate::request::RpcOptions;
@@ -73,8 +73,13 @@ fn key_error(key: &Key, message: &str) -> Result<()> {
     }
 }
 
-fn single(config: &Config, key: Key, request: TikvRequest, options: RpcOptions) -> SingleKey {
-    SingleKey::new(key, request, options, backoff(config))
+fn single(
+    config: &Config,
+    key: Key,
+    request: TikvRequest,
+    options: RpcOptions,
+) -> Budgeted<SingleKey> {
+    Budgeted::new(backoff(config), SingleKey::new(key, request, options))
 }
 
 /// `RawGet`: the value of `key`, `None` if absent.
@@ -253,12 +258,9 @@ pub fn batch_get(
     cf: &str,
 ) -> impl Machine<Output = Result<Vec<KvPair>>> + Send {
     let plan = BatchGetPlan { cf: cf.into() };
-    let machine = MultiKey::new(
-        plan,
-        dedup(keys),
-        key_limits(config),
-        RpcOptions::READ,
+    let machine = Budgeted::new(
         backoff(config),
+        MultiKey::new(plan, dedup(keys), key_limits(config), RpcOptions::READ),
     );
     Map::new(machine, |r: Result<Vec<(Vec<Key>, TikvResponse)>>| {
         let mut pairs = Vec::new();
@@ -358,15 +360,17 @@ pub fn batch_put(
         max_items: usize::MAX,
         max_bytes: config.raw_batch_put_size,
     };
-    let machine = MultiKey::new(
-        BatchPutPlan {
-            cf: cf.into(),
-            for_cas,
-        },
-        by_key.into_values().collect(),
-        limits,
-        write_options(config),
+    let machine = Budgeted::new(
         backoff(config),
+        MultiKey::new(
+            BatchPutPlan {
+                cf: cf.into(),
+                for_cas,
+            },
+            by_key.into_values().collect(),
+            limits,
+            write_options(config),
+        ),
     );
     Map::new(machine, |r: Result<Vec<(Vec<PutItem>, TikvResponse)>>| {
         for (items, response) in r? {
@@ -411,15 +415,17 @@ pub fn batch_delete(
     cf: &str,
     for_cas: bool,
 ) -> impl Machine<Output = Result<()>> + Send {
-    let machine = MultiKey::new(
-        BatchDeletePlan {
-            cf: cf.into(),
-            for_cas,
-        },
-        dedup(keys),
-        key_limits(config),
-        write_options(config),
+    let machine = Budgeted::new(
         backoff(config),
+        MultiKey::new(
+            BatchDeletePlan {
+                cf: cf.into(),
+                for_cas,
+            },
+            dedup(keys),
+            key_limits(config),
+            write_options(config),
+        ),
     );
     Map::new(machine, |r: Result<Vec<(Vec<Key>, TikvResponse)>>| {
         for (keys, response) in r? {
@@ -511,7 +517,7 @@ pub fn scan(
     key_only: bool,
     reverse: bool,
     cf: &str,
-) -> Result<RangeWalk<ScanPlan>> {
+) -> Result<Budgeted<RangeWalk<ScanPlan>>> {
     if limit > config.raw_scan_limit_max {
         return Err(Error::InvalidArgument(format!(
             "scan limit {limit} exceeds the maximum of {}",
@@ -530,12 +536,9 @@ pub fn scan(
         reverse,
         pairs: Vec::new(),
     };
-    Ok(RangeWalk::new(
-        plan,
-        range,
-        reverse,
-        RpcOptions::READ,
+    Ok(Budgeted::new(
         backoff(config),
+        RangeWalk::new(plan, range, reverse, RpcOptions::READ),
     ))
 }
 
@@ -573,19 +576,16 @@ pub fn delete_range(
     config: &Config,
     range: KeyRange,
     cf: &str,
-) -> Result<RangeWalk<DeleteRangePlan>> {
+) -> Result<Budgeted<RangeWalk<DeleteRangePlan>>> {
     if range.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "empty or inverted range {range}"
         )));
     }
     let options = write_options(config);
-    Ok(RangeWalk::new(
-        DeleteRangePlan { cf: cf.into() },
-        range,
-        false,
-        options,
+    Ok(Budgeted::new(
         backoff(config),
+        RangeWalk::new(DeleteRangePlan { cf: cf.into() }, range, false, options),
     ))
 }
 
@@ -626,18 +626,15 @@ impl RangePlan for ChecksumPlan {
 }
 
 /// `RawChecksum` over `range`.
-pub fn checksum(config: &Config, range: KeyRange) -> Result<RangeWalk<ChecksumPlan>> {
+pub fn checksum(config: &Config, range: KeyRange) -> Result<Budgeted<RangeWalk<ChecksumPlan>>> {
     if range.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "empty or inverted range {range}"
         )));
     }
-    Ok(RangeWalk::new(
-        ChecksumPlan::default(),
-        range,
-        false,
-        RpcOptions::READ,
+    Ok(Budgeted::new(
         backoff(config),
+        RangeWalk::new(ChecksumPlan::default(), range, false, RpcOptions::READ),
     ))
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tikv_proto::kvrpcpb;
 
-use crate::backoff::{BackoffKind, Backoffer};
+use crate::backoff::BackoffKind;
 use crate::config::{ApiVersion, Config};
 use crate::error::{Delivery, Error};
 use crate::machine::{Cx, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
@@ -85,9 +85,9 @@ pub fn stamp_context(ctx: &mut kvrpcpb::Context, config: &Config, options: &RpcO
 pub enum RegionRpcResult {
     /// The store answered without a region error (a key error may be inside).
     Response(Box<TikvResponse>),
-    /// The region is gone or changed: route the request's keys again. The backoffer carries
-    /// what was slept so far.
-    Relocate(Backoffer),
+    /// The region is gone or changed: route the request's keys again (what was slept so far
+    /// stays in the caller's budget).
+    Relocate,
     /// Failed for good.
     Failed(Error),
 }
@@ -116,24 +116,18 @@ pub struct RegionRpc {
     region: Region,
     request: TikvRequest,
     options: RpcOptions,
-    backoff: Backoffer,
     state: RpcState,
     immediate_retries: u32,
 }
 
 impl RegionRpc {
-    /// Sends `request` to `region` (the context is filled in here).
-    pub fn new(
-        region: Region,
-        request: TikvRequest,
-        options: RpcOptions,
-        backoff: Backoffer,
-    ) -> Self {
+    /// Sends `request` to `region` (the context is filled in here). Retries sleep within the
+    /// context's budget ([`Cx::backoff`]).
+    pub fn new(region: Region, request: TikvRequest, options: RpcOptions) -> Self {
         RegionRpc {
             region,
             request,
             options,
-            backoff,
             state: RpcState::Ready,
             immediate_retries: 0,
         }
@@ -147,6 +141,11 @@ impl RegionRpc {
     /// The request (without the routing part of its context).
     pub fn request(&self) -> &TikvRequest {
         &self.request
+    }
+
+    /// Takes the request back (to route it again after [`RegionRpcResult::Relocate`]).
+    pub fn into_request(self) -> TikvRequest {
+        self.request
     }
 
     fn finish(&mut self, result: RegionRpcResult) {
@@ -261,16 +260,14 @@ impl RegionRpc {
                     self.immediate_retries = 0;
                     self.back_off(BackoffKind::RegionScheduling, error, AfterSleep::Resend);
                 } else if !self.refresh_region(cx) {
-                    self.finish(RegionRpcResult::Relocate(self.backoff.clone()));
+                    self.finish(RegionRpcResult::Relocate);
                 }
             }
             RegionErrorAction::Backoff(kind) => self.back_off(kind, error, AfterSleep::Resend),
             RegionErrorAction::Relocate(Some(kind)) => {
                 self.back_off(kind, error, AfterSleep::Relocate)
             }
-            RegionErrorAction::Relocate(None) => {
-                self.finish(RegionRpcResult::Relocate(self.backoff.clone()))
-            }
+            RegionErrorAction::Relocate(None) => self.finish(RegionRpcResult::Relocate),
             RegionErrorAction::Undetermined => {
                 self.finish(RegionRpcResult::Failed(Error::Undetermined {
                     operation: response.method_name(),
@@ -324,11 +321,10 @@ impl Machine for RegionRpc {
                 step => step,
             },
             RpcState::Backoff(kind, error, then) => {
-                match self.backoff.next_sleep(kind, &error, cx.rng) {
-                    Ok(duration) => {
-                        let id = cx.next_id();
-                        self.state = RpcState::Sleeping(id, then);
-                        Step::Effect(Effect::Sleep { id, duration })
+                match cx.backoff_sleep(kind, None, &error) {
+                    Ok(sleep) => {
+                        self.state = RpcState::Sleeping(sleep.id(), then);
+                        Step::Effect(sleep)
                     }
                     Err(exhausted) => {
                         // A transport failure that outlived the budget reports the transport error
@@ -363,12 +359,10 @@ impl Machine for RegionRpc {
             RpcState::Sleeping(want, then) if want == id => match then {
                 AfterSleep::Resend => {
                     if !self.refresh_region(cx) {
-                        self.finish(RegionRpcResult::Relocate(self.backoff.clone()));
+                        self.finish(RegionRpcResult::Relocate);
                     }
                 }
-                AfterSleep::Relocate => {
-                    self.finish(RegionRpcResult::Relocate(self.backoff.clone()))
-                }
+                AfterSleep::Relocate => self.finish(RegionRpcResult::Relocate),
             },
             // Not the effect we wait for: a late or duplicate outcome. Keep waiting.
             other => self.state = other,
@@ -389,24 +383,17 @@ enum LocateState {
 #[derive(Debug)]
 pub struct Locate {
     query: LocateQuery,
-    backoff: Backoffer,
     state: LocateState,
 }
 
 impl Locate {
     /// Looks up `query`; PD failures back off `pdRPC` (and "no region" `regionMiss`) within
-    /// `backoff`'s budget.
-    pub fn new(query: LocateQuery, backoff: Backoffer) -> Self {
+    /// the context's budget.
+    pub fn new(query: LocateQuery) -> Self {
         Locate {
             query,
-            backoff,
             state: LocateState::Ready,
         }
-    }
-
-    /// The backoff state, to carry on into the request that follows.
-    pub fn into_backoff(self) -> Backoffer {
-        self.backoff
     }
 
     fn cached(&self, cx: &mut Cx<'_>) -> Option<Region> {
@@ -453,19 +440,16 @@ impl Machine for Locate {
                     })
                 }
             },
-            LocateState::Backoff(kind, error) => {
-                match self.backoff.next_sleep(kind, &error, cx.rng) {
-                    Ok(duration) => {
-                        let id = cx.next_id();
-                        self.state = LocateState::Sleeping(id);
-                        Step::Effect(Effect::Sleep { id, duration })
-                    }
-                    Err(exhausted) => {
-                        self.state = LocateState::Finished(None);
-                        Step::Done(Err(exhausted))
-                    }
+            LocateState::Backoff(kind, error) => match cx.backoff_sleep(kind, None, &error) {
+                Ok(sleep) => {
+                    self.state = LocateState::Sleeping(sleep.id());
+                    Step::Effect(sleep)
                 }
-            }
+                Err(exhausted) => {
+                    self.state = LocateState::Finished(None);
+                    Step::Done(Err(exhausted))
+                }
+            },
         }
     }
 
@@ -506,7 +490,6 @@ mod tests {
     use tikv_proto::{errorpb, metapb};
 
     use super::*;
-    use crate::backoff::budget;
     use crate::error::Target;
     use crate::region::{Store, StoreState};
     use crate::testing::{Harness, region};
@@ -553,12 +536,7 @@ mod tests {
     }
 
     fn rpc(region: Region, request: TikvRequest, options: RpcOptions) -> RegionRpc {
-        RegionRpc::new(
-            region,
-            request,
-            options,
-            Backoffer::new("test", budget::RAWKV),
-        )
+        RegionRpc::new(region, request, options)
     }
 
     /// The (store, region id, epoch version) each RPC was sent with.
@@ -686,7 +664,7 @@ mod tests {
                 })
             })
         });
-        assert!(matches!(out, RegionRpcResult::Relocate(_)));
+        assert!(matches!(out, RegionRpcResult::Relocate));
         assert_eq!(h.regions.len(), 2, "the split is cached without asking PD");
     }
 
@@ -743,7 +721,7 @@ mod tests {
             "{out:?}"
         );
         assert!(
-            h.slept() >= budget::RAWKV,
+            h.slept() >= crate::backoff::budget::RAWKV,
             "kept trying for the whole budget"
         );
     }
@@ -764,7 +742,7 @@ mod tests {
         let out = h.run(rpc(r, get("k"), RpcOptions::READ), |e| {
             panic!("nothing should be sent: {e:?}")
         });
-        assert!(matches!(out, RegionRpcResult::Relocate(_)));
+        assert!(matches!(out, RegionRpcResult::Relocate));
         assert!(matches!(h.effects[0], Effect::Sleep { .. }));
         assert!(h.regions.is_empty(), "the stale region is dropped");
     }
@@ -773,35 +751,25 @@ mod tests {
     fn locate_retries_pd_until_a_region_covers_the_key() {
         let mut h = Harness::new(1);
         let mut asks = 0;
-        let found = h.run(
-            Locate::new(
-                LocateQuery::Key("k".into()),
-                Backoffer::new("t", budget::RAWKV),
-            ),
-            |_| {
-                asks += 1;
-                match asks {
-                    1 => Outcome::Located(Err(Error::Pd {
-                        method: "GetRegion",
-                        kind: "x".into(),
-                        message: "down".into(),
-                    })),
-                    2 => Outcome::Located(Ok(None)),
-                    3 => Outcome::Located(Ok(Some(region(1, "a", "b", &[1])))),
-                    _ => Outcome::Located(Ok(Some(region(2, "b", "", &[1])))),
-                }
-            },
-        );
+        let found = h.run(Locate::new(LocateQuery::Key("k".into())), |_| {
+            asks += 1;
+            match asks {
+                1 => Outcome::Located(Err(Error::Pd {
+                    method: "GetRegion",
+                    kind: "x".into(),
+                    message: "down".into(),
+                })),
+                2 => Outcome::Located(Ok(None)),
+                3 => Outcome::Located(Ok(Some(region(1, "a", "b", &[1])))),
+                _ => Outcome::Located(Ok(Some(region(2, "b", "", &[1])))),
+            }
+        });
         assert_eq!(found.unwrap().id, 2);
         assert_eq!(asks, 4);
         // A cached answer needs no PD at all.
-        let again = h.run(
-            Locate::new(
-                LocateQuery::Key("k".into()),
-                Backoffer::new("t", budget::RAWKV),
-            ),
-            |e| panic!("unexpected {e:?}"),
-        );
+        let again = h.run(Locate::new(LocateQuery::Key("k".into())), |e| {
+            panic!("unexpected {e:?}")
+        });
         assert_eq!(again.unwrap().id, 2);
     }
 }

@@ -4,12 +4,14 @@
 //! shared-state lock (never held across an await), starts each effect as a future, and feeds
 //! outcomes back as they complete, so a multi-region operation's requests run concurrently.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tikv_core::machine::{Cx, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
+use tikv_core::backoff::{Backoffer, budget};
+use tikv_core::machine::{Cx, Detached, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
 use tikv_core::{Config, Delivery, Error, RegionCache, Rng, StoreCache, Target, TikvRequest};
+use tracing::debug;
 
 /// A seed when the configuration gives none: std's per-process random hash keys (jitter only
 /// needs different clients to differ).
@@ -32,7 +34,7 @@ pub struct Shared {
     pub regions: RegionCache,
     /// Store cache.
     pub stores: StoreCache,
-    /// Random generator (backoff jitter, cache TTL jitter).
+    /// The client's random generator; each operation forks its own from it.
     pub rng: Rng,
 }
 
@@ -113,23 +115,34 @@ impl<R: Runtime> ClientContext<R> {
         ))
     }
 
-    /// Runs `f` with a context over the shared state, holding its lock only for the call.
-    fn with_cx<T>(&self, ids: &mut u64, f: impl FnOnce(&mut Cx<'_>) -> T) -> T {
+    /// Runs `f` with a context over the shared caches, holding their lock only for the call;
+    /// `op` is the operation's own state (ids, RNG, fallback budget).
+    fn with_cx<T>(&self, op: &mut OpState, f: impl FnOnce(&mut Cx<'_>) -> T) -> T {
         let mut shared = self.shared();
         let Shared {
-            regions,
-            stores,
-            rng,
+            regions, stores, ..
         } = &mut *shared;
         let mut cx = Cx {
             now: self.runtime.now(),
-            rng,
+            rng: &mut op.rng,
             config: &self.config,
             regions,
             stores,
-            ids,
+            ids: &mut op.ids,
+            backoff: &mut op.backoff,
         };
         f(&mut cx)
+    }
+
+    /// The state of a new operation: its RNG forked from the client's, so that what runs
+    /// beside it does not change its draws.
+    fn start_op(&self) -> OpState {
+        let rng = self.shared().rng.fork();
+        OpState {
+            ids: 0,
+            rng,
+            backoff: Backoffer::new("operation", self.config.budget(budget::RAWKV)),
+        }
     }
 
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -141,15 +154,26 @@ impl<R: Runtime> ClientContext<R> {
     }
 }
 
-/// Runs `machine` to completion.
-pub async fn run<R: Runtime, M: Machine>(ctx: &ClientContext<R>, mut machine: M) -> M::Output {
-    let mut ids = 0u64;
+/// What one operation owns while it runs.
+struct OpState {
+    ids: u64,
+    rng: Rng,
+    /// The budget of machines that do not bring their own (top-level operations wrap
+    /// themselves in `Budgeted`).
+    backoff: Backoffer,
+}
+
+/// Runs `machine` to completion. Background tasks it spawns run on the runtime, each until it
+/// finishes or the client is dropped.
+pub async fn run<R: Runtime, M: Machine>(ctx: &Arc<ClientContext<R>>, mut machine: M) -> M::Output {
+    let mut op = ctx.start_op();
     let mut inflight: FuturesUnordered<BoxFuture<'_, (EffectId, Outcome)>> =
         FuturesUnordered::new();
     loop {
-        let step = ctx.with_cx(&mut ids, |cx| {
+        let step = ctx.with_cx(&mut op, |cx| {
             loop {
                 match machine.poll(cx) {
+                    Step::Effect(Effect::Spawn { task, .. }) => spawn(ctx, task),
                     Step::Effect(effect) => inflight.push(Box::pin(execute(ctx, effect))),
                     Step::Wait => return None,
                     Step::Done(output) => return Some(output),
@@ -165,7 +189,56 @@ pub async fn run<R: Runtime, M: Machine>(ctx: &ClientContext<R>, mut machine: M)
             // check it).
             unreachable!("machine is waiting with no effect outstanding");
         };
-        ctx.with_cx(&mut ids, |cx| machine.handle(cx, id, outcome));
+        ctx.with_cx(&mut op, |cx| machine.handle(cx, id, outcome));
+    }
+}
+
+/// Runs a detached machine as a task of its own. It holds the client only weakly between
+/// steps: once every handle of the client is gone, the task stops at its next step (effects
+/// already in flight finish first, as they hold the client while they run).
+fn spawn<R: Runtime>(ctx: &Arc<ClientContext<R>>, task: Detached) {
+    let weak = Arc::downgrade(ctx);
+    ctx.runtime.spawn(run_detached(weak, task));
+}
+
+async fn run_detached<R: Runtime>(client: Weak<ClientContext<R>>, mut machine: Detached) {
+    let name = machine.name();
+    let Some(ctx) = client.upgrade() else {
+        return;
+    };
+    let mut op = ctx.start_op();
+    drop(ctx);
+    let mut inflight: FuturesUnordered<BoxFuture<'static, (EffectId, Outcome)>> =
+        FuturesUnordered::new();
+    loop {
+        let Some(ctx) = client.upgrade() else {
+            debug!(task = name, "client closed; background task stops");
+            return;
+        };
+        let done = ctx.with_cx(&mut op, |cx| {
+            loop {
+                match machine.poll(cx) {
+                    Step::Effect(Effect::Spawn { task, .. }) => spawn(&ctx, task),
+                    Step::Effect(effect) => {
+                        let ctx = ctx.clone();
+                        inflight.push(Box::pin(async move { execute(&ctx, effect).await }));
+                    }
+                    Step::Wait => return false,
+                    Step::Done(()) => return true,
+                }
+            }
+        });
+        drop(ctx);
+        if done {
+            return;
+        }
+        let Some((id, outcome)) = inflight.next().await else {
+            unreachable!("background task is waiting with no effect outstanding");
+        };
+        let Some(ctx) = client.upgrade() else {
+            return;
+        };
+        ctx.with_cx(&mut op, |cx| machine.handle(cx, id, outcome));
     }
 }
 
@@ -190,6 +263,8 @@ async fn execute<R: Runtime>(ctx: &ClientContext<R>, effect: Effect) -> (EffectI
             ctx.runtime.sleep(duration).await;
             Outcome::Slept
         }
+        // Taken out by the run loops before an effect reaches here.
+        Effect::Spawn { .. } => Outcome::Slept,
     };
     (id, outcome)
 }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tikv_core::backoff::{Backoffer, budget};
+use tikv_core::machine::Budgeted;
 use tikv_core::raw::KvPair;
 use tikv_core::txn::{
     Committer, Mutation, SnapshotBatchGet, SnapshotGet, SnapshotScan, WriteBuffer,
@@ -159,7 +160,7 @@ impl<R: Runtime> Snapshot<R> {
 }
 
 async fn snapshot_scan<R: Runtime>(
-    ctx: &ClientContext<R>,
+    ctx: &Arc<ClientContext<R>>,
     ts: Timestamp,
     range: KeyRange,
     limit: u32,
@@ -171,24 +172,21 @@ async fn snapshot_scan<R: Runtime>(
         )));
     }
     let backoff = Backoffer::new("scan", ctx.config.budget(budget::SCAN));
-    run(
-        ctx,
-        SnapshotScan::new(ts, range, limit, false, reverse, backoff),
-    )
-    .await
+    let scan = SnapshotScan::new(ts, range, limit, false, reverse);
+    run(ctx, Budgeted::new(backoff, scan)).await
 }
 
 async fn snapshot_get<R: Runtime>(
-    ctx: &ClientContext<R>,
+    ctx: &Arc<ClientContext<R>>,
     ts: Timestamp,
     key: Key,
 ) -> Result<Option<Bytes>> {
     let backoff = Backoffer::new("get", ctx.config.budget(budget::GET));
-    run(ctx, SnapshotGet::new(key, ts, backoff)).await
+    run(ctx, Budgeted::new(backoff, SnapshotGet::new(key, ts))).await
 }
 
 async fn snapshot_batch_get<R: Runtime>(
-    ctx: &ClientContext<R>,
+    ctx: &Arc<ClientContext<R>>,
     ts: Timestamp,
     keys: Vec<Key>,
 ) -> Result<Vec<KvPair>> {
@@ -196,11 +194,8 @@ async fn snapshot_batch_get<R: Runtime>(
         return Ok(Vec::new());
     }
     let backoff = Backoffer::new("batch get", ctx.config.budget(budget::BATCH_GET));
-    run(
-        ctx,
-        SnapshotBatchGet::new(keys, ts, ctx.config.raw_batch_pair_count, backoff),
-    )
-    .await
+    let get = SnapshotBatchGet::new(keys, ts, ctx.config.raw_batch_pair_count);
+    run(ctx, Budgeted::new(backoff, get)).await
 }
 
 /// An optimistic transaction: reads at its start timestamp, writes buffered until `commit`.

@@ -9,11 +9,10 @@
 //! use tikv_core::machine::{Effect, Outcome};
 //! use tikv_core::request::{Locate};
 //! use tikv_core::testing::{Harness, region};
-//! use tikv_core::{Backoffer, LocateQuery};
-//! use std::time::Duration;
+//! use tikv_core::LocateQuery;
 //!
 //! let mut h = Harness::new(7);
-//! let locate = Locate::new(LocateQuery::Key("k".into()), Backoffer::new("test", Duration::from_secs(1)));
+//! let locate = Locate::new(LocateQuery::Key("k".into()));
 //! let found = h.run(locate, |effect| match effect {
 //!     Effect::Locate { .. } => Outcome::Located(Ok(Some(region(1, "", "", &[1])))),
 //!     other => panic!("unexpected {other:?}"),
@@ -24,9 +23,10 @@
 
 use std::time::Duration;
 
+use crate::backoff::{Backoffer, budget};
 use crate::config::Config;
 use crate::key::KeyRange;
-use crate::machine::{Cx, Effect, Machine, Outcome, Step};
+use crate::machine::{Cx, Detached, Effect, Machine, Outcome, Step};
 use crate::region::{Peer, PeerRole, Region, RegionEpoch, Store, StoreState};
 use crate::region_cache::RegionCache;
 use crate::rng::Rng;
@@ -45,9 +45,22 @@ pub struct Harness {
     pub regions: RegionCache,
     /// The store cache.
     pub stores: StoreCache,
-    /// Every effect executed so far, in order.
+    /// The budget machines run within unless they bring their own ([`crate::machine::Budgeted`]);
+    /// 20 s, like a RawKV operation.
+    pub backoff: Backoffer,
+    /// Every effect executed so far, in order (spawned tasks' effects included; a `Spawn`
+    /// itself is recorded too, with its task already taken out to run).
     pub effects: Vec<Effect>,
+    /// The names of the background tasks machines spawned, in order.
+    pub spawned: Vec<&'static str>,
     ids: u64,
+}
+
+/// A background task the harness runs beside the machine under test.
+struct Task {
+    machine: Detached,
+    pending: Vec<Effect>,
+    done: bool,
 }
 
 impl Harness {
@@ -60,7 +73,9 @@ impl Harness {
             regions: RegionCache::new(config.region_cache_ttl, config.region_cache_ttl_jitter),
             stores: StoreCache::new(),
             config,
+            backoff: Backoffer::new("test", budget::RAWKV),
             effects: Vec::new(),
+            spawned: Vec::new(),
             ids: 0,
         }
     }
@@ -92,55 +107,136 @@ impl Harness {
             regions: &mut self.regions,
             stores: &mut self.stores,
             ids: &mut self.ids,
+            backoff: &mut self.backoff,
         }
     }
 
     /// Runs `machine` to completion, answering each effect with `respond` (sleeps are answered
-    /// by the harness itself, advancing the clock). Panics if the machine waits with nothing
-    /// outstanding, or takes more than 10 000 effects (a livelock in a test).
+    /// by the harness itself, advancing the clock). Background tasks the machine spawns run
+    /// beside it and are driven to completion too before this returns. Effects are answered
+    /// one at a time in the order they were issued, the machine's first. Panics if a machine
+    /// waits with nothing outstanding, or after 10 000 effects (a livelock in a test).
     pub fn run<M: Machine>(
         &mut self,
         mut machine: M,
         mut respond: impl FnMut(&Effect) -> Outcome,
     ) -> M::Output {
         let mut pending: Vec<Effect> = Vec::new();
+        let mut tasks: Vec<Task> = Vec::new();
+        let mut output = None;
         loop {
-            loop {
-                let mut cx = self.cx();
-                match machine.poll(&mut cx) {
-                    Step::Effect(e) => pending.push(e),
-                    Step::Wait => break,
-                    Step::Done(out) => return out,
+            if output.is_none() {
+                loop {
+                    let mut cx = self.cx();
+                    match machine.poll(&mut cx) {
+                        Step::Effect(e) => self.issue(e, &mut pending, &mut tasks),
+                        Step::Wait => break,
+                        Step::Done(out) => {
+                            output = Some(out);
+                            break;
+                        }
+                    }
                 }
             }
-            assert!(
-                !pending.is_empty(),
-                "machine waits with no outstanding effect"
-            );
+            for i in 0..tasks.len() {
+                while !tasks[i].done {
+                    let mut cx = self.cx();
+                    match tasks[i].machine.poll(&mut cx) {
+                        Step::Effect(e) => {
+                            let mut own = std::mem::take(&mut tasks[i].pending);
+                            self.issue(e, &mut own, &mut tasks);
+                            tasks[i].pending = own;
+                        }
+                        Step::Wait => break,
+                        Step::Done(()) => tasks[i].done = true,
+                    }
+                }
+            }
             assert!(
                 self.effects.len() < 10_000,
                 "machine did not finish within 10 000 effects"
             );
-            // Answer in issue order; tests that need reordering script it themselves.
-            let effect = pending.remove(0);
-            let outcome = match &effect {
-                Effect::Sleep { duration, .. } => {
-                    self.now += *duration;
-                    Outcome::Slept
-                }
-                other => respond(other),
+            // The machine first, then each task, one effect at a time.
+            if output.is_none() {
+                assert!(
+                    !pending.is_empty(),
+                    "machine waits with no outstanding effect"
+                );
+                let effect = pending.remove(0);
+                let (id, outcome) = self.answer(effect, &mut respond);
+                let mut cx = self.cx();
+                machine.handle(&mut cx, id, outcome);
+                continue;
+            }
+            let Some(task) = tasks.iter_mut().find(|t| !t.done) else {
+                // Only reached with the output set.
+                return output.expect("the machine finished");
             };
-            let id = effect.id();
-            self.effects.push(effect);
+            assert!(
+                !task.pending.is_empty(),
+                "spawned task waits with no outstanding effect"
+            );
+            let effect = task.pending.remove(0);
+            let (id, outcome) = self.answer(effect, &mut respond);
             let mut cx = self.cx();
-            machine.handle(&mut cx, id, outcome);
+            task.machine.handle(&mut cx, id, outcome);
         }
+    }
+
+    /// Queues an effect for answering, or starts a spawned task.
+    fn issue(&mut self, effect: Effect, pending: &mut Vec<Effect>, tasks: &mut Vec<Task>) {
+        match effect {
+            Effect::Spawn { id, task } => {
+                self.spawned.push(task.name());
+                // Recorded with a finished stand-in: the real task runs below.
+                let name = task.name();
+                tasks.push(Task {
+                    machine: task,
+                    pending: Vec::new(),
+                    done: false,
+                });
+                self.effects.push(Effect::Spawn {
+                    id,
+                    task: Detached::new(name, Backoffer::new(name, Duration::ZERO), Finished),
+                });
+            }
+            other => pending.push(other),
+        }
+    }
+
+    /// Answers one effect (sleeps by advancing the clock) and records it.
+    fn answer(
+        &mut self,
+        effect: Effect,
+        respond: &mut impl FnMut(&Effect) -> Outcome,
+    ) -> (crate::machine::EffectId, Outcome) {
+        let outcome = match &effect {
+            Effect::Sleep { duration, .. } => {
+                self.now += *duration;
+                Outcome::Slept
+            }
+            other => respond(other),
+        };
+        let id = effect.id();
+        self.effects.push(effect);
+        (id, outcome)
     }
 
     /// Total time the machine slept (the clock's advance).
     pub fn slept(&self) -> Duration {
         self.now.since_origin()
     }
+}
+
+/// A task that is already done (stands in for a spawned task in [`Harness::effects`]).
+struct Finished;
+
+impl Machine for Finished {
+    type Output = ();
+    fn poll(&mut self, _: &mut Cx<'_>) -> Step<()> {
+        Step::Done(())
+    }
+    fn handle(&mut self, _: &mut Cx<'_>, _: crate::machine::EffectId, _: Outcome) {}
 }
 
 /// A region `[start, end)` at epoch (1, 1) with one voter peer per listed store (peer id

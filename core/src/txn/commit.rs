@@ -19,8 +19,9 @@ use crate::backoff::{BackoffKind, Backoffer, budget};
 use crate::config::Config;
 use crate::error::Error;
 use crate::key::Key;
-use crate::machine::{Cx, Effect, EffectId, Machine, Outcome, Step};
+use crate::machine::{Cx, Detached, Effect, EffectId, Machine, Map, Outcome, Step};
 use crate::plan::{BatchLimits, BatchPlan, MultiKey, SingleKey};
+use crate::ready;
 use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
 use crate::timestamp::Timestamp;
@@ -116,18 +117,33 @@ impl BatchPlan for KeysPlan {
     }
 }
 
+/// What to do after a backoff sleep.
+#[derive(Debug)]
+enum AfterSleep {
+    /// Prewrite these items again (their locks were alive).
+    Prewrite(Vec<Item>),
+    /// Ask TSO again (it failed).
+    CommitTs,
+}
+
 // Sub-machines are boxed to keep the state small.
 #[derive(Debug)]
 enum State {
-    StartPrewrite(Vec<(Key, Mutation)>),
+    StartPrewrite(Vec<Item>),
     Prewriting(Box<MultiKey<PrewritePlan>>),
-    Resolving(Box<ResolveLocks>, Vec<(Key, Mutation)>),
-    WaitBeforeRetry(Resolved, Vec<(Key, Mutation)>),
-    Sleeping(EffectId, Vec<(Key, Mutation)>),
+    Resolving(Box<ResolveLocks>, Vec<Item>),
+    WaitBeforeRetry(Resolved, Vec<Item>),
+    Sleeping(EffectId, AfterSleep),
     NeedCommitTs,
     GettingCommitTs(EffectId),
+    /// TSO failed after a successful prewrite: back off within the commit budget (the locks
+    /// are in place and still valid), then ask again.
+    CommitTsFailed(Box<Error>),
     CommittingPrimary(Box<SingleKey>),
-    CommittingSecondaries(Box<MultiKey<KeysPlan>>),
+    /// The primary is committed: hand the secondaries to a background task, then report.
+    SpawnSecondaries,
+    /// Committed at `commit_ts`: report it.
+    Committed,
     RollingBack(Box<MultiKey<KeysPlan>>, Box<Error>),
     Done,
 }
@@ -141,8 +157,14 @@ pub struct Committer {
     lock_ttl: u64,
     txn_size: u64,
     commit_ts: Timestamp,
+    /// Prewriting, resolving the locks it meets and waiting for them share one budget.
     prewrite_backoff: Backoffer,
+    /// Getting the commit timestamp and committing the primary.
     commit_backoff: Backoffer,
+    /// Rolling back after a failure.
+    cleanup_backoff: Backoffer,
+    /// For the background secondary commit.
+    secondary_budget: Duration,
     limits: BatchLimits,
     write_options: RpcOptions,
     /// Whether the first prewrite asks for 1PC.
@@ -170,6 +192,8 @@ impl Committer {
             commit_ts: Timestamp::ZERO,
             prewrite_backoff: Backoffer::new("prewrite", config.budget(budget::PREWRITE)),
             commit_backoff: Backoffer::new("commit", config.budget(budget::COMMIT)),
+            cleanup_backoff: Backoffer::new("rollback", config.budget(budget::CLEANUP)),
+            secondary_budget: config.budget(budget::COMMIT_SECONDARY),
             limits: BatchLimits {
                 max_items: usize::MAX,
                 max_bytes: COMMIT_BATCH_SIZE,
@@ -193,20 +217,14 @@ impl Committer {
             start_ts: self.start_ts,
             commit_ts: None,
         };
-        let backoff = Backoffer::new("rollback", budget::CLEANUP);
-        let m = MultiKey::new(
-            plan,
-            self.keys.clone(),
-            self.limits_for_keys(),
-            self.write_options,
-            backoff,
-        );
+        // Keys only: client-go sizes these batches by key bytes too.
+        let m = MultiKey::new(plan, self.keys.clone(), self.limits, self.write_options);
         self.state = State::RollingBack(Box::new(m), Box::new(error));
     }
 
-    fn limits_for_keys(&self) -> BatchLimits {
-        // Keys only: client-go sizes these batches by key bytes too.
-        self.limits
+    fn finish(&mut self, result: Result<Timestamp, Error>) -> Step<Result<Timestamp, Error>> {
+        self.state = State::Done;
+        Step::Done(result)
     }
 
     /// Reads the prewrite replies: locks to resolve (and the items to prewrite again), or the
@@ -215,10 +233,11 @@ impl Committer {
         let mut locks = Vec::new();
         let mut retry = Vec::new();
         for (items, reply) in replies {
+            let first = items.first().map(|(k, _)| k.clone()).unwrap_or_default();
             let TikvResponse::KvPrewrite(r) = reply else {
                 return Err(Error::KeyError {
-                    key: Key::EMPTY,
-                    message: "unexpected reply to KvPrewrite".into(),
+                    key: first,
+                    message: format!("prewrite answered with {}", reply.method_name()),
                 });
             };
             let mut batch_locked = false;
@@ -231,7 +250,7 @@ impl Committer {
                     KeyErrorKind::Fail(e) => return Err(e),
                     other => {
                         return Err(Error::KeyError {
-                            key: Key::EMPTY,
+                            key: first,
                             message: format!("prewrite: {other:?}"),
                         });
                     }
@@ -244,6 +263,99 @@ impl Committer {
         }
         Ok((locks, retry))
     }
+
+    fn after_prewrite(&mut self, result: Result<Vec<(Vec<Item>, TikvResponse)>, Error>) {
+        let replies = match result {
+            Ok(replies) => replies,
+            Err(e) => return self.rollback(e),
+        };
+        if let Some(commit_ts) = one_pc_commit_ts(&replies) {
+            // Committed at prewrite: no locks to commit.
+            self.commit_ts = commit_ts;
+            self.state = State::Committed;
+            return;
+        }
+        // A 1PC attempt that TiKV declined left ordinary locks: carry on with 2PC.
+        match self.prewrite_results(replies) {
+            Ok((locks, _)) if locks.is_empty() => self.state = State::NeedCommitTs,
+            Ok((locks, retry)) => {
+                let resolver = ResolveLocks::new(locks, self.start_ts);
+                self.state = State::Resolving(Box::new(resolver), retry);
+            }
+            Err(e) => self.rollback(e),
+        }
+    }
+
+    /// The primary commit's reply decides the transaction.
+    fn after_primary(&mut self, result: Result<TikvResponse, Error>) -> Option<Error> {
+        let reply = match result {
+            Ok(TikvResponse::KvCommit(r)) => r,
+            Ok(other) => {
+                self.rollback(Error::KeyError {
+                    key: self.primary.clone(),
+                    message: format!("commit answered with {}", other.method_name()),
+                });
+                return None;
+            }
+            // A lost reply leaves the outcome unknown: report it, never guess.
+            Err(e @ Error::Undetermined { .. }) => return Some(e),
+            Err(e) => {
+                self.rollback(e);
+                return None;
+            }
+        };
+        match reply.error.as_ref().map(|e| key_error(e, self.start_ts)) {
+            None => self.state = State::SpawnSecondaries,
+            // The commit timestamp is too old for a lock that was pushed: take a newer one and
+            // commit again.
+            Some(KeyErrorKind::CommitTsExpired { .. }) => self.state = State::NeedCommitTs,
+            Some(KeyErrorKind::Fail(e @ Error::TxnAborted { .. })) => return Some(e),
+            Some(KeyErrorKind::Fail(e)) => self.rollback(e),
+            Some(other) => self.rollback(Error::KeyError {
+                key: self.primary.clone(),
+                message: format!("commit: {other:?}"),
+            }),
+        }
+        None
+    }
+
+    /// The background task committing the secondaries, if there are any.
+    fn secondaries(&self) -> Option<Detached> {
+        let secondaries: Vec<Key> = self
+            .keys
+            .iter()
+            .filter(|k| **k != self.primary)
+            .cloned()
+            .collect();
+        if secondaries.is_empty() {
+            return None;
+        }
+        let plan = KeysPlan {
+            start_ts: self.start_ts,
+            commit_ts: Some(self.commit_ts),
+        };
+        let m = MultiKey::new(plan, secondaries, self.limits, self.write_options);
+        // Committed at the primary; secondary locks left behind resolve to committed.
+        let task = Map::new(m, |_| ());
+        let backoff = Backoffer::new("commit secondaries", self.secondary_budget);
+        Some(Detached::new("commit secondaries", backoff, task))
+    }
+
+    fn primary_commit(&self) -> SingleKey {
+        let request = TikvRequest::KvCommit(kvrpcpb::CommitRequest {
+            start_version: self.start_ts.as_u64(),
+            commit_version: self.commit_ts.as_u64(),
+            keys: vec![self.primary.to_bytes()],
+            primary_key: self.primary.to_bytes(),
+            ..Default::default()
+        });
+        // Not idempotent for the caller: a lost reply is Undetermined.
+        let options = RpcOptions {
+            idempotent: false,
+            max_execution: self.write_options.max_execution,
+        };
+        SingleKey::new(self.primary.clone(), request, options)
+    }
 }
 
 impl Machine for Committer {
@@ -251,12 +363,13 @@ impl Machine for Committer {
 
     fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
         loop {
-            match std::mem::replace(&mut self.state, State::Done) {
-                State::Done => return Step::Wait,
+            match &mut self.state {
+                State::Done | State::Sleeping(..) | State::GettingCommitTs(_) => return Step::Wait,
                 State::StartPrewrite(items) => {
+                    let items = std::mem::take(items);
                     if items.is_empty() && self.keys.is_empty() {
                         // Nothing written: nothing to commit; the start timestamp stands.
-                        return Step::Done(Ok(self.start_ts));
+                        return self.finish(Ok(self.start_ts));
                     }
                     let plan = PrewritePlan {
                         primary: self.primary.clone(),
@@ -267,201 +380,121 @@ impl Machine for Committer {
                         // the keys, and those already prewritten hold locks anyway.
                         try_one_pc: std::mem::take(&mut self.try_one_pc),
                     };
-                    let m = MultiKey::new(
-                        plan,
-                        items,
-                        self.limits,
-                        self.write_options,
-                        self.prewrite_backoff.clone(),
-                    );
+                    let m = MultiKey::new(plan, items, self.limits, self.write_options);
                     self.state = State::Prewriting(Box::new(m));
                 }
-                State::Prewriting(mut m) => match m.poll(cx) {
-                    Step::Done(Ok(replies)) if one_pc_commit_ts(&replies).is_some() => {
-                        // Committed at prewrite: no locks to commit.
-                        return Step::Done(Ok(one_pc_commit_ts(&replies).unwrap_or(self.start_ts)));
-                    }
-                    // A 1PC attempt that TiKV declined left ordinary locks: carry on with 2PC.
-                    Step::Done(Ok(replies)) => match self.prewrite_results(replies) {
-                        Ok((locks, _)) if locks.is_empty() => self.state = State::NeedCommitTs,
-                        Ok((locks, retry)) => {
-                            let resolver = ResolveLocks::new(
-                                locks,
-                                self.start_ts,
-                                self.prewrite_backoff.clone(),
-                            );
-                            self.state = State::Resolving(Box::new(resolver), retry);
+                State::Prewriting(m) => {
+                    let result = ready!(m.poll(&mut cx.with_backoff(&mut self.prewrite_backoff)));
+                    self.after_prewrite(result);
+                }
+                State::Resolving(m, retry) => {
+                    let result = ready!(m.poll(&mut cx.with_backoff(&mut self.prewrite_backoff)));
+                    let retry = std::mem::take(retry);
+                    match result {
+                        Ok(resolved) if resolved.alive == 0 => {
+                            self.state = State::StartPrewrite(retry)
                         }
+                        Ok(resolved) => self.state = State::WaitBeforeRetry(resolved, retry),
                         Err(e) => self.rollback(e),
-                    },
-                    Step::Done(Err(e)) => self.rollback(e),
-                    other => {
-                        self.state = State::Prewriting(m);
-                        return other.forward();
                     }
-                },
-                State::Resolving(mut m, retry) => match m.poll(cx) {
-                    Step::Done(Ok(resolved)) if resolved.alive == 0 => {
-                        self.state = State::StartPrewrite(retry)
-                    }
-                    Step::Done(Ok(resolved)) => {
-                        self.state = State::WaitBeforeRetry(resolved, retry)
-                    }
-                    Step::Done(Err(e)) => self.rollback(e),
-                    other => {
-                        self.state = State::Resolving(m, retry);
-                        return other.forward();
-                    }
-                },
+                }
                 State::WaitBeforeRetry(resolved, retry) => {
                     let cap = Duration::from_millis(resolved.wait_ms.max(1));
                     let why = Error::KeyError {
-                        key: Key::EMPTY,
+                        key: retry.first().map(|(k, _)| k.clone()).unwrap_or_default(),
                         message: format!(
                             "{} key(s) locked by running transactions",
                             resolved.alive
                         ),
                     };
-                    match self.prewrite_backoff.next_sleep_capped(
-                        BackoffKind::TxnLock,
-                        Some(cap),
-                        &why,
-                        cx.rng,
-                    ) {
-                        Ok(duration) => {
-                            let id = cx.next_id();
-                            self.state = State::Sleeping(id, retry);
-                            return Step::Effect(Effect::Sleep { id, duration });
+                    let retry = std::mem::take(retry);
+                    let mut cx = cx.with_backoff(&mut self.prewrite_backoff);
+                    match cx.backoff_sleep(BackoffKind::TxnLock, Some(cap), &why) {
+                        Ok(sleep) => {
+                            self.state = State::Sleeping(sleep.id(), AfterSleep::Prewrite(retry));
+                            return Step::Effect(sleep);
                         }
                         Err(e) => self.rollback(e),
                     }
-                }
-                State::Sleeping(id, retry) => {
-                    self.state = State::Sleeping(id, retry);
-                    return Step::Wait;
                 }
                 State::NeedCommitTs => {
                     let id = cx.next_id();
                     self.state = State::GettingCommitTs(id);
                     return Step::Effect(Effect::Tso { id, count: 1 });
                 }
-                State::GettingCommitTs(id) => {
-                    self.state = State::GettingCommitTs(id);
-                    return Step::Wait;
-                }
-                State::CommittingPrimary(mut m) => match m.poll(cx) {
-                    Step::Done(Ok(TikvResponse::KvCommit(r))) => {
-                        match r.error.as_ref().map(|e| key_error(e, self.start_ts)) {
-                            None => {
-                                let secondaries: Vec<Key> = self
-                                    .keys
-                                    .iter()
-                                    .filter(|k| **k != self.primary)
-                                    .cloned()
-                                    .collect();
-                                if secondaries.is_empty() {
-                                    return Step::Done(Ok(self.commit_ts));
-                                }
-                                let plan = KeysPlan {
-                                    start_ts: self.start_ts,
-                                    commit_ts: Some(self.commit_ts),
-                                };
-                                let backoff = Backoffer::new(
-                                    "commit secondaries",
-                                    cx.config.budget(budget::COMMIT_SECONDARY),
-                                );
-                                let m = MultiKey::new(
-                                    plan,
-                                    secondaries,
-                                    self.limits,
-                                    self.write_options,
-                                    backoff,
-                                );
-                                self.state = State::CommittingSecondaries(Box::new(m));
-                            }
-                            // The commit timestamp is too old for a lock that was pushed: take a
-                            // newer one and commit again.
-                            Some(KeyErrorKind::CommitTsExpired { .. }) => {
-                                self.state = State::NeedCommitTs
-                            }
-                            Some(KeyErrorKind::Fail(e @ Error::TxnAborted { .. })) => {
-                                return Step::Done(Err(e));
-                            }
-                            Some(KeyErrorKind::Fail(e)) => self.rollback(e),
-                            Some(other) => self.rollback(Error::KeyError {
-                                key: self.primary.clone(),
-                                message: format!("commit: {other:?}"),
-                            }),
+                State::CommitTsFailed(error) => {
+                    let error = std::mem::replace(error, Box::new(Error::Cancelled(String::new())));
+                    let mut cx = cx.with_backoff(&mut self.commit_backoff);
+                    match cx.backoff_sleep(BackoffKind::PdRpc, None, &error) {
+                        Ok(sleep) => {
+                            self.state = State::Sleeping(sleep.id(), AfterSleep::CommitTs);
+                            return Step::Effect(sleep);
                         }
+                        Err(e) => self.rollback(e),
                     }
-                    Step::Done(Ok(_)) => self.rollback(Error::KeyError {
-                        key: self.primary.clone(),
-                        message: "unexpected reply to KvCommit".into(),
-                    }),
-                    // A lost reply leaves the outcome unknown: report it, never guess.
-                    Step::Done(Err(e @ Error::Undetermined { .. })) => return Step::Done(Err(e)),
-                    Step::Done(Err(e)) => self.rollback(e),
-                    other => {
-                        self.state = State::CommittingPrimary(m);
-                        return other.forward();
+                }
+                State::CommittingPrimary(m) => {
+                    let result = ready!(m.poll(&mut cx.with_backoff(&mut self.commit_backoff)));
+                    if let Some(e) = self.after_primary(result) {
+                        return self.finish(Err(e));
                     }
-                },
-                State::CommittingSecondaries(mut m) => match m.poll(cx) {
-                    // Committed at the primary; leftover secondary locks resolve to committed.
-                    Step::Done(_) => return Step::Done(Ok(self.commit_ts)),
-                    other => {
-                        self.state = State::CommittingSecondaries(m);
-                        return other.forward();
+                }
+                State::SpawnSecondaries => {
+                    self.state = State::Committed;
+                    if let Some(task) = self.secondaries() {
+                        // The commit is reported on the next poll; the executor polls again at
+                        // once, as a spawn has no outcome to wait for.
+                        let id = cx.next_id();
+                        return Step::Effect(Effect::Spawn { id, task });
                     }
-                },
-                State::RollingBack(mut m, error) => match m.poll(cx) {
+                }
+                State::Committed => return self.finish(Ok(self.commit_ts)),
+                State::RollingBack(m, _) => {
                     // Best effort: locks left behind expire and are rolled back by readers.
-                    Step::Done(_) => return Step::Done(Err(*error)),
-                    other => {
-                        self.state = State::RollingBack(m, error);
-                        return other.forward();
-                    }
-                },
+                    let _ = ready!(m.poll(&mut cx.with_backoff(&mut self.cleanup_backoff)));
+                    let State::RollingBack(_, error) =
+                        std::mem::replace(&mut self.state, State::Done)
+                    else {
+                        return Step::Wait; // matched just above
+                    };
+                    return Step::Done(Err(*error));
+                }
             }
         }
     }
 
     fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
         match &mut self.state {
-            State::Prewriting(m) => m.handle(cx, id, outcome),
-            State::Resolving(m, _) => m.handle(cx, id, outcome),
-            State::Sleeping(want, retry) if *want == id => {
-                self.state = State::StartPrewrite(std::mem::take(retry))
+            State::Prewriting(m) => m.handle(
+                &mut cx.with_backoff(&mut self.prewrite_backoff),
+                id,
+                outcome,
+            ),
+            State::Resolving(m, _) => m.handle(
+                &mut cx.with_backoff(&mut self.prewrite_backoff),
+                id,
+                outcome,
+            ),
+            State::Sleeping(want, then) if *want == id => {
+                self.state = match std::mem::replace(then, AfterSleep::CommitTs) {
+                    AfterSleep::Prewrite(retry) => State::StartPrewrite(retry),
+                    AfterSleep::CommitTs => State::NeedCommitTs,
+                }
             }
             State::GettingCommitTs(want) if *want == id => match outcome {
                 Outcome::Timestamps(Ok(ts)) => {
                     self.commit_ts = ts;
-                    let request = TikvRequest::KvCommit(kvrpcpb::CommitRequest {
-                        start_version: self.start_ts.as_u64(),
-                        commit_version: ts.as_u64(),
-                        keys: vec![self.primary.to_bytes()],
-                        primary_key: self.primary.to_bytes(),
-                        ..Default::default()
-                    });
-                    // Not idempotent for the caller: a lost reply is Undetermined.
-                    let options = RpcOptions {
-                        idempotent: false,
-                        max_execution: self.write_options.max_execution,
-                    };
-                    let m = SingleKey::new(
-                        self.primary.clone(),
-                        request,
-                        options,
-                        self.commit_backoff.clone(),
-                    );
-                    self.state = State::CommittingPrimary(Box::new(m));
+                    self.state = State::CommittingPrimary(Box::new(self.primary_commit()));
                 }
-                Outcome::Timestamps(Err(e)) => self.rollback(e),
+                Outcome::Timestamps(Err(e)) => self.state = State::CommitTsFailed(Box::new(e)),
                 _ => {}
             },
-            State::CommittingPrimary(m) => m.handle(cx, id, outcome),
-            State::CommittingSecondaries(m) => m.handle(cx, id, outcome),
-            State::RollingBack(m, _) => m.handle(cx, id, outcome),
+            State::CommittingPrimary(m) => {
+                m.handle(&mut cx.with_backoff(&mut self.commit_backoff), id, outcome)
+            }
+            State::RollingBack(m, _) => {
+                m.handle(&mut cx.with_backoff(&mut self.cleanup_backoff), id, outcome)
+            }
             _ => {}
         }
     }

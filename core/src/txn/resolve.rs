@@ -15,10 +15,11 @@ use std::collections::{BTreeMap, VecDeque};
 
 use tikv_proto::kvrpcpb;
 
-use crate::backoff::Backoffer;
+use crate::backoff::BackoffKind;
 use crate::error::Error;
 use crate::machine::{Cx, Effect, EffectId, Machine, Outcome, Step};
 use crate::plan::SingleKey;
+use crate::ready;
 use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
 use crate::timestamp::Timestamp;
@@ -41,9 +42,11 @@ enum State {
     NeedTs,
     WaitingTs(EffectId),
     Next,
+    /// TSO failed: back off `pdRPC` within the budget and ask again.
+    TsoFailed(Box<Error>),
+    SleepingBeforeTs(EffectId),
     Checking(Box<SingleKey>, Lock),
-    Resolving(Box<SingleKey>),
-    Failed(Box<Error>),
+    Resolving(Box<SingleKey>, Lock),
     Done,
 }
 
@@ -54,20 +57,19 @@ pub struct ResolveLocks {
     caller_start_ts: Timestamp,
     current_ts: Timestamp,
     statuses: BTreeMap<Timestamp, TxnStatus>,
-    backoff: Backoffer,
     result: Resolved,
     state: State,
 }
 
 impl ResolveLocks {
-    /// Resolves `locks` (duplicates and locks of one transaction are handled once).
-    pub fn new(locks: Vec<Lock>, caller_start_ts: Timestamp, backoff: Backoffer) -> Self {
+    /// Resolves `locks` (duplicates and locks of one transaction are handled once), retrying
+    /// within the context's budget.
+    pub fn new(locks: Vec<Lock>, caller_start_ts: Timestamp) -> Self {
         ResolveLocks {
             locks: locks.into(),
             caller_start_ts,
             current_ts: Timestamp::ZERO,
             statuses: BTreeMap::new(),
-            backoff,
             result: Resolved::default(),
             state: State::NeedTs,
         }
@@ -97,13 +99,8 @@ impl ResolveLocks {
             keys: vec![lock.key.to_bytes()],
             ..Default::default()
         });
-        let machine = SingleKey::new(
-            lock.key.clone(),
-            request,
-            RpcOptions::READ,
-            self.backoff.clone(),
-        );
-        self.state = State::Resolving(Box::new(machine));
+        let machine = SingleKey::new(lock.key.clone(), request, RpcOptions::READ);
+        self.state = State::Resolving(Box::new(machine), lock);
     }
 
     fn check(&mut self, lock: Lock) {
@@ -117,12 +114,7 @@ impl ResolveLocks {
             rollback_if_not_exist: lock.expired(self.current_ts),
             ..Default::default()
         });
-        let machine = SingleKey::new(
-            lock.primary.clone(),
-            request,
-            RpcOptions::READ,
-            self.backoff.clone(),
-        );
+        let machine = SingleKey::new(lock.primary.clone(), request, RpcOptions::READ);
         self.state = State::Checking(Box::new(machine), lock);
     }
 
@@ -159,80 +151,77 @@ impl ResolveLocks {
     }
 }
 
+impl ResolveLocks {
+    fn finish(&mut self, result: Result<Resolved, Error>) -> Step<Result<Resolved, Error>> {
+        self.state = State::Done;
+        Step::Done(result)
+    }
+}
+
 impl Machine for ResolveLocks {
     type Output = Result<Resolved, Error>;
 
     fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
         loop {
-            match std::mem::replace(&mut self.state, State::Done) {
-                State::Done => return Step::Wait,
-                State::Failed(e) => return Step::Done(Err(*e)),
+            match &mut self.state {
+                State::Done | State::WaitingTs(_) | State::SleepingBeforeTs(_) => {
+                    return Step::Wait;
+                }
                 State::NeedTs => {
                     if self.locks.is_empty() {
-                        return Step::Done(Ok(self.result));
+                        return self.finish(Ok(self.result));
                     }
                     let id = cx.next_id();
                     self.state = State::WaitingTs(id);
                     return Step::Effect(Effect::Tso { id, count: 1 });
                 }
-                waiting @ State::WaitingTs(_) => {
-                    self.state = waiting;
-                    return Step::Wait;
+                State::TsoFailed(error) => {
+                    match cx.backoff_sleep(BackoffKind::PdRpc, None, error) {
+                        Ok(sleep) => {
+                            self.state = State::SleepingBeforeTs(sleep.id());
+                            return Step::Effect(sleep);
+                        }
+                        // Without a current timestamp no lock can be judged.
+                        Err(e) => return self.finish(Err(e)),
+                    }
                 }
                 State::Next => {
                     let Some(lock) = self.locks.pop_front() else {
-                        return Step::Done(Ok(self.result));
+                        return self.finish(Ok(self.result));
                     };
                     match self.statuses.get(&lock.start_ts).copied() {
                         Some(status) => self.act(lock, status),
                         None => self.check(lock),
                     }
                 }
-                State::Checking(mut m, lock) => match m.poll(cx) {
-                    Step::Effect(e) => {
-                        self.state = State::Checking(m, lock);
-                        return Step::Effect(e);
-                    }
-                    Step::Wait => {
-                        self.state = State::Checking(m, lock);
-                        return Step::Wait;
-                    }
-                    Step::Done(Err(e)) => return Step::Done(Err(e)),
-                    Step::Done(Ok(response)) => match self.status(&lock, response) {
+                State::Checking(m, lock) => {
+                    let reply = ready!(m.poll(cx));
+                    let lock = lock.clone();
+                    match reply.and_then(|r| self.status(&lock, r)) {
                         Ok(status) => {
                             self.statuses.insert(lock.start_ts, status);
                             self.act(lock, status);
                         }
-                        Err(e) => return Step::Done(Err(e)),
-                    },
-                },
-                State::Resolving(mut m) => match m.poll(cx) {
-                    Step::Effect(e) => {
-                        self.state = State::Resolving(m);
-                        return Step::Effect(e);
+                        Err(e) => return self.finish(Err(e)),
                     }
-                    Step::Wait => {
-                        self.state = State::Resolving(m);
-                        return Step::Wait;
-                    }
-                    Step::Done(Err(e)) => return Step::Done(Err(e)),
-                    Step::Done(Ok(TikvResponse::KvResolveLock(r))) => {
-                        if let Some(e) = &r.error {
-                            return Step::Done(Err(Error::KeyError {
-                                key: crate::key::Key::EMPTY,
-                                message: format!("ResolveLock: {e:?}"),
-                            }));
-                        }
-                        self.result.cleaned += 1;
-                        self.state = State::Next;
-                    }
-                    Step::Done(Ok(_)) => {
-                        return Step::Done(Err(Error::KeyError {
-                            key: crate::key::Key::EMPTY,
-                            message: "unexpected reply to ResolveLock".into(),
+                }
+                State::Resolving(m, lock) => {
+                    let reply = ready!(m.poll(cx));
+                    let failure = match reply {
+                        Ok(TikvResponse::KvResolveLock(r)) => r.error.map(|e| format!("{e:?}")),
+                        Ok(other) => Some(format!("unexpected reply {}", other.method_name())),
+                        Err(e) => return self.finish(Err(e)),
+                    };
+                    if let Some(message) = failure {
+                        let key = lock.key.clone();
+                        return self.finish(Err(Error::KeyError {
+                            key,
+                            message: format!("ResolveLock: {message}"),
                         }));
                     }
-                },
+                    self.result.cleaned += 1;
+                    self.state = State::Next;
+                }
             }
         }
     }
@@ -244,12 +233,12 @@ impl Machine for ResolveLocks {
                     self.current_ts = ts;
                     self.state = State::Next;
                 }
-                // Without a current timestamp no lock can be judged.
-                Outcome::Timestamps(Err(e)) => self.state = State::Failed(Box::new(e)),
+                Outcome::Timestamps(Err(e)) => self.state = State::TsoFailed(Box::new(e)),
                 _ => {}
             },
+            State::SleepingBeforeTs(want) if *want == id => self.state = State::NeedTs,
             State::Checking(m, _) => m.handle(cx, id, outcome),
-            State::Resolving(m) => m.handle(cx, id, outcome),
+            State::Resolving(m, _) => m.handle(cx, id, outcome),
             _ => {}
         }
     }

@@ -10,12 +10,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tikv_proto::kvrpcpb;
 
-use crate::backoff::{BackoffKind, Backoffer};
+use crate::backoff::BackoffKind;
 use crate::error::Error;
 use crate::key::{Key, KeyRange};
-use crate::machine::{Cx, Effect, EffectId, Machine, Outcome, Step};
+use crate::machine::{Cx, EffectId, Machine, Outcome, Step};
 use crate::plan::{RangePlan, RangeWalk};
 use crate::raw::{ABOVE_ALL_KEYS, KvPair};
+use crate::ready;
 use crate::region::Region;
 use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
@@ -144,20 +145,19 @@ pub struct SnapshotScan {
     limit: u32,
     key_only: bool,
     reverse: bool,
-    backoff: Backoffer,
     pairs: Vec<KvPair>,
     phase: Phase,
 }
 
 impl SnapshotScan {
-    /// A scan of `range` as of `start_ts`.
+    /// A scan of `range` as of `start_ts`, retrying within the context's budget (each region
+    /// step afresh).
     pub fn new(
         start_ts: Timestamp,
         range: KeyRange,
         limit: u32,
         key_only: bool,
         reverse: bool,
-        backoff: Backoffer,
     ) -> Self {
         SnapshotScan {
             start_ts,
@@ -165,7 +165,6 @@ impl SnapshotScan {
             limit,
             key_only,
             reverse,
-            backoff,
             pairs: Vec::new(),
             phase: Phase::Resume,
         }
@@ -181,13 +180,14 @@ impl SnapshotScan {
             locks: Vec::new(),
             resume: None,
         };
-        RangeWalk::new(
-            plan,
-            self.range.clone(),
-            self.reverse,
-            RpcOptions::READ,
-            self.backoff.clone(),
-        )
+        RangeWalk::new(plan, self.range.clone(), self.reverse, RpcOptions::READ)
+    }
+}
+
+impl SnapshotScan {
+    fn finish(&mut self, result: Result<(), Error>) -> Step<Result<Vec<KvPair>, Error>> {
+        self.phase = Phase::Done;
+        Step::Done(result.map(|()| std::mem::take(&mut self.pairs)))
     }
 }
 
@@ -196,68 +196,50 @@ impl Machine for SnapshotScan {
 
     fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
         loop {
-            match std::mem::replace(&mut self.phase, Phase::Done) {
-                Phase::Done => return Step::Wait,
+            match &mut self.phase {
+                Phase::Done | Phase::Sleeping(_) => return Step::Wait,
                 Phase::Resume => {
                     if self.pairs.len() as u32 >= self.limit || self.range.is_empty() {
-                        return Step::Done(Ok(std::mem::take(&mut self.pairs)));
+                        return self.finish(Ok(()));
                     }
                     self.phase = Phase::Walking(Box::new(self.walk()));
                 }
-                Phase::Walking(mut m) => match m.poll(cx) {
-                    Step::Done(Ok(plan)) => {
-                        self.pairs.extend(plan.pairs);
-                        let Some(resume) = plan.resume else {
-                            return Step::Done(Ok(std::mem::take(&mut self.pairs)));
-                        };
-                        // Continue from the locked key, once its lock is dealt with.
-                        self.range = if self.reverse {
-                            KeyRange::new(self.range.start().clone(), resume.next_key())
-                        } else {
-                            KeyRange::new(resume, self.range.end().clone())
-                        };
-                        let resolver =
-                            ResolveLocks::new(plan.locks, self.start_ts, self.backoff.clone());
-                        self.phase = Phase::Resolving(Box::new(resolver));
-                    }
-                    Step::Done(Err(e)) => return Step::Done(Err(e)),
-                    other => {
-                        self.phase = Phase::Walking(m);
-                        return other.forward();
-                    }
-                },
-                Phase::Resolving(mut m) => match m.poll(cx) {
-                    Step::Done(Ok(r)) if r.alive == 0 => self.phase = Phase::Resume,
-                    Step::Done(Ok(r)) => self.phase = Phase::Backoff(r),
-                    Step::Done(Err(e)) => return Step::Done(Err(e)),
-                    other => {
-                        self.phase = Phase::Resolving(m);
-                        return other.forward();
-                    }
+                Phase::Walking(m) => {
+                    let plan = match ready!(m.poll(cx)) {
+                        Ok(plan) => plan,
+                        Err(e) => return self.finish(Err(e)),
+                    };
+                    self.pairs.extend(plan.pairs);
+                    let Some(resume) = plan.resume else {
+                        return self.finish(Ok(()));
+                    };
+                    // Continue from the locked key, once its lock is dealt with.
+                    self.range = if self.reverse {
+                        KeyRange::new(self.range.start().clone(), resume.next_key())
+                    } else {
+                        KeyRange::new(resume, self.range.end().clone())
+                    };
+                    let resolver = ResolveLocks::new(plan.locks, self.start_ts);
+                    self.phase = Phase::Resolving(Box::new(resolver));
+                }
+                Phase::Resolving(m) => match ready!(m.poll(cx)) {
+                    Ok(r) if r.alive == 0 => self.phase = Phase::Resume,
+                    Ok(r) => self.phase = Phase::Backoff(r),
+                    Err(e) => return self.finish(Err(e)),
                 },
                 Phase::Backoff(r) => {
                     let cap = Duration::from_millis(r.wait_ms.max(1));
                     let why = Error::KeyError {
-                        key: Key::EMPTY,
+                        key: self.range.start().clone(),
                         message: format!("{} lock(s) held by running transactions", r.alive),
                     };
-                    match self.backoff.next_sleep_capped(
-                        BackoffKind::TxnLockFast,
-                        Some(cap),
-                        &why,
-                        cx.rng,
-                    ) {
-                        Ok(duration) => {
-                            let id = cx.next_id();
-                            self.phase = Phase::Sleeping(id);
-                            return Step::Effect(Effect::Sleep { id, duration });
+                    match cx.backoff_sleep(BackoffKind::TxnLockFast, Some(cap), &why) {
+                        Ok(sleep) => {
+                            self.phase = Phase::Sleeping(sleep.id());
+                            return Step::Effect(sleep);
                         }
-                        Err(e) => return Step::Done(Err(e)),
+                        Err(e) => return self.finish(Err(e)),
                     }
-                }
-                Phase::Sleeping(id) => {
-                    self.phase = Phase::Sleeping(id);
-                    return Step::Wait;
                 }
             }
         }

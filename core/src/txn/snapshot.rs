@@ -8,12 +8,13 @@
 use bytes::Bytes;
 use tikv_proto::kvrpcpb;
 
-use crate::backoff::{BackoffKind, Backoffer};
+use crate::backoff::BackoffKind;
 use crate::error::Error;
 use crate::key::Key;
-use crate::machine::{Cx, Effect, EffectId, Machine, Outcome, Step};
+use crate::machine::{Cx, EffectId, Machine, Outcome, Step};
 use crate::plan::{BatchLimits, BatchPlan, MultiKey, SingleKey};
 use crate::raw::KvPair;
+use crate::ready;
 use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
 use crate::timestamp::Timestamp;
@@ -48,7 +49,6 @@ fn after_resolve<R>(resolved: Resolved) -> Phase<R> {
 }
 
 fn sleep_step<R, T>(
-    backoff: &mut Backoffer,
     resolved: Resolved,
     cx: &mut Cx<'_>,
     phase: &mut Phase<R>,
@@ -61,32 +61,32 @@ fn sleep_step<R, T>(
             resolved.alive
         ),
     };
-    match backoff.next_sleep_capped(BackoffKind::TxnLockFast, Some(cap), &why, cx.rng) {
-        Ok(duration) => {
-            let id = cx.next_id();
-            *phase = Phase::Sleeping(id);
-            Step::Effect(Effect::Sleep { id, duration })
+    match cx.backoff_sleep(BackoffKind::TxnLockFast, Some(cap), &why) {
+        Ok(sleep) => {
+            *phase = Phase::Sleeping(sleep.id());
+            Step::Effect(sleep)
         }
-        Err(e) => Step::Done(Err(e)),
+        Err(e) => {
+            *phase = Phase::Done;
+            Step::Done(Err(e))
+        }
     }
 }
 
-/// Reads one key at `start_ts`.
+/// Reads one key at `start_ts`, retrying within the context's budget.
 #[derive(Debug)]
 pub struct SnapshotGet {
     key: Key,
     start_ts: Timestamp,
-    backoff: Backoffer,
     phase: Phase<SingleKey>,
 }
 
 impl SnapshotGet {
     /// Reads `key` as of `start_ts`.
-    pub fn new(key: Key, start_ts: Timestamp, backoff: Backoffer) -> Self {
+    pub fn new(key: Key, start_ts: Timestamp) -> Self {
         SnapshotGet {
             key,
             start_ts,
-            backoff,
             phase: Phase::Ready,
         }
     }
@@ -97,12 +97,30 @@ impl SnapshotGet {
             version: self.start_ts.as_u64(),
             ..Default::default()
         });
-        SingleKey::new(
-            self.key.clone(),
-            request,
-            RpcOptions::READ,
-            self.backoff.clone(),
-        )
+        SingleKey::new(self.key.clone(), request, RpcOptions::READ)
+    }
+
+    fn finish<T>(&mut self, result: Result<T, Error>) -> Step<Result<T, Error>> {
+        self.phase = Phase::Done;
+        Step::Done(result)
+    }
+
+    /// What the read's reply means: the value, or a lock to resolve.
+    fn on_reply(&self, reply: TikvResponse) -> Result<Result<Option<Bytes>, Lock>, Error> {
+        let TikvResponse::KvGet(r) = reply else {
+            return Err(unexpected("KvGet"));
+        };
+        match &r.error {
+            None => Ok(Ok((!r.not_found).then_some(r.value))),
+            Some(e) => match key_error(e, self.start_ts) {
+                KeyErrorKind::Locked(lock) => Ok(Err(lock)),
+                KeyErrorKind::Fail(e) => Err(e),
+                other => Err(Error::KeyError {
+                    key: self.key.clone(),
+                    message: format!("{other:?}"),
+                }),
+            },
+        }
     }
 }
 
@@ -111,51 +129,27 @@ impl Machine for SnapshotGet {
 
     fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
         loop {
-            match std::mem::replace(&mut self.phase, Phase::Done) {
-                Phase::Done => return Step::Wait,
+            match &mut self.phase {
+                Phase::Done | Phase::Sleeping(_) => return Step::Wait,
                 Phase::Ready => self.phase = Phase::Reading(Box::new(self.read())),
                 Phase::Backoff(resolved) => {
-                    return sleep_step(&mut self.backoff, resolved, cx, &mut self.phase);
+                    let resolved = *resolved;
+                    return sleep_step(resolved, cx, &mut self.phase);
                 }
-                Phase::Sleeping(id) => {
-                    self.phase = Phase::Sleeping(id);
-                    return Step::Wait;
+                Phase::Reading(m) => {
+                    let reply = ready!(m.poll(cx));
+                    match reply.and_then(|r| self.on_reply(r)) {
+                        Ok(Ok(value)) => return self.finish(Ok(value)),
+                        Ok(Err(lock)) => {
+                            let resolver = ResolveLocks::new(vec![lock], self.start_ts);
+                            self.phase = Phase::Resolving(Box::new(resolver));
+                        }
+                        Err(e) => return self.finish(Err(e)),
+                    }
                 }
-                Phase::Reading(mut m) => match m.poll(cx) {
-                    Step::Done(Ok(TikvResponse::KvGet(r))) => match &r.error {
-                        None => return Step::Done(Ok((!r.not_found).then_some(r.value))),
-                        Some(e) => match key_error(e, self.start_ts) {
-                            KeyErrorKind::Locked(lock) => {
-                                let resolver = ResolveLocks::new(
-                                    vec![lock],
-                                    self.start_ts,
-                                    self.backoff.clone(),
-                                );
-                                self.phase = Phase::Resolving(Box::new(resolver));
-                            }
-                            KeyErrorKind::Fail(e) => return Step::Done(Err(e)),
-                            other => {
-                                return Step::Done(Err(Error::KeyError {
-                                    key: self.key.clone(),
-                                    message: format!("{other:?}"),
-                                }));
-                            }
-                        },
-                    },
-                    Step::Done(Ok(_)) => return Step::Done(Err(unexpected("KvGet"))),
-                    Step::Done(Err(e)) => return Step::Done(Err(e)),
-                    other => {
-                        self.phase = Phase::Reading(m);
-                        return other.forward();
-                    }
-                },
-                Phase::Resolving(mut m) => match m.poll(cx) {
-                    Step::Done(Ok(resolved)) => self.phase = after_resolve(resolved),
-                    Step::Done(Err(e)) => return Step::Done(Err(e)),
-                    other => {
-                        self.phase = Phase::Resolving(m);
-                        return other.forward();
-                    }
+                Phase::Resolving(m) => match ready!(m.poll(cx)) {
+                    Ok(resolved) => self.phase = after_resolve(resolved),
+                    Err(e) => return self.finish(Err(e)),
                 },
             }
         }
@@ -198,7 +192,6 @@ impl BatchPlan for BatchGetPlan {
 #[derive(Debug)]
 pub struct SnapshotBatchGet {
     start_ts: Timestamp,
-    backoff: Backoffer,
     limits: BatchLimits,
     remaining: Vec<Key>,
     found: Vec<KvPair>,
@@ -206,14 +199,14 @@ pub struct SnapshotBatchGet {
 }
 
 impl SnapshotBatchGet {
-    /// Reads `keys` as of `start_ts`, `max_keys` per request.
-    pub fn new(keys: Vec<Key>, start_ts: Timestamp, max_keys: usize, backoff: Backoffer) -> Self {
+    /// Reads `keys` as of `start_ts`, `max_keys` per request, retrying within the context's
+    /// budget.
+    pub fn new(keys: Vec<Key>, start_ts: Timestamp, max_keys: usize) -> Self {
         let mut keys = keys;
         keys.sort();
         keys.dedup();
         SnapshotBatchGet {
             start_ts,
-            backoff,
             limits: BatchLimits {
                 max_items: max_keys.max(1),
                 max_bytes: usize::MAX,
@@ -242,7 +235,7 @@ impl SnapshotBatchGet {
                     KeyErrorKind::Fail(e) => return Err(e),
                     other => {
                         return Err(Error::KeyError {
-                            key: Key::EMPTY,
+                            key: keys.first().cloned().unwrap_or_default(),
                             message: format!("{other:?}"),
                         });
                     }
@@ -278,56 +271,45 @@ impl Machine for SnapshotBatchGet {
 
     fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
         loop {
-            match std::mem::replace(&mut self.phase, Phase::Done) {
-                Phase::Done => return Step::Wait,
+            match &mut self.phase {
+                Phase::Done | Phase::Sleeping(_) => return Step::Wait,
                 Phase::Ready => {
                     if self.remaining.is_empty() {
                         let mut found = std::mem::take(&mut self.found);
                         found.sort();
+                        self.phase = Phase::Done;
                         return Step::Done(Ok(found));
                     }
                     let keys = std::mem::take(&mut self.remaining);
                     let plan = BatchGetPlan {
                         version: self.start_ts.as_u64(),
                     };
-                    let m = MultiKey::new(
-                        plan,
-                        keys,
-                        self.limits,
-                        RpcOptions::READ,
-                        self.backoff.clone(),
-                    );
+                    let m = MultiKey::new(plan, keys, self.limits, RpcOptions::READ);
                     self.phase = Phase::Reading(Box::new(m));
                 }
                 Phase::Backoff(resolved) => {
-                    return sleep_step(&mut self.backoff, resolved, cx, &mut self.phase);
+                    let resolved = *resolved;
+                    return sleep_step(resolved, cx, &mut self.phase);
                 }
-                Phase::Sleeping(id) => {
-                    self.phase = Phase::Sleeping(id);
-                    return Step::Wait;
-                }
-                Phase::Reading(mut m) => match m.poll(cx) {
-                    Step::Done(Ok(replies)) => match self.absorb(replies) {
+                Phase::Reading(m) => {
+                    let replies = ready!(m.poll(cx));
+                    match replies.and_then(|r| self.absorb(r)) {
                         Ok(locks) if locks.is_empty() => self.phase = Phase::Ready,
                         Ok(locks) => {
-                            let resolver =
-                                ResolveLocks::new(locks, self.start_ts, self.backoff.clone());
+                            let resolver = ResolveLocks::new(locks, self.start_ts);
                             self.phase = Phase::Resolving(Box::new(resolver));
                         }
-                        Err(e) => return Step::Done(Err(e)),
-                    },
-                    Step::Done(Err(e)) => return Step::Done(Err(e)),
-                    other => {
-                        self.phase = Phase::Reading(m);
-                        return other.forward();
+                        Err(e) => {
+                            self.phase = Phase::Done;
+                            return Step::Done(Err(e));
+                        }
                     }
-                },
-                Phase::Resolving(mut m) => match m.poll(cx) {
-                    Step::Done(Ok(resolved)) => self.phase = after_resolve(resolved),
-                    Step::Done(Err(e)) => return Step::Done(Err(e)),
-                    other => {
-                        self.phase = Phase::Resolving(m);
-                        return other.forward();
+                }
+                Phase::Resolving(m) => match ready!(m.poll(cx)) {
+                    Ok(resolved) => self.phase = after_resolve(resolved),
+                    Err(e) => {
+                        self.phase = Phase::Done;
+                        return Step::Done(Err(e));
                     }
                 },
             }
