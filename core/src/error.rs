@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::key::Key;
+use crate::pd::PdErrorKind;
 use crate::region::{RegionVerId, StoreId};
 
 /// Where a request was going.
@@ -99,7 +100,7 @@ pub enum Delivery {
 }
 
 /// An error of the TiKV client.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The caller passed something unusable.
@@ -132,14 +133,16 @@ pub enum Error {
         message: String,
     },
 
-    /// PD answered with an error in its response header.
-    #[error("PD {method}: {kind}: {message}")]
+    /// A PD call failed: PD answered with an error, or could not be reached.
+    #[error("PD {method} at {address}: {kind}: {message}")]
     Pd {
         /// The PD method.
         method: &'static str,
-        /// PD's error type name (e.g. `REGION_NOT_FOUND`).
-        kind: String,
-        /// PD's message.
+        /// The PD member asked (or the endpoints tried, comma-separated).
+        address: String,
+        /// Why, by kind.
+        kind: PdErrorKind,
+        /// PD's (or the transport's) message.
         message: String,
     },
 
@@ -265,7 +268,7 @@ impl Error {
             Error::Region { .. } | Error::BackoffExhausted { .. } => true,
             Error::WriteConflict { .. } | Error::TxnAborted { .. } => true,
             Error::KeyExists { .. } => false,
-            Error::Pd { .. } => true,
+            Error::Pd { kind, .. } => kind.is_retryable(),
             Error::InvalidArgument(_)
             | Error::KeyError { .. }
             | Error::Undetermined { .. }

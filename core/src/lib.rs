@@ -17,6 +17,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod key;
 pub mod machine;
+pub mod pd;
 pub mod plan;
 pub mod raw;
 pub mod region;
@@ -37,6 +38,7 @@ pub use config::{ApiVersion, Config, KeyMode};
 pub use error::{Delivery, Error, GrpcCode, Result, Target};
 pub use key::{Key, KeyRange};
 pub use machine::{Cx, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
+pub use pd::{PdErrorKind, PdErrorType};
 pub use region::{
     Peer, PeerRole, Region, RegionEpoch, RegionId, RegionVerId, Store, StoreId, StoreState,
 };

@@ -51,16 +51,34 @@ use crate::timestamp::Timestamp;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EffectId(pub u64);
 
-/// Which region PD should look up.
+/// Which region to look up.
+///
+/// As the question of an [`Effect::Locate`] it is always one PD request: `Key` is
+/// `GetRegion`, `Before` is `GetPrevRegion`, `Id` is `GetRegionByID`. `EndKey` is only asked of
+/// the `Locate` machine, which answers it with those requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LocateQuery {
     /// The region holding this key (`GetRegion`).
     Key(Key),
-    /// The region holding the keys just below this key (`GetPrevRegion` when the key starts
-    /// a region); an empty key means the last region.
+    /// The region holding the keys just below this key: the region of the key unless the key
+    /// starts it, then the previous one; an empty key means the last region.
     EndKey(Key),
+    /// The region just before the one holding this key (`GetPrevRegion`).
+    Before(Key),
     /// The region with this id (`GetRegionByID`).
     Id(RegionId),
+}
+
+impl LocateQuery {
+    /// Whether `region` answers the query (`Before(k)`: the region that ends at `k`).
+    pub fn matches(&self, region: &Region) -> bool {
+        match self {
+            LocateQuery::Key(k) => region.contains(k),
+            LocateQuery::EndKey(k) => region.contains_end_key(k),
+            LocateQuery::Before(k) => !k.is_empty() && region.range.end() == k,
+            LocateQuery::Id(id) => region.id == *id,
+        }
+    }
 }
 
 /// Something a machine needs done.

@@ -484,3 +484,6 @@ impl<P: RangePlan> Machine for RangeWalk<P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -671,11 +671,7 @@ mod tests {
         fn answer(&mut self, effect: &Effect) -> Outcome {
             match effect {
                 Effect::Locate { query, .. } => {
-                    let found = self.regions.iter().find(|r| match query {
-                        crate::machine::LocateQuery::Key(k) => r.contains(k),
-                        crate::machine::LocateQuery::EndKey(k) => r.contains_end_key(k),
-                        crate::machine::LocateQuery::Id(id) => r.id == *id,
-                    });
+                    let found = self.regions.iter().find(|r| query.matches(r));
                     Outcome::Located(Ok(found.cloned()))
                 }
                 Effect::Rpc { request, .. } => {

@@ -15,6 +15,7 @@ use tikv_proto::kvrpcpb;
 use crate::backoff::BackoffKind;
 use crate::config::{ApiVersion, Config};
 use crate::error::{Delivery, Error};
+use crate::key::Key;
 use crate::machine::{Cx, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
 use crate::region::{Peer, PeerRole, Region};
 use crate::region_error::{RegionErrorAction, RoutingState, SentTo, on_region_error};
@@ -373,7 +374,10 @@ impl Machine for RegionRpc {
 #[derive(Debug)]
 enum LocateState {
     Ready,
-    Asking(EffectId),
+    /// Asked PD this question (one PD request).
+    Asking(EffectId, LocateQuery),
+    /// PD's answer leads to another question (the walk of an `EndKey` query).
+    Next(LocateQuery),
     Backoff(BackoffKind, Box<Error>),
     Sleeping(EffectId),
     Finished(Option<Result<Region, Error>>),
@@ -383,8 +387,17 @@ enum LocateState {
 #[derive(Debug)]
 pub struct Locate {
     query: LocateQuery,
+    /// Regions followed so far looking for the last one (an `EndKey` query for +inf).
+    hops: u32,
     state: LocateState,
 }
+
+/// Where the search for the last region starts: PD cannot name "the region holding +inf", so
+/// the walk asks for a very large key and follows region ends until the unbounded one.
+const LAST_REGION_PROBE: [u8; 64] = [0xff; 64];
+
+/// The most region ends followed looking for the last region (regions past 0xff×64 are rare).
+const MAX_LAST_REGION_HOPS: u32 = 64;
 
 impl Locate {
     /// Looks up `query`; PD failures back off `pdRPC` (and "no region" `regionMiss`) within
@@ -392,24 +405,90 @@ impl Locate {
     pub fn new(query: LocateQuery) -> Self {
         Locate {
             query,
+            hops: 0,
             state: LocateState::Ready,
+        }
+    }
+
+    /// The first PD request for the query. `GetRegion`, `GetPrevRegion` and `GetRegionByID`
+    /// each answer one of them directly; an `EndKey` query starts with the region of the key
+    /// itself (client-go's `LocateEndKey`).
+    fn first_question(&self) -> LocateQuery {
+        match &self.query {
+            LocateQuery::EndKey(k) if k.is_empty() => {
+                LocateQuery::Key(Key::from(LAST_REGION_PROBE.to_vec()))
+            }
+            LocateQuery::EndKey(k) => LocateQuery::Key(k.clone()),
+            other => other.clone(),
+        }
+    }
+
+    /// What PD's answer to `asked` means for the query: the region, another question, or
+    /// `None` when PD's view does not cover the query (yet).
+    fn follow(
+        &mut self,
+        asked: &LocateQuery,
+        region: Region,
+    ) -> Option<Result<Region, LocateQuery>> {
+        if self.matches(&region) {
+            return Some(Ok(region));
+        }
+        match (&self.query, asked) {
+            // The key starts its region: the keys below it are in the previous one.
+            (LocateQuery::EndKey(k), LocateQuery::Key(_))
+                if !k.is_empty() && region.range.start() == k =>
+            {
+                Some(Err(LocateQuery::Before(k.clone())))
+            }
+            // Looking for the last region: follow region ends.
+            (LocateQuery::EndKey(k), LocateQuery::Key(_))
+                if k.is_empty() && self.hops < MAX_LAST_REGION_HOPS =>
+            {
+                self.hops += 1;
+                Some(Err(LocateQuery::Key(region.range.end().clone())))
+            }
+            _ => None,
         }
     }
 
     fn cached(&self, cx: &mut Cx<'_>) -> Option<Region> {
         match &self.query {
             LocateQuery::Key(k) => cx.regions.locate_key(k, cx.now, cx.rng).cloned(),
-            LocateQuery::EndKey(k) => cx.regions.locate_end_key(k, cx.now, cx.rng).cloned(),
+            LocateQuery::EndKey(k) | LocateQuery::Before(k) => {
+                cx.regions.locate_end_key(k, cx.now, cx.rng).cloned()
+            }
             LocateQuery::Id(id) => cx.regions.get_by_id(*id, cx.now, cx.rng).cloned(),
         }
     }
 
     fn matches(&self, region: &Region) -> bool {
-        match &self.query {
-            LocateQuery::Key(k) => region.contains(k),
-            LocateQuery::EndKey(k) => region.contains_end_key(k),
-            LocateQuery::Id(id) => region.id == *id,
-        }
+        self.query.matches(region)
+    }
+
+    /// Asks PD one question.
+    fn ask(&mut self, cx: &mut Cx<'_>, question: LocateQuery) -> Step<Result<Region, Error>> {
+        let id = cx.next_id();
+        self.state = LocateState::Asking(id, question.clone());
+        Step::Effect(Effect::Locate {
+            id,
+            query: question,
+        })
+    }
+
+    /// PD has no region there, or one that does not cover the query: its view is moving (a
+    /// split in progress); ask again shortly.
+    fn region_miss(&self, found: Option<Region>) -> LocateState {
+        let e = Error::Pd {
+            method: "GetRegion",
+            address: "PD".into(),
+            kind: crate::pd::PdErrorKind::NotFound,
+            message: format!(
+                "no region for {:?} (got {:?})",
+                self.query,
+                found.map(|r| r.range)
+            ),
+        };
+        LocateState::Backoff(BackoffKind::RegionMiss, Box::new(e))
     }
 }
 
@@ -422,7 +501,7 @@ impl Machine for Locate {
                 self.state = LocateState::Finished(None);
                 result.map_or(Step::Wait, Step::Done)
             }
-            waiting @ (LocateState::Asking(_) | LocateState::Sleeping(_)) => {
+            waiting @ (LocateState::Asking(..) | LocateState::Sleeping(_)) => {
                 self.state = waiting;
                 Step::Wait
             }
@@ -432,14 +511,11 @@ impl Machine for Locate {
                     Step::Done(Ok(region))
                 }
                 None => {
-                    let id = cx.next_id();
-                    self.state = LocateState::Asking(id);
-                    Step::Effect(Effect::Locate {
-                        id,
-                        query: self.query.clone(),
-                    })
+                    self.hops = 0;
+                    self.ask(cx, self.first_question())
                 }
             },
+            LocateState::Next(question) => self.ask(cx, question),
             LocateState::Backoff(kind, error) => match cx.backoff_sleep(kind, None, &error) {
                 Ok(sleep) => {
                     self.state = LocateState::Sleeping(sleep.id());
@@ -455,29 +531,20 @@ impl Machine for Locate {
 
     fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
         match std::mem::replace(&mut self.state, LocateState::Ready) {
-            LocateState::Asking(want) if want == id => match outcome {
-                Outcome::Located(Ok(Some(region))) if self.matches(&region) => {
-                    cx.regions.insert(region.clone(), cx.now, cx.rng);
-                    self.state = LocateState::Finished(Some(Ok(region)));
-                }
-                Outcome::Located(Ok(found)) => {
-                    // No region there, or one that does not cover the query: PD's view is
-                    // moving (a split in progress); ask again shortly.
-                    let e = Error::Pd {
-                        method: "GetRegion",
-                        kind: "REGION_NOT_FOUND".into(),
-                        message: format!(
-                            "no region for {:?} (got {:?})",
-                            self.query,
-                            found.map(|r| r.range)
-                        ),
-                    };
-                    self.state = LocateState::Backoff(BackoffKind::RegionMiss, Box::new(e));
-                }
+            LocateState::Asking(want, asked) if want == id => match outcome {
+                Outcome::Located(Ok(Some(region))) => match self.follow(&asked, region.clone()) {
+                    Some(Ok(region)) => {
+                        cx.regions.insert(region.clone(), cx.now, cx.rng);
+                        self.state = LocateState::Finished(Some(Ok(region)));
+                    }
+                    Some(Err(next)) => self.state = LocateState::Next(next),
+                    None => self.state = self.region_miss(Some(region)),
+                },
+                Outcome::Located(Ok(None)) => self.state = self.region_miss(None),
                 Outcome::Located(Err(e)) => {
                     self.state = LocateState::Backoff(BackoffKind::PdRpc, Box::new(e))
                 }
-                _ => self.state = LocateState::Asking(want),
+                _ => self.state = LocateState::Asking(want, asked),
             },
             LocateState::Sleeping(want) if want == id => self.state = LocateState::Ready,
             other => self.state = other,
@@ -756,7 +823,8 @@ mod tests {
             match asks {
                 1 => Outcome::Located(Err(Error::Pd {
                     method: "GetRegion",
-                    kind: "x".into(),
+                    address: "pd".into(),
+                    kind: crate::pd::PdErrorKind::NotLeader,
                     message: "down".into(),
                 })),
                 2 => Outcome::Located(Ok(None)),

@@ -254,7 +254,11 @@ async fn execute<R: Runtime>(ctx: &ClientContext<R>, effect: Effect) -> (EffectI
         } => rpc(ctx, store_id, address, *request, timeout).await,
         Effect::Locate { query, .. } => Outcome::Located(match query {
             LocateQuery::Key(k) => ctx.pd.get_region(k.as_bytes()).await,
-            LocateQuery::EndKey(k) => locate_end_key(ctx, k.as_bytes()).await,
+            LocateQuery::Before(k) => ctx.pd.get_prev_region(k.as_bytes()).await,
+            // The Locate machine asks PD only questions PD answers in one request.
+            LocateQuery::EndKey(k) => Err(Error::InvalidArgument(format!(
+                "an end-key lookup ({k}) is not a PD request"
+            ))),
             LocateQuery::Id(id) => ctx.pd.get_region_by_id(id).await,
         }),
         Effect::ResolveStore { store_id, .. } => Outcome::Store(ctx.pd.get_store(store_id).await),
@@ -267,33 +271,6 @@ async fn execute<R: Runtime>(ctx: &ClientContext<R>, effect: Effect) -> (EffectI
         Effect::Spawn { .. } => Outcome::Slept,
     };
     (id, outcome)
-}
-
-/// The region holding the keys just below `key`: the region of `key` unless `key` starts it,
-/// then the previous one (what client-go's `LocateEndKey` asks PD). An empty key means +inf:
-/// the last region, which PD cannot name directly, so we start from a very large key and
-/// follow region ends until the unbounded one.
-async fn locate_end_key<R: Runtime>(
-    ctx: &ClientContext<R>,
-    key: &[u8],
-) -> Result<Option<tikv_core::Region>, Error> {
-    if key.is_empty() {
-        let mut region = ctx.pd.get_region(&[0xff; 64]).await?;
-        // Regions past 0xff×64 are rare; a few hops at most.
-        for _ in 0..64 {
-            match region {
-                Some(r) if !r.range.is_unbounded() => {
-                    region = ctx.pd.get_region(r.range.end().as_bytes()).await?
-                }
-                other => return Ok(other),
-            }
-        }
-        return Ok(region);
-    }
-    match ctx.pd.get_region(key).await? {
-        Some(r) if r.range.start().as_bytes() == key => ctx.pd.get_prev_region(key).await,
-        other => Ok(other),
-    }
 }
 
 fn call_error(e: CallError, method: &'static str, target: Target) -> Error {

@@ -1,19 +1,17 @@
-//! The PD client: discovery, leader following, region and store lookups, and the TSO stream
-//! with request batching.
+//! The PD client: region and store lookups, keyspaces, and the TSO stream — the I/O only.
 //!
-//! Bootstrapping asks every endpoint for `GetMembers` (with an empty header, as PD expects
-//! before the cluster id is known), takes the cluster id, and connects to the leader's first
-//! client URL. Every later request carries the cluster id. A call that fails in transport or
-//! with "not leader" makes the client rediscover the leader and retry once; further retries
-//! are the caller's (with `pdRPC` backoff in the core machines).
+//! Every decision is `tikv-core`'s: [`PdSession`] knows the members, the leader and the
+//! cluster id; each call is a [`PdCall`] that says where to send and whether to rediscover
+//! and retry after a failure; timestamps are batched by a [`TsoBatcher`]. This module encodes
+//! requests, moves them over the [`Transport`](crate::transport::Transport), and reports what
+//! came back, typed at the boundary ([`PdFailure`], [`header_error`]).
 //!
 //! Timestamps come from one long-lived `Tso` stream driven by a background task: callers
-//! queue, the task sends one request for all queued callers (`count = N`), and splits the
-//! reply ([`TsoBlock`]). A failed stream fails the callers of that batch with an error (they
-//! never hang) and is re-created for the next batch.
+//! queue in the batcher and wake the task, which sends one request for everyone queued and
+//! hands out the reply as the batcher says. The task holds the client weakly and ends with it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,8 +19,9 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use prost::Message;
 use tikv_core::codec::RegionKeys;
-use tikv_core::tso::{MAX_BATCH, TsoBlock};
-use tikv_core::{Error, GrpcCode, Region, Store, Target, Timestamp};
+use tikv_core::pd::{PdCall, PdErrorKind, PdErrorType, PdFailure, PdSession, PdStep, header_error};
+use tikv_core::tso::{Ticket, TsoBatcher};
+use tikv_core::{Error, Region, Store, Timestamp};
 use tikv_proto::method::Method;
 use tikv_proto::pdpb::{self, pd_service as pd};
 use tracing::{debug, warn};
@@ -98,7 +97,7 @@ impl PdMessage for tikv_proto::keyspacepb::LoadKeyspaceResponse {
 /// PD client settings.
 #[derive(Clone, Debug)]
 pub struct PdConfig {
-    /// Timeout of one PD RPC (`PDServerTimeout`, 3 s).
+    /// Timeout of one PD RPC, and of one TSO round (`PDServerTimeout`, 3 s).
     pub timeout: Duration,
     /// `caller_component` in request headers.
     pub component: String,
@@ -116,11 +115,6 @@ impl Default for PdConfig {
     }
 }
 
-struct TsoWaiter {
-    count: u32,
-    reply: oneshot::Sender<Result<TsoBlock, Error>>,
-}
-
 /// A client of one PD cluster. Cheap to clone.
 pub struct PdClient<R: Runtime> {
     inner: Arc<Inner<R>>,
@@ -134,26 +128,33 @@ impl<R: Runtime> Clone for PdClient<R> {
     }
 }
 
+/// The TSO batcher and where each ticket's answer goes.
+#[derive(Default)]
+struct Tso {
+    batcher: TsoBatcher,
+    waiters: BTreeMap<Ticket, oneshot::Sender<Result<Timestamp, Error>>>,
+}
+
 struct Inner<R: Runtime> {
     runtime: R,
-    endpoints: Mutex<Vec<String>>,
-    cluster_id: AtomicU64,
-    leader: Mutex<Option<String>>,
     transport: SharedTransport,
     config: PdConfig,
-    tso: mpsc::UnboundedSender<TsoWaiter>,
+    session: Mutex<PdSession>,
+    tso: Mutex<Tso>,
+    /// Wakes the TSO task when a caller queued.
+    tso_wake: mpsc::UnboundedSender<()>,
 }
 
-/// `host:port` from a PD URL (`http://host:port`, `https://...`, or already bare).
-fn address_of(url: &str) -> String {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    rest.trim_end_matches('/').to_string()
+/// The PD method name of `M` (the last part of its path).
+fn method_name<M: Method>() -> &'static str {
+    M::PATH.rsplit('/').next().unwrap_or(M::PATH)
 }
 
-fn pd_error(method: &'static str, e: CallError) -> Error {
-    Error::Pd {
-        method,
-        kind: format!("{:?}", e.status.code),
+/// How a transport failure looks to the PD session.
+fn failure(e: CallError) -> PdFailure {
+    PdFailure {
+        delivery: e.delivery,
+        status: e.from_server.then_some(e.status.code),
         message: e.status.message,
     }
 }
@@ -166,183 +167,128 @@ impl<R: Runtime> PdClient<R> {
         endpoints: &[String],
         config: PdConfig,
     ) -> Result<Self, Error> {
-        if endpoints.is_empty() {
-            return Err(Error::InvalidArgument("no PD endpoints given".into()));
-        }
-        let (tso_tx, tso_rx) = mpsc::unbounded();
+        let session = PdSession::new(endpoints, config.component.clone())?;
+        let (tso_wake, woken) = mpsc::unbounded();
         let inner = Arc::new(Inner {
             runtime: runtime.clone(),
-            endpoints: Mutex::new(endpoints.iter().map(|e| address_of(e)).collect()),
-            cluster_id: AtomicU64::new(0),
-            leader: Mutex::new(None),
             transport,
             config,
-            tso: tso_tx,
+            session: Mutex::new(session),
+            tso: Mutex::default(),
+            tso_wake,
         });
         let client = PdClient { inner };
         client.discover().await?;
         // The TSO task holds only a weak reference: when the last client handle is dropped, the
-        // waiter channel closes and the task ends.
-        let weak = Arc::downgrade(&client.inner);
-        runtime.spawn(tso_loop(weak, tso_rx));
+        // wake channel closes and the task ends.
+        runtime.spawn(tso_loop(Arc::downgrade(&client.inner), woken));
         Ok(client)
     }
 
     /// The cluster id learned at bootstrap.
     pub fn cluster_id(&self) -> u64 {
-        self.inner.cluster_id.load(Ordering::Relaxed)
+        lock(&self.inner.session).cluster_id()
     }
 
     /// The current leader's address.
     pub fn leader_address(&self) -> Option<String> {
-        lock(&self.inner.leader).clone()
+        lock(&self.inner.session).leader().map(str::to_string)
     }
 
-    /// Asks the known endpoints for the members and adopts the leader.
+    /// Asks the members for the leader, as the session says.
     async fn discover(&self) -> Result<(), Error> {
-        let inner = &self.inner;
-        let endpoints = lock(&inner.endpoints).clone();
-        let mut last_error = None;
-        for endpoint in &endpoints {
-            // Discovery requests go out without a header: the cluster id may not be known.
-            let request = pdpb::GetMembersRequest::default();
-            let reply = match self
-                .call_on::<pd::GetMembers>(endpoint, request, false)
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    last_error = Some(format!("{endpoint}: {e}"));
-                    continue;
-                }
-            };
-            let cluster_id = reply.header.as_ref().map_or(0, |h| h.cluster_id);
-            let known = inner.cluster_id.load(Ordering::Relaxed);
-            if cluster_id == 0 || (known != 0 && cluster_id != known) {
-                last_error = Some(format!(
-                    "{endpoint}: cluster id {cluster_id}, expected {known}"
-                ));
-                continue;
-            }
-            let Some(leader_url) = reply.leader.as_ref().and_then(|l| l.client_urls.first()) else {
-                last_error = Some(format!("{endpoint}: no leader"));
-                continue;
-            };
-            inner.cluster_id.store(cluster_id, Ordering::Relaxed);
-            let mut members: Vec<String> = reply
-                .members
-                .iter()
-                .flat_map(|m| m.client_urls.iter().map(|u| address_of(u)))
-                .collect();
-            members.sort();
-            members.dedup();
-            if !members.is_empty() {
-                *lock(&inner.endpoints) = members;
-            }
-            let address = address_of(leader_url);
-            debug!(leader = %address, cluster_id, "PD leader");
-            *lock(&inner.leader) = Some(address);
-            return Ok(());
-        }
-        Err(Error::Pd {
-            method: "GetMembers",
-            kind: "UNAVAILABLE".into(),
-            message: format!(
-                "no PD endpoint answered: {}",
-                last_error.unwrap_or_default()
-            ),
-        })
+        let mut call = PdCall::discovery();
+        self.drive(&mut call, |_| async { unreachable_send() })
+            .await?;
+        Ok(())
     }
 
-    fn header(&self) -> pdpb::RequestHeader {
-        pdpb::RequestHeader {
-            cluster_id: self.cluster_id(),
-            caller_component: self.inner.config.component.clone(),
-            ..Default::default()
-        }
-    }
-
-    async fn call_on<M>(
-        &self,
-        address: &str,
-        mut request: M::Request,
-        header: bool,
-    ) -> Result<M::Response, Error>
+    /// One request to `address`: encoded, sent, decoded; failures typed.
+    async fn unary<M>(&self, address: &str, request: &M::Request) -> Result<M::Response, Error>
     where
         M: Method,
-        M::Request: PdMessage,
         M::Response: PdMessage,
     {
-        let method: &'static str = M::PATH.rsplit('/').next().unwrap_or(M::PATH);
-        if header {
-            if let Some(slot) = request.request_header() {
-                *slot = Some(self.header());
-            }
-        }
+        let method = method_name::<M>();
         let body = Bytes::from(request.encode_to_vec());
         let reply = self
             .inner
             .transport
             .unary(address, M::PATH, body, self.inner.config.timeout)
             .await;
-        let bytes = reply.map_err(|e| pd_error(method, e))?;
-        let response = M::Response::decode(bytes).map_err(|e| Error::Protocol {
-            target: Target::Pd {
-                address: address.to_string(),
-            },
-            detail: format!("{method} reply does not decode: {e}"),
+        let bytes = reply.map_err(|e| failure(e).into_error(method, address))?;
+        let response = M::Response::decode(bytes).map_err(|e| Error::Pd {
+            method,
+            address: address.to_string(),
+            kind: PdErrorKind::InvalidResponse,
+            message: format!("reply does not decode: {e}"),
         })?;
-        if let Some(error) = response.response_header().and_then(|h| h.error.as_ref()) {
-            let kind = pdpb::ErrorType::try_from(error.r#type).map_or_else(
-                |_| format!("{}", error.r#type),
-                |t| t.as_str_name().to_string(),
-            );
-            return Err(Error::Pd {
-                method,
-                kind,
-                message: error.message.clone(),
-            });
-        }
+        header_error(method, address, response.response_header())?;
         Ok(response)
     }
 
-    /// Calls `M` on the leader; on a transport failure or "not leader", rediscovers the leader
-    /// and tries once more.
+    /// Runs `call` to its end: members asked and the request sent (by `send`) where the
+    /// session says. Returns the last send's answer (`None` for a discovery-only call).
+    async fn drive<T, F, Fut>(&self, call: &mut PdCall, mut send: F) -> Result<Option<T>, Error>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        loop {
+            let step = call.next(&lock(&self.inner.session));
+            match step {
+                None => return Ok(None),
+                Some(PdStep::Fail(e)) => return Err(e),
+                Some(PdStep::AskMembers(endpoint)) => {
+                    // No header: the cluster id may not be known yet.
+                    let request = pdpb::GetMembersRequest::default();
+                    let reply = self.unary::<pd::GetMembers>(&endpoint, &request).await;
+                    if let Err(e) = &reply {
+                        debug!(endpoint = %endpoint, error = %e, "PD member did not answer");
+                    }
+                    let mut session = lock(&self.inner.session);
+                    if let Some(done) = call.on_members(&mut session, &endpoint, reply) {
+                        done?;
+                        debug!(leader = ?session.leader(), cluster_id = session.cluster_id(), "PD leader");
+                    }
+                }
+                Some(PdStep::Send(address)) => {
+                    let reply = send(address.clone()).await;
+                    let verdict = reply.as_ref().map(|_| ()).map_err(Clone::clone);
+                    if let Err(e) = &verdict {
+                        warn!(error = %e, "PD call failed");
+                    }
+                    match call.on_reply(&mut lock(&self.inner.session), &address, verdict) {
+                        Some(Ok(())) | Some(Err(_)) => return reply.map(Some),
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `M` on the leader, rediscovering and retrying once when the leader changed.
     pub async fn call<M>(&self, request: M::Request) -> Result<M::Response, Error>
     where
         M: Method,
         M::Request: PdMessage + Clone,
         M::Response: PdMessage,
     {
-        let leader = self.leader().await?;
-        match self.call_on::<M>(&leader, request.clone(), true).await {
-            Err(e) if Self::worth_rediscovering(&e) => {
-                warn!(error = %e, "PD call failed; looking for the leader again");
-                self.discover().await?;
-                let leader = self.leader().await?;
-                self.call_on::<M>(&leader, request, true).await
-            }
-            other => other,
-        }
-    }
-
-    fn worth_rediscovering(e: &Error) -> bool {
-        is_leader_change(e) || matches!(e, Error::Pd { kind, .. } if kind == "DeadlineExceeded")
-    }
-
-    async fn leader(&self) -> Result<String, Error> {
-        let current = lock(&self.inner.leader).clone();
-        match current {
-            Some(l) => Ok(l),
-            None => {
-                self.discover().await?;
-                lock(&self.inner.leader).clone().ok_or_else(|| Error::Pd {
-                    method: "GetMembers",
-                    kind: "UNAVAILABLE".into(),
-                    message: "no PD leader".into(),
-                })
-            }
-        }
+        let mut call = PdCall::new(method_name::<M>());
+        let this = self.clone();
+        let reply = self
+            .drive(&mut call, |address| {
+                let mut request = request.clone();
+                if let Some(slot) = request.request_header() {
+                    *slot = Some(lock(&this.inner.session).header());
+                }
+                let this = this.clone();
+                async move { this.unary::<M>(&address, &request).await }
+            })
+            .await?;
+        reply.ok_or_else(|| {
+            Error::Cancelled(format!("PD {} ended without an answer", method_name::<M>()))
+        })
     }
 
     /// Converts PD's region (boundaries decoded per `region_keys`).
@@ -392,9 +338,13 @@ impl<R: Runtime> PdClient<R> {
         Self::region_or_none(r.and_then(|r| self.region_from(r.region, r.leader.as_ref())))
     }
 
+    /// PD's leader answers an unknown key with no region; a follower with `REGION_NOT_FOUND`.
     fn region_or_none(r: Result<Option<Region>, Error>) -> Result<Option<Region>, Error> {
         match r {
-            Err(Error::Pd { kind, .. }) if kind == "REGION_NOT_FOUND" => Ok(None),
+            Err(Error::Pd {
+                kind: PdErrorKind::Header(PdErrorType::RegionNotFound),
+                ..
+            }) => Ok(None),
             other => other,
         }
     }
@@ -407,11 +357,16 @@ impl<R: Runtime> PdClient<R> {
             ..Default::default()
         };
         let reply = self.call::<ks::LoadKeyspace>(request).await?;
-        let meta = reply.keyspace.ok_or_else(|| Error::Pd {
+        let address = self.leader_address().unwrap_or_default();
+        let error = |kind, message: String| Error::Pd {
             method: "LoadKeyspace",
-            kind: "ENTRY_NOT_FOUND".into(),
-            message: format!("keyspace {name} not found"),
-        })?;
+            address: address.clone(),
+            kind,
+            message,
+        };
+        let meta = reply
+            .keyspace
+            .ok_or_else(|| error(PdErrorKind::NotFound, format!("keyspace {name} not found")))?;
         if meta.state != keyspacepb::KeyspaceState::Enabled as i32 {
             return Err(Error::InvalidArgument(format!(
                 "keyspace {name} is not enabled (state {})",
@@ -420,13 +375,10 @@ impl<R: Runtime> PdClient<R> {
         }
         match meta.keyspace {
             Some(keyspace_meta::Keyspace::Id(id)) => Ok(id),
-            _ => Err(Error::Pd {
-                method: "LoadKeyspace",
-                kind: "INVALID_RESPONSE".into(),
-                message: format!(
-                    "keyspace {name} has no API V2 id (API V3 keyspaces are not supported)"
-                ),
-            }),
+            _ => Err(error(
+                PdErrorKind::InvalidResponse,
+                format!("keyspace {name} has no API V2 id (API V3 keyspaces are not supported)"),
+            )),
         }
     }
 
@@ -439,7 +391,8 @@ impl<R: Runtime> PdClient<R> {
         let r = self.call::<pd::GetStore>(request).await?;
         r.store.as_ref().map(Store::from).ok_or_else(|| Error::Pd {
             method: "GetStore",
-            kind: "STORE_NOT_FOUND".into(),
+            address: self.leader_address().unwrap_or_default(),
+            kind: PdErrorKind::NotFound,
             message: format!("store {id} not found"),
         })
     }
@@ -482,31 +435,25 @@ impl<R: Runtime> PdClient<R> {
     }
 
     /// `count` consecutive timestamps; returns the first. Requests from concurrent callers are
-    /// batched into one PD request.
+    /// batched into one PD request; a leader change sends them again (the batcher decides).
     pub async fn get_timestamps(&self, count: u32) -> Result<Timestamp, Error> {
-        if count == 0 || count > MAX_BATCH {
-            return Err(Error::InvalidArgument(format!(
-                "cannot request {count} timestamps at once"
-            )));
-        }
-        // A batch that met a leader change fails as a whole; the TSO task has looked for the
-        // new leader by the time we hear of it, so asking again is cheap and usually succeeds
-        // (client-go's GetTS retries leader changes the same way).
-        let mut attempt = 0;
-        loop {
-            let (tx, rx) = oneshot::channel();
-            self.inner
-                .tso
-                .unbounded_send(TsoWaiter { count, reply: tx })
-                .map_err(|_| tso_closed())?;
-            match rx.await.map_err(|_| tso_closed())? {
-                Ok(block) => return block.get(0).ok_or_else(tso_closed),
-                Err(e) if attempt < TSO_LEADER_CHANGE_RETRIES && is_leader_change(&e) => {
-                    attempt += 1
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let (reply, answer) = oneshot::channel();
+        let ticket = {
+            let mut tso = lock(&self.inner.tso);
+            let ticket = tso.batcher.enqueue(count)?;
+            tso.waiters.insert(ticket, reply);
+            ticket
+        };
+        // A caller that stops waiting (its future dropped) leaves the batcher.
+        let _cancel = CancelTicket {
+            tso: &self.inner.tso,
+            ticket,
+        };
+        self.inner
+            .tso_wake
+            .unbounded_send(())
+            .map_err(|_| tso_closed())?;
+        answer.await.map_err(|_| tso_closed())?
     }
 
     /// One timestamp.
@@ -515,18 +462,23 @@ impl<R: Runtime> PdClient<R> {
     }
 }
 
-/// How often a timestamp request is retried after PD's leader changed under it.
-const TSO_LEADER_CHANGE_RETRIES: u32 = 3;
+/// Only discovery-only calls use `drive` without a sender, and they never send.
+fn unreachable_send() -> Result<(), Error> {
+    Err(Error::Cancelled("a discovery sends no request".into()))
+}
 
-/// Whether a PD error means "ask the new leader".
-fn is_leader_change(e: &Error) -> bool {
-    match e {
-        Error::Pd { kind, message, .. } => {
-            kind == "Unavailable"
-                || message.contains("not leader")
-                || message.contains("stream closed")
+/// Removes a ticket from the batcher when its caller goes away; a no-op once answered.
+struct CancelTicket<'a> {
+    tso: &'a Mutex<Tso>,
+    ticket: Ticket,
+}
+
+impl Drop for CancelTicket<'_> {
+    fn drop(&mut self) {
+        let mut tso = lock(self.tso);
+        if tso.waiters.remove(&self.ticket).is_some() {
+            tso.batcher.cancel(self.ticket);
         }
-        _ => false,
     }
 }
 
@@ -535,134 +487,111 @@ fn tso_closed() -> Error {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Nothing panics while these locks are held (only field reads and writes), so poisoning
-    // cannot leave the data half-updated; recover rather than propagate.
+    // Nothing panics while these locks are held (plain data updates), so poisoning cannot
+    // leave the data half-updated; recover rather than propagate.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Shares a block among the batch's waiters, in queue order.
-fn hand_out(mut block: TsoBlock, waiters: Vec<TsoWaiter>) {
-    for w in waiters {
-        let share = block.take(w.count).ok_or_else(|| Error::Pd {
-            method: "Tso",
-            kind: "INVALID_RESPONSE".into(),
-            message: "TSO block smaller than the batch".into(),
-        });
-        let _ = w.reply.send(share);
-    }
-}
-
-/// The TSO task: batches waiters onto one stream.
-async fn tso_loop<R: Runtime>(
-    client: std::sync::Weak<Inner<R>>,
-    mut waiters: mpsc::UnboundedReceiver<TsoWaiter>,
-) {
-    let mut stream: Option<(StreamTx, StreamRx)> = None;
-    let mut last = Timestamp::ZERO;
-    // A waiter that did not fit in the previous batch opens the next one.
-    let mut carry: Option<TsoWaiter> = None;
+/// The TSO task: sends what the batcher asks for on one stream, and hands out the replies.
+async fn tso_loop<R: Runtime>(client: Weak<Inner<R>>, mut woken: mpsc::UnboundedReceiver<()>) {
+    let mut stream: Option<(String, StreamTx, StreamRx)> = None;
     loop {
-        let first = match carry.take() {
-            Some(w) => w,
-            None => match waiters.next().await {
-                Some(w) => w,
-                None => return,
-            },
-        };
-        let mut total = first.count;
-        let mut batch = vec![first];
-        // Everyone who queued while the previous batch was in flight rides along.
-        while let Ok(w) = waiters.try_recv() {
-            if total + w.count > MAX_BATCH {
-                carry = Some(w);
-                break;
-            }
-            total += w.count;
-            batch.push(w);
-        }
         let Some(inner) = client.upgrade() else {
             return;
         };
         let pd = PdClient { inner };
-        let result = tso_round(&pd, &mut stream, total, &mut last).await;
-        match result {
-            Ok(block) => hand_out(block, batch),
-            Err(e) => {
-                stream = None;
-                for w in batch {
-                    let _ = w.reply.send(Err(e.clone()));
-                }
-                // Find the leader again before the next batch (best effort).
-                if let Err(e) = pd.discover().await {
-                    debug!(error = %e, "PD rediscovery after a TSO failure failed");
+        let header = lock(&pd.inner.session).header();
+        let request = lock(&pd.inner.tso).batcher.poll_request(header);
+        let Some(request) = request else {
+            drop(pd);
+            if woken.next().await.is_none() {
+                return;
+            }
+            continue;
+        };
+        let (address, reply) = tso_round(&pd, &mut stream, request).await;
+        let round = {
+            let mut tso = lock(&pd.inner.tso);
+            let round = tso.batcher.handle_reply(&address, reply);
+            for (ticket, answer) in round.answers.iter().cloned() {
+                if let Some(waiter) = tso.waiters.remove(&ticket) {
+                    let _ = waiter.send(answer);
                 }
             }
+            round
+        };
+        if round.rediscover {
+            stream = None;
+            lock(&pd.inner.session).leader_failed(&address);
+            if let Err(e) = pd.discover().await {
+                debug!(error = %e, "PD rediscovery after a TSO failure failed");
+            }
+        }
+        if let Some(wait) = round.retry_after.filter(|w| !w.is_zero()) {
+            pd.inner.runtime.sleep(wait).await;
         }
     }
 }
 
+/// Sends one TSO request on the stream (opened to the leader first if needed) and waits for
+/// the reply, at most the PD timeout. Returns where it went and what came back.
 async fn tso_round<R: Runtime>(
     pd: &PdClient<R>,
-    stream: &mut Option<(StreamTx, StreamRx)>,
-    count: u32,
-    last: &mut Timestamp,
-) -> Result<TsoBlock, Error> {
+    stream: &mut Option<(String, StreamTx, StreamRx)>,
+    request: pdpb::TsoRequest,
+) -> (String, Result<pdpb::TsoResponse, Error>) {
     if stream.is_none() {
-        let leader = pd.leader().await?;
-        let s = pd
-            .inner
-            .transport
-            .open_stream(&leader, pd::Tso::PATH)
-            .await
-            .map_err(|e| pd_error("Tso", e))?;
-        *stream = Some(s);
-    }
-    let Some((sender, receiver)) = stream.as_mut() else {
-        return Err(Error::Cancelled("TSO stream unavailable".into()));
-    };
-    let request = pdpb::TsoRequest {
-        header: Some(pdpb::RequestHeader {
-            cluster_id: pd.cluster_id(),
-            ..Default::default()
-        }),
-        count,
-        ..Default::default()
-    };
-    sender
-        .send(Bytes::from(request.encode_to_vec()))
-        .map_err(|e| pd_error("Tso", e))?;
-    let timeout = pd.inner.config.timeout;
-    let message =
-        match crate::runtime::timeout(&pd.inner.runtime, timeout, receiver.message()).await {
-            Some(Ok(Some(m))) => m,
-            Some(Ok(None)) => {
-                return Err(Error::Pd {
-                    method: "Tso",
-                    kind: "Unavailable".into(),
-                    message: "TSO stream closed".into(),
-                });
-            }
-            Some(Err(e)) => return Err(pd_error("Tso", e)),
-            None => {
-                return Err(Error::Pd {
-                    method: "Tso",
-                    kind: format!("{:?}", GrpcCode::DeadlineExceeded),
-                    message: format!("no TSO reply within {timeout:?}"),
-                });
-            }
+        let leader = match pd.leader_address() {
+            Some(l) => l,
+            None => match pd.discover().await.map(|()| pd.leader_address()) {
+                Ok(Some(l)) => l,
+                Ok(None) => return (String::new(), Err(no_leader())),
+                Err(e) => return (String::new(), Err(e)),
+            },
         };
-    let reply = pdpb::TsoResponse::decode(message).map_err(|e| Error::Protocol {
-        target: Target::Pd {
-            address: pd.leader_address().unwrap_or_default(),
-        },
-        detail: format!("TSO reply does not decode: {e}"),
-    })?;
-    if let Some(error) = reply.header.as_ref().and_then(|h| h.error.as_ref()) {
-        return Err(Error::Pd {
-            method: "Tso",
-            kind: format!("{}", error.r#type),
-            message: error.message.clone(),
-        });
+        match pd.inner.transport.open_stream(&leader, pd::Tso::PATH).await {
+            Ok((tx, rx)) => *stream = Some((leader, tx, rx)),
+            Err(e) => return (leader.clone(), Err(failure(e).into_error("Tso", &leader))),
+        }
     }
-    TsoBlock::from_reply(&reply, count, last)
+    let Some((address, sender, receiver)) = stream.as_mut() else {
+        return (String::new(), Err(no_leader()));
+    };
+    let address = address.clone();
+    if let Err(e) = sender.send(Bytes::from(request.encode_to_vec())) {
+        return (address.clone(), Err(failure(e).into_error("Tso", &address)));
+    }
+    let timeout = pd.inner.config.timeout;
+    let reply = match crate::runtime::timeout(&pd.inner.runtime, timeout, receiver.message()).await
+    {
+        Some(Ok(Some(m))) => pdpb::TsoResponse::decode(m).map_err(|e| Error::Pd {
+            method: "Tso",
+            address: address.clone(),
+            kind: PdErrorKind::InvalidResponse,
+            message: format!("reply does not decode: {e}"),
+        }),
+        Some(Ok(None)) => Err(Error::Pd {
+            method: "Tso",
+            address: address.clone(),
+            kind: PdErrorKind::Unreachable(tikv_core::Delivery::MaybeDelivered),
+            message: "TSO stream closed".into(),
+        }),
+        Some(Err(e)) => Err(failure(e).into_error("Tso", &address)),
+        None => Err(Error::Pd {
+            method: "Tso",
+            address: address.clone(),
+            kind: PdErrorKind::Unreachable(tikv_core::Delivery::MaybeDelivered),
+            message: format!("no TSO reply within {timeout:?}"),
+        }),
+    };
+    (address, reply)
+}
+
+fn no_leader() -> Error {
+    Error::Pd {
+        method: "Tso",
+        address: String::new(),
+        kind: PdErrorKind::NotLeader,
+        message: "no PD leader known".into(),
+    }
 }

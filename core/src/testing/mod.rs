@@ -33,6 +33,8 @@ use crate::rng::Rng;
 use crate::store_cache::StoreCache;
 use crate::time::Instant;
 
+pub mod resp;
+
 /// Owns what machines borrow through [`Cx`], and runs them against scripted responders.
 pub struct Harness {
     /// The clock; sleeps advance it.

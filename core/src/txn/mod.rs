@@ -21,3 +21,6 @@ pub use lock::{Lock, TxnStatus, key_error};
 pub use resolve::ResolveLocks;
 pub use scan::SnapshotScan;
 pub use snapshot::{SnapshotBatchGet, SnapshotGet};
+
+#[cfg(test)]
+mod tests;
