@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod batch;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -1,17 +1,18 @@
 //! BatchCommands: many TiKV requests multiplexed onto a few long-lived streams per store.
 //!
-//! Each store gets `streams_per_store` `/tikvpb.Tikv/BatchCommands` streams (client-go: one
-//! per connection, 4 connections). A caller picks a stream round-robin, takes a request id from
-//! it, registers where the answer goes, and queues its request (already wrapped into the
-//! BatchCommands oneof on the caller's task). The stream's send task drains everything queued
-//! into one `BatchCommandsRequest` (up to `max_batch`), so under load many requests share one
-//! message and one write; when idle, a request goes out alone at once. A receive task routes
-//! each response by id to its caller, in any order.
+//! Each store gets `streams_per_store` `/tikvpb.Tikv/BatchCommands` stream slots (client-go:
+//! one per connection, 4 connections). A caller picks a slot round-robin, registers with the
+//! slot's [`StreamState`] (which hands out the request id and keeps the caller's reply), and
+//! queues its request (already wrapped into the BatchCommands oneof on the caller's task). The
+//! slot's send task drains everything queued into one `BatchCommandsRequest` (up to
+//! `max_batch`), so under load many requests share one message and one write; a receive task
+//! per stream routes each response by id to its caller, in any order.
 //!
-//! Failure: when a stream breaks, every request written on it completes as MaybeDelivered, and
-//! the next request re-creates the stream. A caller that gives up (deadline) deregisters its
-//! id; a late answer for it is dropped. The queue is bounded, so memory stays bounded: callers
-//! wait for room (within their deadline) when a store is overloaded.
+//! Every decision — ids, which stream generation wrote what, what fails when a stream ends,
+//! whether to wait for more requests — is [`StreamState`]'s, in `tikv-core`; these tasks only
+//! move bytes. A caller that gives up (deadline, or its future dropped) abandons its id; a late
+//! answer for it is dropped. The queue is bounded, so memory stays bounded: callers wait for
+//! room (within their deadline) when a store is overloaded.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,6 +22,7 @@ use std::time::Duration;
 use futures_channel::{mpsc, oneshot};
 use futures_util::{SinkExt, StreamExt};
 use prost::Message;
+use tikv_core::batch::{BatchPolicy, Generation, StreamState};
 use tikv_core::{Delivery, GrpcCode};
 use tikv_proto::tikvpb::{self, batch_commands_request, batch_commands_response};
 use tracing::debug;
@@ -36,33 +38,26 @@ const BATCH_COMMANDS: &str = "/tikvpb.Tikv/BatchCommands";
 pub struct BatchConfig {
     /// Streams per store (client-go: `GrpcConnectionCount`, 4).
     pub streams_per_store: usize,
-    /// Most requests per message (client-go: `MaxBatchSize`, 128).
-    pub max_batch: usize,
     /// Requests that may wait per stream before callers are held back.
     pub queue_capacity: usize,
-    /// When the previous message carried several requests (the store is busy), let other
-    /// tasks run once before sending, so that the requests they are about to queue share the
-    /// message (client-go's "standard" policy waits ~100 µs; a yield costs far less).
-    pub coalesce_when_busy: bool,
-    /// When a store's first stream has been idle this long, it asks the store for health
-    /// feedback (`GetHealthFeedback`), which otherwise only comes with responses; zero
-    /// disables.
-    pub health_feedback_interval: Duration,
+    /// Batching policy (message size, coalescing, health probes).
+    pub policy: BatchPolicy,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
             streams_per_store: 4,
-            max_batch: 128,
             queue_capacity: 1024,
-            coalesce_when_busy: true,
-            health_feedback_interval: Duration::from_secs(10),
+            policy: BatchPolicy::default(),
         }
     }
 }
 
 type Reply = oneshot::Sender<Result<batch_commands_response::response::Cmd, CallError>>;
+
+/// A slot's state, shared by its callers, its send task and its receive tasks.
+type SharedState = Arc<Mutex<StreamState<Reply>>>;
 
 struct Queued {
     id: u64,
@@ -70,32 +65,26 @@ struct Queued {
     queued_at: tikv_core::Instant,
 }
 
-/// Callers waiting for an answer, by request id, with whether their request was written.
-/// Ordered, so that failing them happens in a deterministic order (simulation replays).
-type Inflight = Arc<Mutex<BTreeMap<u64, (Reply, bool)>>>;
-
-struct Stream {
+struct Slot {
     queue: mpsc::Sender<Queued>,
-    waiting: Inflight,
-    next_id: Arc<AtomicU64>,
+    state: SharedState,
 }
 
 struct Store {
-    streams: Vec<Stream>,
+    slots: Vec<Slot>,
     next: AtomicUsize,
 }
 
-/// Removes a caller's entry from the in-flight map when the caller goes away, however it
-/// goes (answered, timed out, or its future dropped). Removing an entry already answered is a
-/// no-op.
-struct Deregister<'a> {
-    waiting: &'a Inflight,
+/// Abandons a caller's id when the caller goes away, however it goes (answered, timed out, or
+/// its future dropped). Abandoning an id already answered is a no-op.
+struct Abandon<'a> {
+    state: &'a SharedState,
     id: u64,
 }
 
-impl Drop for Deregister<'_> {
+impl Drop for Abandon<'_> {
     fn drop(&mut self) {
-        lock(self.waiting).remove(&self.id);
+        lock(self.state).abandon(self.id);
     }
 }
 
@@ -135,7 +124,7 @@ pub struct BatchClient<R: Runtime> {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Only map inserts and removals happen under these locks; recover from poisoning.
+    // Only plain data updates happen under these locks; recover from poisoning.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -144,6 +133,12 @@ fn failure(delivery: Delivery, code: GrpcCode, message: impl Into<String>) -> Ca
         delivery,
         status: Status::new(code, message),
         from_server: false,
+    }
+}
+
+fn fail(replies: Vec<Reply>, e: &CallError) {
+    for reply in replies {
+        let _ = reply.send(Err(e.clone()));
     }
 }
 
@@ -166,8 +161,8 @@ impl<R: Runtime> BatchClient<R> {
         let stores: Vec<Arc<Store>> = lock(&self.stores).values().cloned().collect();
         stores
             .iter()
-            .flat_map(|s| s.streams.iter())
-            .map(|s| lock(&s.waiting).len())
+            .flat_map(|s| s.slots.iter())
+            .map(|s| lock(&s.state).in_flight())
             .sum()
     }
 
@@ -181,33 +176,26 @@ impl<R: Runtime> BatchClient<R> {
         if let Some(s) = stores.get(address) {
             return s.clone();
         }
-        let streams = (0..self.config.streams_per_store.max(1))
+        let slots = (0..self.config.streams_per_store.max(1))
             .map(|index| {
                 let (tx, rx) = mpsc::channel(self.config.queue_capacity);
-                let waiting: Inflight = Arc::new(Mutex::new(BTreeMap::new()));
-                let next_id = Arc::new(AtomicU64::new(1));
-                let task = StreamTask {
+                let state: SharedState = Arc::new(Mutex::new(StreamState::new(self.config.policy)));
+                let task = SlotTask {
                     // One prober per store is enough.
                     probe_health: index == 0,
-                    ids: next_id.clone(),
                     runtime: self.runtime.clone(),
                     transport: self.transport.clone(),
                     address: address.to_string(),
-                    waiting: waiting.clone(),
-                    config: self.config.clone(),
+                    state: state.clone(),
                     stats: self.stats.clone(),
                     health: self.health.clone(),
                 };
                 self.runtime.spawn(task.send_loop(rx));
-                Stream {
-                    queue: tx,
-                    waiting,
-                    next_id,
-                }
+                Slot { queue: tx, state }
             })
             .collect();
         let store = Arc::new(Store {
-            streams,
+            slots,
             next: AtomicUsize::new(0),
         });
         stores.insert(address.to_string(), store.clone());
@@ -223,17 +211,16 @@ impl<R: Runtime> BatchClient<R> {
         deadline: Duration,
     ) -> Result<batch_commands_response::response::Cmd, CallError> {
         let store = self.store(address);
-        let index = store.next.fetch_add(1, Ordering::Relaxed) % store.streams.len();
-        let stream = &store.streams[index];
-        let id = stream.next_id.fetch_add(1, Ordering::Relaxed);
+        let index = store.next.fetch_add(1, Ordering::Relaxed) % store.slots.len();
+        let slot = &store.slots[index];
         let (reply, answer) = oneshot::channel();
-        lock(&stream.waiting).insert(id, (reply, false));
+        let id = lock(&slot.state).register(reply);
         // A caller that stops waiting (its future dropped) must not leave its entry behind.
-        let _deregister = Deregister {
-            waiting: &stream.waiting,
+        let _abandon = Abandon {
+            state: &slot.state,
             id,
         };
-        let mut queue = stream.queue.clone();
+        let mut queue = slot.queue.clone();
         let queued = async {
             queue
                 .send(Queued {
@@ -260,16 +247,11 @@ impl<R: Runtime> BatchClient<R> {
         match timeout(&self.runtime, deadline, queued).await {
             Some(result) => result,
             None => {
-                // Deregister so a late answer is dropped, and so the send task skips the
-                // request if it has not written it yet.
-                let written = lock(&stream.waiting)
-                    .remove(&id)
-                    .is_none_or(|(_, written)| written);
-                let delivery = if written {
-                    Delivery::MaybeDelivered
-                } else {
-                    Delivery::NotSent
-                };
+                // Abandoned so a late answer is dropped and an unwritten request is skipped.
+                // Already gone means it was answered or failed just now: it was written.
+                let delivery = lock(&slot.state)
+                    .abandon(id)
+                    .unwrap_or(Delivery::MaybeDelivered);
                 Err(failure(
                     delivery,
                     GrpcCode::DeadlineExceeded,
@@ -280,21 +262,16 @@ impl<R: Runtime> BatchClient<R> {
     }
 }
 
-/// What one stream's tasks share.
-struct StreamTask<R: Runtime> {
+/// What one slot's tasks share.
+struct SlotTask<R: Runtime> {
     probe_health: bool,
-    ids: Arc<AtomicU64>,
     runtime: R,
     transport: SharedTransport,
     address: String,
-    waiting: Inflight,
-    config: BatchConfig,
+    state: SharedState,
     stats: Arc<BatchStats>,
     health: HealthMap,
 }
-
-/// Yields before sending while the store is busy (see `BatchConfig::coalesce_when_busy`).
-const COALESCE_YIELDS: usize = 1;
 
 /// Returns `Pending` once (waking itself), so that other ready tasks run before we continue.
 struct YieldNow(bool);
@@ -314,9 +291,17 @@ impl std::future::Future for YieldNow {
     }
 }
 
-impl<R: Runtime> StreamTask<R> {
-    fn drain(&self, queue: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>) {
-        while batch.len() < self.config.max_batch {
+impl<R: Runtime> SlotTask<R> {
+    fn max_batch(&self) -> usize {
+        self.state_policy().max_batch.max(1)
+    }
+
+    fn state_policy(&self) -> BatchPolicy {
+        *lock(&self.state).policy()
+    }
+
+    fn drain(&self, queue: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>, max: usize) {
+        while batch.len() < max {
             match queue.try_recv() {
                 Ok(q) => batch.push(q),
                 Err(_) => break,
@@ -324,10 +309,10 @@ impl<R: Runtime> StreamTask<R> {
         }
     }
 
-    /// The next request to send: a caller's, or (on an idle prober stream) a health-feedback
+    /// The next request to send: a caller's, or (on an idle prober slot) a health-feedback
     /// request of our own. `None` once the client is gone.
     async fn next_request(&self, queue: &mut mpsc::Receiver<Queued>) -> Option<Queued> {
-        let interval = self.config.health_feedback_interval;
+        let interval = self.state_policy().health_feedback_interval;
         if !self.probe_health || interval.is_zero() {
             return queue.next().await;
         }
@@ -338,9 +323,8 @@ impl<R: Runtime> StreamTask<R> {
             futures_util::future::Either::Right(_) => {
                 // Registered like a caller whose answer nobody reads: the response's piggybacked
                 // health feedback is what we are after.
-                let id = self.ids.fetch_add(1, Ordering::Relaxed);
                 let (reply, _) = oneshot::channel();
-                lock(&self.waiting).insert(id, (reply, false));
+                let id = lock(&self.state).register(reply);
                 let cmd =
                     batch_commands_request::request::Cmd::GetHealthFeedback(Default::default());
                 Some(Queued {
@@ -352,71 +336,64 @@ impl<R: Runtime> StreamTask<R> {
         }
     }
 
-    /// Takes requests off the queue, batches them, and writes them on the stream, re-creating
-    /// the stream when it broke.
+    /// Takes requests off the queue, batches them, and writes them on the slot's current
+    /// stream, opening a new one when the state says there is none.
     async fn send_loop(self, mut queue: mpsc::Receiver<Queued>) {
-        let mut sender: Option<StreamTx> = None;
-        let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let max = self.max_batch();
+        let mut sender: Option<(Generation, StreamTx)> = None;
         while let Some(first) = self.next_request(&mut queue).await {
             let mut batch = vec![first];
-            self.drain(&mut queue, &mut batch);
-            // Busy: other requests of this stream are still waiting for answers, so more are
-            // likely on their way; give their callers a moment to queue them.
-            let busy = lock(&self.waiting).len() > batch.len();
-            if busy && self.config.coalesce_when_busy && batch.len() < self.config.max_batch {
-                for _ in 0..COALESCE_YIELDS {
-                    YieldNow(false).await;
-                }
-                self.drain(&mut queue, &mut batch);
+            self.drain(&mut queue, &mut batch, max);
+            let coalesce = lock(&self.state).should_coalesce(batch.len());
+            if coalesce {
+                YieldNow(false).await;
+                self.drain(&mut queue, &mut batch, max);
             }
-            // Drop requests whose callers already gave up; mark the rest as written.
-            {
-                let mut w = lock(&self.waiting);
-                batch.retain(|q| match w.get_mut(&q.id) {
-                    Some((_, written)) => {
-                        *written = true;
-                        true
-                    }
-                    None => false,
-                });
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            if broken.load(Ordering::Acquire) {
+            let current = lock(&self.state).current();
+            if sender.as_ref().map(|(g, _)| *g) != current || current.is_none() {
                 sender = None;
-            }
-            if sender.is_none() {
                 match self
                     .transport
                     .open_stream(&self.address, BATCH_COMMANDS)
                     .await
                 {
                     Ok((s, receiver)) => {
-                        broken.store(false, Ordering::Release);
-                        let receiving = recv_loop(
+                        let generation = lock(&self.state).opened();
+                        self.runtime.spawn(recv_loop(
                             receiver,
-                            self.waiting.clone(),
-                            broken.clone(),
+                            generation,
+                            self.state.clone(),
                             self.health.clone(),
                             self.address.clone(),
-                        );
-                        self.runtime.spawn(receiving);
-                        sender = Some(s);
+                        ));
+                        sender = Some((generation, s));
                     }
                     Err(e) => {
                         // Nothing of this batch reached the store.
-                        fail(&self.waiting, batch.iter().map(|q| q.id), &e);
+                        let ids: Vec<u64> = batch.iter().map(|q| q.id).collect();
+                        fail(lock(&self.state).open_failed(&ids), &e);
                         continue;
                     }
                 }
+            }
+            let Some((generation, stream)) = sender.as_mut() else {
+                continue;
+            };
+            let generation = *generation;
+            // Drop requests whose callers already gave up; the rest are written now.
+            let mut ids: Vec<u64> = batch.iter().map(|q| q.id).collect();
+            lock(&self.state).writing(generation, &mut ids);
+            if ids.len() < batch.len() {
+                batch.retain(|q| ids.contains(&q.id));
+            }
+            if batch.is_empty() {
+                continue;
             }
             let now = self.runtime.now();
             let waited: u64 = batch
                 .iter()
                 .map(|q| (now - q.queued_at).as_micros() as u64)
                 .sum();
-            let ids: Vec<u64> = batch.iter().map(|q| q.id).collect();
             let message = tikvpb::BatchCommandsRequest {
                 requests: batch
                     .into_iter()
@@ -426,8 +403,7 @@ impl<R: Runtime> StreamTask<R> {
                 client_send_time_ns: 0,
             };
             let body = bytes::Bytes::from(message.encode_to_vec());
-            let sent = sender.as_mut().map_or(Ok(()), |s| s.send(body));
-            match sent {
+            match stream.send(body) {
                 Ok(()) => {
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
                     self.stats
@@ -438,32 +414,24 @@ impl<R: Runtime> StreamTask<R> {
                         .fetch_add(waited, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    broken.store(true, Ordering::Release);
                     let e = CallError {
                         delivery: Delivery::NotSent,
                         ..e
                     };
-                    fail(&self.waiting, ids.into_iter(), &e);
+                    fail(lock(&self.state).write_failed(generation, &ids), &e);
+                    sender = None;
                 }
             }
         }
     }
 }
 
-fn fail(waiting: &Inflight, ids: impl Iterator<Item = u64>, e: &CallError) {
-    let mut w = lock(waiting);
-    for id in ids {
-        if let Some((reply, _)) = w.remove(&id) {
-            let _ = reply.send(Err(e.clone()));
-        }
-    }
-}
-
-/// Routes responses to callers by id; when the stream ends, fails whoever still waits on it.
+/// Routes the responses of stream `generation` to callers by id; when the stream ends, fails
+/// whoever still waits on a request written on it.
 async fn recv_loop(
     mut receiver: StreamRx,
-    waiting: Inflight,
-    broken: Arc<std::sync::atomic::AtomicBool>,
+    generation: Generation,
+    state: SharedState,
     health: HealthMap,
     address: String,
 ) {
@@ -487,19 +455,27 @@ async fn recv_loop(
                             );
                         }
                     }
-                    let mut w = lock(&waiting);
-                    for (response, id) in message.responses.into_iter().zip(message.request_ids) {
-                        // Unknown ids belong to callers that gave up.
-                        if let Some((reply, _)) = w.remove(&id) {
-                            let result = response.cmd.ok_or_else(|| {
-                                failure(
-                                    Delivery::MaybeDelivered,
-                                    GrpcCode::Internal,
-                                    format!("{address}: empty BatchCommands response"),
-                                )
-                            });
-                            let _ = reply.send(result);
-                        }
+                    let routed: Vec<(Reply, Option<batch_commands_response::response::Cmd>)> = {
+                        let mut s = lock(&state);
+                        message
+                            .responses
+                            .into_iter()
+                            .zip(message.request_ids)
+                            // Unknown ids belong to callers that gave up.
+                            .filter_map(|(r, id)| {
+                                s.answered(generation, id).map(|reply| (reply, r.cmd))
+                            })
+                            .collect()
+                    };
+                    for (reply, cmd) in routed {
+                        let result = cmd.ok_or_else(|| {
+                            failure(
+                                Delivery::MaybeDelivered,
+                                GrpcCode::Internal,
+                                format!("{address}: empty BatchCommands response"),
+                            )
+                        });
+                        let _ = reply.send(result);
                     }
                 }
                 Err(e) => {
@@ -525,15 +501,9 @@ async fn recv_loop(
             }
         }
     };
-    debug!(store = %address, error = %end, "BatchCommands stream ended");
-    // Requests written on this stream may have been applied; those not yet written go out on
-    // the next stream. Fail them before flagging the stream broken, so that no request written
-    // on the next stream is mistaken for one of ours.
-    let ids: Vec<u64> = lock(&waiting)
-        .iter()
-        .filter(|(_, (_, written))| *written)
-        .map(|(id, _)| *id)
-        .collect();
-    fail(&waiting, ids.into_iter(), &end);
-    broken.store(true, Ordering::Release);
+    debug!(store = %address, generation, error = %end, "BatchCommands stream ended");
+    // Requests written on this stream may have been applied; those written on a newer stream
+    // or not yet written are not ours to fail.
+    let replies = lock(&state).ended(generation);
+    fail(replies, &end);
 }

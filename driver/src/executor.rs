@@ -88,7 +88,10 @@ impl<R: Runtime> ClientContext<R> {
         };
         let batch_config = crate::batch::BatchConfig {
             streams_per_store: config.grpc_connection_count,
-            max_batch: config.max_batch_size.max(1),
+            policy: tikv_core::batch::BatchPolicy {
+                max_batch: config.max_batch_size.max(1),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let batch = BatchClient::new(runtime.clone(), transport.clone(), batch_config);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
+use tikv_core::batch::BatchPolicy;
 use tikv_driver::batch::{BatchClient, BatchConfig};
 use tikv_driver::grpc::server::boxed;
 use tikv_driver::grpc::{
@@ -222,7 +223,10 @@ async fn an_idle_store_is_asked_for_health_feedback() {
     let transport = Arc::new(GrpcTransport::new(rt.clone(), ChannelConfig::default(), 1));
     let config = BatchConfig {
         streams_per_store: 1,
-        health_feedback_interval: Duration::from_millis(50),
+        policy: BatchPolicy {
+            health_feedback_interval: Duration::from_millis(50),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let batch = BatchClient::new(rt, transport, config);
@@ -283,8 +287,10 @@ async fn full_queues_and_cancelled_callers_leave_nothing_behind() {
     let config = BatchConfig {
         streams_per_store: 1,
         queue_capacity: 1,
-        health_feedback_interval: Duration::ZERO,
-        ..Default::default()
+        policy: BatchPolicy {
+            health_feedback_interval: Duration::ZERO,
+            ..Default::default()
+        },
     };
     let batch = Arc::new(BatchClient::new(rt, transport, config));
     // Far more callers than the queue holds; nobody is ever answered.
@@ -320,4 +326,184 @@ async fn full_queues_and_cancelled_callers_leave_nothing_behind() {
         0,
         "no abandoned request is left registered"
     );
+}
+
+/// A transport whose first BatchCommands stream cannot be written but whose receive side
+/// stays open until the test ends it; later streams deliver requests to the test, which
+/// answers them by hand.
+struct HalfBrokenTransport {
+    opens: AtomicUsize,
+    old_end: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+    requests: tokio::sync::mpsc::UnboundedSender<tikvpb::BatchCommandsRequest>,
+    responses: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Bytes>>>,
+}
+
+struct FailingSend;
+
+impl tikv_driver::transport::StreamSend for FailingSend {
+    fn send(&mut self, _: Bytes) -> Result<(), tikv_driver::grpc::CallError> {
+        Err(tikv_driver::grpc::CallError {
+            delivery: tikv_core::Delivery::NotSent,
+            status: Status::new(tikv_core::GrpcCode::Unavailable, "write failed"),
+            from_server: false,
+        })
+    }
+}
+
+/// Ends (cleanly) when told to.
+struct EndsLater(Option<tokio::sync::oneshot::Receiver<()>>);
+
+impl tikv_driver::transport::StreamRecv for EndsLater {
+    fn message(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, tikv_driver::grpc::CallError>> {
+        let end = self.0.take();
+        Box::pin(async move {
+            if let Some(end) = end {
+                let _ = end.await;
+            }
+            Ok(None)
+        })
+    }
+}
+
+struct ToTest(tokio::sync::mpsc::UnboundedSender<tikvpb::BatchCommandsRequest>);
+
+impl tikv_driver::transport::StreamSend for ToTest {
+    fn send(&mut self, message: Bytes) -> Result<(), tikv_driver::grpc::CallError> {
+        let request = tikvpb::BatchCommandsRequest::decode(message).expect("decodes");
+        let _ = self.0.send(request);
+        Ok(())
+    }
+}
+
+struct FromTest(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+impl tikv_driver::transport::StreamRecv for FromTest {
+    fn message(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, tikv_driver::grpc::CallError>> {
+        Box::pin(async move { Ok(self.0.recv().await) })
+    }
+}
+
+impl tikv_driver::transport::Transport for HalfBrokenTransport {
+    fn unary(
+        &self,
+        _: &str,
+        _: &'static str,
+        _: Bytes,
+        _: Duration,
+    ) -> BoxFuture<'static, Result<Bytes, tikv_driver::grpc::CallError>> {
+        Box::pin(async { unreachable!("BatchCommands only") })
+    }
+
+    fn open_stream(
+        &self,
+        _: &str,
+        _: &'static str,
+    ) -> BoxFuture<
+        'static,
+        Result<
+            (
+                tikv_driver::transport::StreamTx,
+                tikv_driver::transport::StreamRx,
+            ),
+            tikv_driver::grpc::CallError,
+        >,
+    > {
+        let n = self.opens.fetch_add(1, Ordering::SeqCst);
+        let streams: (
+            tikv_driver::transport::StreamTx,
+            tikv_driver::transport::StreamRx,
+        ) = if n == 0 {
+            let end = self.old_end.lock().unwrap().take();
+            (Box::new(FailingSend), Box::new(EndsLater(end)))
+        } else {
+            let responses = self
+                .responses
+                .lock()
+                .unwrap()
+                .take()
+                .expect("two streams at most");
+            (
+                Box::new(ToTest(self.requests.clone())),
+                Box::new(FromTest(responses)),
+            )
+        };
+        Box::pin(async move { Ok(streams) })
+    }
+}
+
+/// Regression: a stream's requests and health belong to its generation. Before, the late end
+/// of a stream whose write had failed failed the requests already written on the next,
+/// healthy stream (as maybe delivered, although the store answered them) and made the slot
+/// open a third stream.
+#[tokio::test]
+async fn the_late_end_of_a_broken_stream_leaves_the_next_stream_alone() {
+    let (end_old, old_end) = tokio::sync::oneshot::channel();
+    let (requests_tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    let (answers, responses) = tokio::sync::mpsc::unbounded_channel();
+    let transport = Arc::new(HalfBrokenTransport {
+        opens: AtomicUsize::new(0),
+        old_end: std::sync::Mutex::new(Some(old_end)),
+        requests: requests_tx,
+        responses: std::sync::Mutex::new(Some(responses)),
+    });
+    let config = BatchConfig {
+        streams_per_store: 1,
+        policy: BatchPolicy {
+            health_feedback_interval: Duration::ZERO,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let batch = Arc::new(BatchClient::new(
+        TokioRuntime::current(),
+        transport.clone(),
+        config,
+    ));
+    let deadline = Duration::from_secs(5);
+    let first = batch.call("store", get("a"), deadline).await;
+    assert_eq!(
+        first.unwrap_err().delivery,
+        tikv_core::Delivery::NotSent,
+        "a failed write reached nothing"
+    );
+    let pending = {
+        let batch = batch.clone();
+        tokio::spawn(async move { batch.call("store", get("b"), deadline).await })
+    };
+    let written = requests
+        .recv()
+        .await
+        .expect("b is written on the second stream");
+    // Only now does the first stream's receiver end.
+    end_old.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let answer = |request: &tikvpb::BatchCommandsRequest| {
+        let response = tikvpb::BatchCommandsResponse {
+            responses: vec![batch_commands_response::Response {
+                cmd: Some(batch_commands_response::response::Cmd::RawGet(
+                    kvrpcpb::RawGetResponse::default(),
+                )),
+            }],
+            request_ids: request.request_ids.clone(),
+            ..Default::default()
+        };
+        Bytes::from(response.encode_to_vec())
+    };
+    answers.send(answer(&written)).unwrap();
+    assert!(
+        pending.await.unwrap().is_ok(),
+        "the store's answer reaches b"
+    );
+    let third = {
+        let batch = batch.clone();
+        tokio::spawn(async move { batch.call("store", get("c"), deadline).await })
+    };
+    let written = requests
+        .recv()
+        .await
+        .expect("c goes out on the same stream");
+    answers.send(answer(&written)).unwrap();
+    assert!(third.await.unwrap().is_ok());
+    assert_eq!(transport.opens.load(Ordering::SeqCst), 2, "no third stream");
+    assert_eq!(batch.in_flight(), 0);
 }

@@ -242,7 +242,7 @@ impl Committer {
             };
             let mut batch_locked = false;
             for e in &r.errors {
-                match key_error(e, self.start_ts) {
+                match key_error(e, self.start_ts).on_key(&first) {
                     KeyErrorKind::Locked(lock) => {
                         locks.push(lock);
                         batch_locked = true;
@@ -304,7 +304,11 @@ impl Committer {
                 return None;
             }
         };
-        match reply.error.as_ref().map(|e| key_error(e, self.start_ts)) {
+        match reply
+            .error
+            .as_ref()
+            .map(|e| key_error(e, self.start_ts).on_key(&self.primary))
+        {
             None => self.state = State::SpawnSecondaries,
             // The commit timestamp is too old for a lock that was pushed: take a newer one and
             // commit again.

@@ -75,6 +75,22 @@ pub enum KeyErrorKind {
     Fail(Error),
 }
 
+impl KeyErrorKind {
+    /// Names `key` in a failure that TiKV's key error did not name a key for (an abort, a
+    /// retryable error), so the caller learns which key it concerns.
+    pub fn on_key(self, key: &Key) -> Self {
+        match self {
+            KeyErrorKind::Fail(Error::KeyError { key: k, message }) if k.is_empty() => {
+                KeyErrorKind::Fail(Error::KeyError {
+                    key: key.clone(),
+                    message,
+                })
+            }
+            other => other,
+        }
+    }
+}
+
 /// Classifies a key error returned for `key` by a transaction started at `start_ts`.
 pub fn key_error(e: &kvrpcpb::KeyError, start_ts: Timestamp) -> KeyErrorKind {
     if let Some(lock) = &e.locked {

@@ -112,7 +112,7 @@ impl SnapshotGet {
         };
         match &r.error {
             None => Ok(Ok((!r.not_found).then_some(r.value))),
-            Some(e) => match key_error(e, self.start_ts) {
+            Some(e) => match key_error(e, self.start_ts).on_key(&self.key) {
                 KeyErrorKind::Locked(lock) => Ok(Err(lock)),
                 KeyErrorKind::Fail(e) => Err(e),
                 other => Err(Error::KeyError {

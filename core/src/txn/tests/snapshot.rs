@@ -130,7 +130,6 @@ fn get_meeting_a_live_lock_sleeps_no_longer_than_its_ttl_then_reads_again() {
 }
 
 #[test]
-#[ignore = "bug: SnapshotGet returns a key error with an empty key instead of the key it read"]
 fn get_key_error_surfaces_with_the_key() {
     let mut h = harness();
     let out = h.run(
