@@ -7,6 +7,21 @@
 //! randomness ([`Rng`]) are passed in by the caller, so the same inputs always produce the
 //! same outputs. The async driver (`tikv-driver`) executes what the machines ask for; a
 //! deterministic simulation can drive them just as well.
+//!
+//! # Layout
+//!
+//! - The effect model and composition kit: [`machine`] (`Machine`, `Effect`, `Cx`, `ready!`,
+//!   `Children`, `Budgeted`, `Detached` for background work).
+//! - Shared protocol state, plain data with pure methods: [`region_cache`], [`store_cache`],
+//!   [`region_error`] (the region-error table), [`backoff`], [`pd`] (PD session and call
+//!   policy, typed PD errors), [`tso`] (the TSO batcher), [`batch`] (BatchCommands stream
+//!   state per generation).
+//! - Building blocks: [`request`] (`RegionRpc`, `Locate`) and [`plan`] (`SingleKey`,
+//!   `MultiKey`, `RangeWalk`).
+//! - Operations: [`raw`] (RawKV) and [`txn`] (commit, lock resolution, snapshot reads).
+//! - Test support: [`testing`] (a harness and response builders) and [`fuzzing`].
+//!
+//! `docs/architecture.md` traces one request from the public API to the wire and back.
 
 #![forbid(unsafe_code)]
 
