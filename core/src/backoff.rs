@@ -204,8 +204,9 @@ pub struct Backoffer {
     budget: Duration,
     total: Duration,
     excluded: Duration,
-    // Boxed: backoffers travel inside results and states, which should stay small.
-    kinds: Box<[KindState; BackoffKind::ALL.len()]>,
+    // Boxed: backoffers live inside machines, which should stay small; allocated on the first
+    // sleep, so that an operation that never retries (nearly all) allocates nothing here.
+    kinds: Option<Box<[KindState; BackoffKind::ALL.len()]>>,
     recent: VecDeque<String>,
     errors: u32,
 }
@@ -219,8 +220,8 @@ impl Backoffer {
             budget,
             total: Duration::ZERO,
             excluded: Duration::ZERO,
-            kinds: Box::new([KindState::default(); BackoffKind::ALL.len()]),
-            recent: VecDeque::with_capacity(RECORDED_ERRORS),
+            kinds: None,
+            recent: VecDeque::new(),
             errors: 0,
         }
     }
@@ -242,7 +243,7 @@ impl Backoffer {
 
     /// How many times `kind` was slept.
     pub fn times(&self, kind: BackoffKind) -> u32 {
-        self.kinds[kind.index()].times
+        self.kind(kind).times
     }
 
     /// How long to sleep before retrying after `error`, which made the caller back off
@@ -282,7 +283,10 @@ impl Backoffer {
         self.recent.push_back(format!("{kind}: {error}"));
 
         let spec = kind.spec();
-        let state = &mut self.kinds[kind.index()];
+        let kinds = self
+            .kinds
+            .get_or_insert_with(|| Box::new([KindState::default(); BackoffKind::ALL.len()]));
+        let state = &mut kinds[kind.index()];
         let sleep_ms = next_sleep_ms(&spec, state.attempts, state.last_sleep_ms, rng);
         let real_ms = match max {
             Some(max) => sleep_ms.min(max.as_millis().min(u128::from(u64::MAX)) as u64),
@@ -300,12 +304,19 @@ impl Backoffer {
         Ok(real)
     }
 
+    /// What `kind` has slept so far.
+    fn kind(&self, kind: BackoffKind) -> KindState {
+        self.kinds
+            .as_ref()
+            .map_or_else(KindState::default, |k| k[kind.index()])
+    }
+
     fn exhausted(&self, last: &Error) -> Error {
         // Name the kind that slept longest (server busy aside), as client-go does.
         let longest = BackoffKind::ALL
             .iter()
-            .filter(|k| k.counts_against_budget() && self.kinds[k.index()].total > Duration::ZERO)
-            .max_by_key(|k| self.kinds[k.index()].total);
+            .filter(|k| k.counts_against_budget() && self.kind(**k).total > Duration::ZERO)
+            .max_by_key(|k| self.kind(**k).total);
         Error::BackoffExhausted {
             operation: self.operation,
             reason: longest.map_or("backoff budget exhausted", |k| k.spec().gave_up),

@@ -183,6 +183,7 @@ impl<R: Runtime> BatchClient<R> {
                 let task = SlotTask {
                     // One prober per store is enough.
                     probe_health: index == 0,
+                    policy: self.config.policy,
                     runtime: self.runtime.clone(),
                     transport: self.transport.clone(),
                     address: address.to_string(),
@@ -265,6 +266,7 @@ impl<R: Runtime> BatchClient<R> {
 /// What one slot's tasks share.
 struct SlotTask<R: Runtime> {
     probe_health: bool,
+    policy: BatchPolicy,
     runtime: R,
     transport: SharedTransport,
     address: String,
@@ -292,14 +294,6 @@ impl std::future::Future for YieldNow {
 }
 
 impl<R: Runtime> SlotTask<R> {
-    fn max_batch(&self) -> usize {
-        self.state_policy().max_batch.max(1)
-    }
-
-    fn state_policy(&self) -> BatchPolicy {
-        *lock(&self.state).policy()
-    }
-
     fn drain(&self, queue: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>, max: usize) {
         while batch.len() < max {
             match queue.try_recv() {
@@ -312,7 +306,7 @@ impl<R: Runtime> SlotTask<R> {
     /// The next request to send: a caller's, or (on an idle prober slot) a health-feedback
     /// request of our own. `None` once the client is gone.
     async fn next_request(&self, queue: &mut mpsc::Receiver<Queued>) -> Option<Queued> {
-        let interval = self.state_policy().health_feedback_interval;
+        let interval = self.policy.health_feedback_interval;
         if !self.probe_health || interval.is_zero() {
             return queue.next().await;
         }
@@ -339,7 +333,7 @@ impl<R: Runtime> SlotTask<R> {
     /// Takes requests off the queue, batches them, and writes them on the slot's current
     /// stream, opening a new one when the state says there is none.
     async fn send_loop(self, mut queue: mpsc::Receiver<Queued>) {
-        let max = self.max_batch();
+        let max = self.policy.max_batch.max(1);
         let mut sender: Option<(Generation, StreamTx)> = None;
         while let Some(first) = self.next_request(&mut queue).await {
             let mut batch = vec![first];

@@ -427,9 +427,8 @@ impl Machine for Committer {
                     return Step::Effect(Effect::Tso { id, count: 1 });
                 }
                 State::CommitTsFailed(error) => {
-                    let error = std::mem::replace(error, Box::new(Error::Cancelled(String::new())));
                     let mut cx = cx.with_backoff(&mut self.commit_backoff);
-                    match cx.backoff_sleep(BackoffKind::PdRpc, None, &error) {
+                    match cx.backoff_sleep(BackoffKind::PdRpc, None, error) {
                         Ok(sleep) => {
                             self.state = State::Sleeping(sleep.id(), AfterSleep::CommitTs);
                             return Step::Effect(sleep);
