@@ -263,7 +263,7 @@ fn set_region_error(response: &mut TikvResponse, e: errorpb::Error) {
     macro_rules! set {
         ($($v:ident),*) => {
             match response {
-                $(TikvResponse::$v(r) => r.region_error = Some(e),)*
+                $(TikvResponse::$v(r) => r.region_error = Some(Box::new(e)),)*
                 _ => {}
             }
         };

@@ -710,12 +710,12 @@ mod tests {
             match request {
                 TikvRequest::RawBatchGet(_) => {
                     TikvResponse::RawBatchGet(kvrpcpb::RawBatchGetResponse {
-                        region_error: Some(e),
+                        region_error: Some(Box::new(e)),
                         ..Default::default()
                     })
                 }
                 TikvRequest::RawScan(_) => TikvResponse::RawScan(kvrpcpb::RawScanResponse {
-                    region_error: Some(e),
+                    region_error: Some(Box::new(e)),
                     ..Default::default()
                 }),
                 other => panic!("no region error builder for {other:?}"),

@@ -582,7 +582,7 @@ mod tests {
         };
         f(&mut e);
         Outcome::Response(Box::new(TikvResponse::RawGet(kvrpcpb::RawGetResponse {
-            region_error: Some(e),
+            region_error: Some(Box::new(e)),
             ..Default::default()
         })))
     }

@@ -24,7 +24,7 @@ macro_rules! ctx_of {
 
 macro_rules! region_error_of {
     (yes, $r:expr) => {
-        $r.region_error.as_ref()
+        $r.region_error.as_deref()
     };
     (no, $r:expr) => {{
         let _ = $r;
@@ -34,7 +34,7 @@ macro_rules! region_error_of {
 
 macro_rules! take_region_error_of {
     (yes, $r:expr) => {
-        $r.region_error.take()
+        $r.region_error.take().map(|e| *e)
     };
     (no, $r:expr) => {{
         let _ = $r;
@@ -276,10 +276,10 @@ mod tests {
     fn responses_decode_and_expose_region_errors() {
         let req = TikvRequest::RawGet(Default::default());
         let wire = kvrpcpb::RawGetResponse {
-            region_error: Some(errorpb::Error {
+            region_error: Some(Box::new(errorpb::Error {
                 message: "stale".into(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let mut resp = req.decode_response(wire.encode_to_vec().into()).unwrap();

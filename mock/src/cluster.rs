@@ -61,7 +61,7 @@ macro_rules! context_messages {
             impl RegionErrorResponse for kvrpcpb::$resp {
                 fn from_region_error(err: errorpb::Error) -> Self {
                     kvrpcpb::$resp {
-                        region_error: Some(err),
+                        region_error: Some(Box::new(err)),
                         ..Default::default()
                     }
                 }

@@ -67,7 +67,7 @@ macro_rules! replies {
                 TikvResponse::$variant(self)
             }
             fn set_region_error(&mut self, e: errorpb::Error) {
-                self.region_error = Some(e);
+                self.region_error = Some(Box::new(e));
             }
         })*
     };
@@ -91,7 +91,7 @@ macro_rules! single_key_error {
     ($($msg:ident),*) => {
         $(impl HasKeyError for kvrpcpb::$msg {
             fn add_key_error(&mut self, e: kvrpcpb::KeyError) {
-                self.error = Some(e);
+                self.error = Some(Box::new(e));
             }
         })*
     };
@@ -205,7 +205,7 @@ impl<R: HasPairs> Resp<R> {
     /// Adds a per-key lock error (TiKV leaves the pair's key empty; the key is in the lock).
     pub fn locked_pair(mut self, lock: impl Into<kvrpcpb::LockInfo>) -> Self {
         self.0.push_pair(kvrpcpb::KvPair {
-            error: Some(locked(lock)),
+            error: Some(Box::new(locked(lock))),
             ..Default::default()
         });
         self

@@ -119,10 +119,10 @@ fn finish_pairs<R: PairList>(r: Result<R, Fail>) -> R {
 
 fn error_pair(e: &StorageError) -> KvPair {
     KvPair {
-        error: Some(KeyError {
+        error: Some(Box::new(KeyError {
             abort: e.abort_text(),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }

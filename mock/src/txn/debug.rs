@@ -117,7 +117,7 @@ impl Cluster {
             Ok(r) => r,
             Err(Fail::Region(e)) => {
                 return kvrpcpb::MvccGetByKeyResponse {
-                    region_error: Some(*e),
+                    region_error: Some(e),
                     ..Default::default()
                 };
             }
@@ -151,7 +151,7 @@ impl Cluster {
             Ok(r) => r,
             Err(Fail::Region(e)) => {
                 return kvrpcpb::MvccGetByStartTsResponse {
-                    region_error: Some(*e),
+                    region_error: Some(e),
                     ..Default::default()
                 };
             }
@@ -218,7 +218,7 @@ impl HasContext for kvrpcpb::UnsafeDestroyRangeRequest {
 impl crate::cluster::RegionErrorResponse for kvrpcpb::UnsafeDestroyRangeResponse {
     fn from_region_error(err: tikv_proto::errorpb::Error) -> Self {
         kvrpcpb::UnsafeDestroyRangeResponse {
-            region_error: Some(err),
+            region_error: Some(Box::new(err)),
             ..Default::default()
         }
     }

@@ -265,7 +265,7 @@ impl Cluster {
                 })
             })(),
             |e| kvrpcpb::GetResponse {
-                error: Some(e.key_error()),
+                error: Some(Box::new(e.key_error())),
                 ..Default::default()
             },
         )
@@ -305,7 +305,7 @@ impl Cluster {
                         }),
                         Ok(None) => {}
                         Err(e) => pairs.push(KvPair {
-                            error: Some(e.key_error()),
+                            error: Some(Box::new(e.key_error())),
                             ..Default::default()
                         }),
                     }
@@ -318,9 +318,9 @@ impl Cluster {
             |e| {
                 let ke = e.key_error();
                 kvrpcpb::BatchGetResponse {
-                    error: Some(ke.clone()),
+                    error: Some(Box::new(ke.clone())),
                     pairs: vec![KvPair {
-                        error: Some(ke),
+                        error: Some(Box::new(ke)),
                         ..Default::default()
                     }],
                     ..Default::default()
@@ -377,7 +377,7 @@ impl Cluster {
                             ..Default::default()
                         },
                         Err(e) => KvPair {
-                            error: Some(e.key_error()),
+                            error: Some(Box::new(e.key_error())),
                             ..Default::default()
                         },
                     })
@@ -390,9 +390,9 @@ impl Cluster {
             |e| {
                 let ke = e.key_error();
                 kvrpcpb::ScanResponse {
-                    error: Some(ke.clone()),
+                    error: Some(Box::new(ke.clone())),
                     pairs: vec![KvPair {
-                        error: Some(ke),
+                        error: Some(Box::new(ke)),
                         ..Default::default()
                     }],
                     ..Default::default()
@@ -451,7 +451,7 @@ impl Cluster {
                 })
             })(),
             |e| kvrpcpb::CommitResponse {
-                error: Some(e.key_error()),
+                error: Some(Box::new(e.key_error())),
                 ..Default::default()
             },
         )
@@ -472,7 +472,7 @@ impl Cluster {
                 Ok(kvrpcpb::BatchRollbackResponse::default())
             })(),
             |e| kvrpcpb::BatchRollbackResponse {
-                error: Some(e.key_error()),
+                error: Some(Box::new(e.key_error())),
                 ..Default::default()
             },
         )
@@ -500,7 +500,7 @@ impl Cluster {
                     ..Default::default()
                 },
                 e => kvrpcpb::CleanupResponse {
-                    error: Some(e.key_error()),
+                    error: Some(Box::new(e.key_error())),
                     ..Default::default()
                 },
             },
@@ -557,7 +557,7 @@ impl Cluster {
                 Ok(resp)
             })(),
             |e| kvrpcpb::CheckTxnStatusResponse {
-                error: Some(e.key_error()),
+                error: Some(Box::new(e.key_error())),
                 ..Default::default()
             },
         )
@@ -586,7 +586,7 @@ impl Cluster {
                 Ok(resp)
             })(),
             |e| kvrpcpb::CheckSecondaryLocksResponse {
-                error: Some(e.key_error()),
+                error: Some(Box::new(e.key_error())),
                 ..Default::default()
             },
         )
@@ -634,7 +634,7 @@ impl Cluster {
                 Ok(kvrpcpb::ResolveLockResponse::default())
             })(),
             |e| kvrpcpb::ResolveLockResponse {
-                error: Some(e.key_error()),
+                error: Some(Box::new(e.key_error())),
                 ..Default::default()
             },
         )
@@ -664,7 +664,7 @@ impl Cluster {
                 })
             })(),
             |e| kvrpcpb::TxnHeartBeatResponse {
-                error: Some(e.key_error()),
+                error: Some(Box::new(e.key_error())),
                 ..Default::default()
             },
         )
@@ -698,7 +698,7 @@ impl Cluster {
                 })
             })(),
             |e| kvrpcpb::ScanLockResponse {
-                error: Some(e.key_error()),
+                error: Some(Box::new(e.key_error())),
                 ..Default::default()
             },
         )

@@ -44,7 +44,7 @@ macro_rules! with_context {
             impl crate::cluster::RegionErrorResponse for tikv_proto::kvrpcpb::$resp {
                 fn from_region_error(err: tikv_proto::errorpb::Error) -> Self {
                     tikv_proto::kvrpcpb::$resp {
-                        region_error: Some(err),
+                        region_error: Some(Box::new(err)),
                         ..Default::default()
                     }
                 }

@@ -240,7 +240,7 @@ impl Cluster {
                                 ..Default::default()
                             },
                             Err(e) => KvPair {
-                                error: Some(e.key_error()),
+                                error: Some(Box::new(e.key_error())),
                                 ..Default::default()
                             },
                         })
@@ -250,7 +250,7 @@ impl Cluster {
             })(),
             // Unlike KvBatchGet, a whole-request error is not repeated as a pair.
             |e| kvrpcpb::BufferBatchGetResponse {
-                error: Some(e.key_error()),
+                error: Some(Box::new(e.key_error())),
                 ..Default::default()
             },
         )

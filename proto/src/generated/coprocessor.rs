@@ -51,24 +51,30 @@ pub struct Request {
 pub struct Response {
     #[prost(bytes = "bytes", tag = "1")]
     pub data: ::prost::bytes::Bytes,
-    #[prost(message, optional, tag = "2")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "2")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(message, optional, tag = "3")]
     pub locked: ::core::option::Option<super::kvrpcpb::LockInfo>,
     #[prost(string, tag = "4")]
     pub other_error: ::prost::alloc::string::String,
     #[prost(message, optional, tag = "5")]
     pub range: ::core::option::Option<KeyRange>,
-    #[prost(message, optional, tag = "6")]
-    pub exec_details: ::core::option::Option<super::kvrpcpb::ExecDetails>,
+    #[prost(message, optional, boxed, tag = "6")]
+    pub exec_details: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::kvrpcpb::ExecDetails>,
+    >,
     #[prost(bool, tag = "7")]
     pub is_cache_hit: bool,
     #[prost(uint64, tag = "8")]
     pub cache_last_version: u64,
     #[prost(bool, tag = "9")]
     pub can_be_cached: bool,
-    #[prost(message, optional, tag = "11")]
-    pub exec_details_v2: ::core::option::Option<super::kvrpcpb::ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "11")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::kvrpcpb::ExecDetailsV2>,
+    >,
     #[prost(uint64, tag = "12")]
     pub latest_buckets_version: u64,
     #[prost(message, repeated, tag = "13")]
@@ -104,16 +110,20 @@ pub struct StoreBatchTask {
 pub struct StoreBatchTaskResponse {
     #[prost(bytes = "bytes", tag = "1")]
     pub data: ::prost::bytes::Bytes,
-    #[prost(message, optional, tag = "2")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "2")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(message, optional, tag = "3")]
     pub locked: ::core::option::Option<super::kvrpcpb::LockInfo>,
     #[prost(string, tag = "4")]
     pub other_error: ::prost::alloc::string::String,
     #[prost(uint64, tag = "5")]
     pub task_id: u64,
-    #[prost(message, optional, tag = "6")]
-    pub exec_details_v2: ::core::option::Option<super::kvrpcpb::ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "6")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::kvrpcpb::ExecDetailsV2>,
+    >,
     #[prost(bool, tag = "7")]
     pub data_merged_into_response: bool,
 }

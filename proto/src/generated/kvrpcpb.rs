@@ -30,14 +30,18 @@ pub struct BatchGetRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct BatchGetResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(message, repeated, tag = "2")]
     pub pairs: ::prost::alloc::vec::Vec<KvPair>,
-    #[prost(message, optional, tag = "4")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
-    #[prost(message, optional, tag = "5")]
-    pub error: ::core::option::Option<KeyError>,
+    #[prost(message, optional, boxed, tag = "4")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
+    #[prost(message, optional, boxed, tag = "5")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct BatchRollbackRequest {
@@ -52,12 +56,16 @@ pub struct BatchRollbackRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct BatchRollbackResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
-    #[prost(message, optional, tag = "2")]
-    pub error: ::core::option::Option<KeyError>,
-    #[prost(message, optional, tag = "3")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
+    #[prost(message, optional, boxed, tag = "2")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
+    #[prost(message, optional, boxed, tag = "3")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct BroadcastTxnStatusRequest {
@@ -79,14 +87,18 @@ pub struct BufferBatchGetRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct BufferBatchGetResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
-    #[prost(message, optional, tag = "2")]
-    pub error: ::core::option::Option<KeyError>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
+    #[prost(message, optional, boxed, tag = "2")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
     #[prost(message, repeated, tag = "3")]
     pub pairs: ::prost::alloc::vec::Vec<KvPair>,
-    #[prost(message, optional, tag = "4")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "4")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CheckLeaderRequest {
@@ -129,16 +141,20 @@ pub struct CheckSecondaryLocksRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CheckSecondaryLocksResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
-    #[prost(message, optional, tag = "2")]
-    pub error: ::core::option::Option<KeyError>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
+    #[prost(message, optional, boxed, tag = "2")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
     #[prost(message, repeated, tag = "3")]
     pub locks: ::prost::alloc::vec::Vec<LockInfo>,
     #[prost(uint64, tag = "4")]
     pub commit_ts: u64,
-    #[prost(message, optional, tag = "5")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "5")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CheckTxnStatusRequest {
@@ -165,10 +181,12 @@ pub struct CheckTxnStatusRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CheckTxnStatusResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
-    #[prost(message, optional, tag = "2")]
-    pub error: ::core::option::Option<KeyError>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
+    #[prost(message, optional, boxed, tag = "2")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
     #[prost(uint64, tag = "3")]
     pub lock_ttl: u64,
     #[prost(uint64, tag = "4")]
@@ -177,8 +195,10 @@ pub struct CheckTxnStatusResponse {
     pub action: i32,
     #[prost(message, optional, tag = "6")]
     pub lock_info: ::core::option::Option<LockInfo>,
-    #[prost(message, optional, tag = "7")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "7")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CleanupRequest {
@@ -193,10 +213,12 @@ pub struct CleanupRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CleanupResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
-    #[prost(message, optional, tag = "2")]
-    pub error: ::core::option::Option<KeyError>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
+    #[prost(message, optional, boxed, tag = "2")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
     #[prost(uint64, tag = "3")]
     pub commit_version: u64,
 }
@@ -221,14 +243,18 @@ pub struct CommitRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CommitResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
-    #[prost(message, optional, tag = "2")]
-    pub error: ::core::option::Option<KeyError>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
+    #[prost(message, optional, boxed, tag = "2")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
     #[prost(uint64, tag = "3")]
     pub commit_version: u64,
-    #[prost(message, optional, tag = "4")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "4")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CommitTsExpired {
@@ -351,24 +377,28 @@ pub struct Context {
     pub api_version: i32,
     #[prost(uint64, repeated, tag = "22")]
     pub committed_locks: ::prost::alloc::vec::Vec<u64>,
-    #[prost(message, optional, tag = "23")]
-    pub trace_context: ::core::option::Option<super::tracepb::TraceContext>,
+    #[prost(message, optional, boxed, tag = "23")]
+    pub trace_context: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::tracepb::TraceContext>,
+    >,
     #[prost(string, tag = "24")]
     pub request_source: ::prost::alloc::string::String,
     #[prost(uint64, tag = "25")]
     pub txn_source: u64,
     #[prost(uint32, tag = "27")]
     pub busy_threshold_ms: u32,
-    #[prost(message, optional, tag = "28")]
-    pub resource_control_context: ::core::option::Option<ResourceControlContext>,
+    #[prost(message, optional, boxed, tag = "28")]
+    pub resource_control_context: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ResourceControlContext>,
+    >,
     #[prost(enumeration = "RequestOrigin", tag = "29")]
     pub request_origin: i32,
     #[prost(string, tag = "31")]
     pub keyspace_name: ::prost::alloc::string::String,
     #[prost(uint64, tag = "33")]
     pub buckets_version: u64,
-    #[prost(message, optional, tag = "34")]
-    pub source_stmt: ::core::option::Option<SourceStmt>,
+    #[prost(message, optional, boxed, tag = "34")]
+    pub source_stmt: ::core::option::Option<::prost::alloc::boxed::Box<SourceStmt>>,
     #[prost(uint64, tag = "35")]
     pub cluster_id: u64,
     #[prost(bytes = "bytes", tag = "36")]
@@ -419,8 +449,10 @@ pub struct DeleteRangeRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct DeleteRangeResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
 }
@@ -480,8 +512,10 @@ pub struct FlashbackToVersionRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct FlashbackToVersionResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
 }
@@ -506,12 +540,16 @@ pub struct FlushRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct FlushResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(message, repeated, tag = "2")]
     pub errors: ::prost::alloc::vec::Vec<KeyError>,
-    #[prost(message, optional, tag = "3")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "3")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GcRequest {
@@ -522,10 +560,12 @@ pub struct GcRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GcResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
-    #[prost(message, optional, tag = "2")]
-    pub error: ::core::option::Option<KeyError>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
+    #[prost(message, optional, boxed, tag = "2")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GetHealthFeedbackRequest {
@@ -534,8 +574,10 @@ pub struct GetHealthFeedbackRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GetHealthFeedbackResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(message, optional, tag = "2")]
     pub health_feedback: ::core::option::Option<HealthFeedback>,
 }
@@ -546,8 +588,10 @@ pub struct GetLockWaitHistoryRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GetLockWaitHistoryResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
     #[prost(message, repeated, tag = "3")]
@@ -560,8 +604,10 @@ pub struct GetLockWaitInfoRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GetLockWaitInfoResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
     #[prost(message, repeated, tag = "3")]
@@ -580,16 +626,20 @@ pub struct GetRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GetResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
-    #[prost(message, optional, tag = "2")]
-    pub error: ::core::option::Option<KeyError>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
+    #[prost(message, optional, boxed, tag = "2")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
     #[prost(bytes = "bytes", tag = "3")]
     pub value: ::prost::bytes::Bytes,
     #[prost(bool, tag = "4")]
     pub not_found: bool,
-    #[prost(message, optional, tag = "6")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "6")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
     #[prost(uint64, tag = "7")]
     pub commit_ts: u64,
 }
@@ -611,8 +661,10 @@ pub struct ImportRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ImportResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
 }
@@ -658,8 +710,8 @@ pub struct KeyRange {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct KvPair {
-    #[prost(message, optional, tag = "1")]
-    pub error: ::core::option::Option<KeyError>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
     #[prost(bytes = "bytes", tag = "2")]
     pub key: ::prost::bytes::Bytes,
     #[prost(bytes = "bytes", tag = "3")]
@@ -789,8 +841,10 @@ pub struct MvccGetByKeyRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct MvccGetByKeyResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
     #[prost(message, optional, tag = "3")]
@@ -805,8 +859,10 @@ pub struct MvccGetByStartTsRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct MvccGetByStartTsResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
     #[prost(bytes = "bytes", tag = "3")]
@@ -924,8 +980,10 @@ pub struct PessimisticLockRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PessimisticLockResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(message, repeated, tag = "2")]
     pub errors: ::prost::alloc::vec::Vec<KeyError>,
     #[prost(uint64, tag = "3")]
@@ -936,8 +994,10 @@ pub struct PessimisticLockResponse {
     pub values: ::prost::alloc::vec::Vec<::prost::bytes::Bytes>,
     #[prost(bool, repeated, tag = "6")]
     pub not_founds: ::prost::alloc::vec::Vec<bool>,
-    #[prost(message, optional, tag = "7")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "7")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
     #[prost(message, repeated, tag = "8")]
     pub results: ::prost::alloc::vec::Vec<PessimisticLockKeyResult>,
 }
@@ -954,12 +1014,16 @@ pub struct PessimisticRollbackRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PessimisticRollbackResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(message, repeated, tag = "2")]
     pub errors: ::prost::alloc::vec::Vec<KeyError>,
-    #[prost(message, optional, tag = "3")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "3")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PhysicalScanLockRequest {
@@ -1035,8 +1099,10 @@ pub struct PrepareFlashbackToVersionRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PrepareFlashbackToVersionResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
 }
@@ -1130,16 +1196,20 @@ pub mod prewrite_request {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PrewriteResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(message, repeated, tag = "2")]
     pub errors: ::prost::alloc::vec::Vec<KeyError>,
     #[prost(uint64, tag = "3")]
     pub min_commit_ts: u64,
     #[prost(uint64, tag = "4")]
     pub one_pc_commit_ts: u64,
-    #[prost(message, optional, tag = "5")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "5")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PrimaryMismatch {
@@ -1180,8 +1250,10 @@ pub struct RawBatchDeleteRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RawBatchDeleteResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
 }
@@ -1196,8 +1268,10 @@ pub struct RawBatchGetRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RawBatchGetResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(message, repeated, tag = "2")]
     pub pairs: ::prost::alloc::vec::Vec<KvPair>,
 }
@@ -1218,8 +1292,10 @@ pub struct RawBatchPutRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RawBatchPutResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
 }
@@ -1240,8 +1316,10 @@ pub struct RawBatchScanRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RawBatchScanResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(message, repeated, tag = "2")]
     pub kvs: ::prost::alloc::vec::Vec<KvPair>,
 }
@@ -1266,8 +1344,10 @@ pub struct RawCasRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RawCasResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
     #[prost(bool, tag = "3")]
@@ -1288,8 +1368,10 @@ pub struct RawChecksumRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RawChecksumResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
     #[prost(uint64, tag = "3")]
@@ -1314,8 +1396,10 @@ pub struct RawCoprocessorRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RawCoprocessorResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
     #[prost(bytes = "bytes", tag = "3")]
@@ -1334,8 +1418,10 @@ pub struct RawDeleteRangeRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RawDeleteRangeResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
 }
@@ -1352,8 +1438,10 @@ pub struct RawDeleteRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RawDeleteResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
 }
@@ -1368,8 +1456,10 @@ pub struct RawGetKeyTtlRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RawGetKeyTtlResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
     #[prost(uint64, tag = "3")]
@@ -1388,8 +1478,10 @@ pub struct RawGetRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RawGetResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
     #[prost(bytes = "bytes", tag = "3")]
@@ -1414,8 +1506,10 @@ pub struct RawPutRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RawPutResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
 }
@@ -1438,8 +1532,10 @@ pub struct RawScanRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct RawScanResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(message, repeated, tag = "2")]
     pub kvs: ::prost::alloc::vec::Vec<KvPair>,
 }
@@ -1454,8 +1550,10 @@ pub struct ReadIndexRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ReadIndexResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(uint64, tag = "2")]
     pub read_index: u64,
     #[prost(message, optional, tag = "3")]
@@ -1511,12 +1609,16 @@ pub struct ResolveLockRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ResolveLockResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
-    #[prost(message, optional, tag = "2")]
-    pub error: ::core::option::Option<KeyError>,
-    #[prost(message, optional, tag = "3")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
+    #[prost(message, optional, boxed, tag = "2")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
+    #[prost(message, optional, boxed, tag = "3")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ResourceControlContext {
@@ -1599,14 +1701,18 @@ pub struct ScanLockRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ScanLockResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
-    #[prost(message, optional, tag = "2")]
-    pub error: ::core::option::Option<KeyError>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
+    #[prost(message, optional, boxed, tag = "2")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
     #[prost(message, repeated, tag = "3")]
     pub locks: ::prost::alloc::vec::Vec<LockInfo>,
-    #[prost(message, optional, tag = "4")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "4")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ScanRequest {
@@ -1629,12 +1735,14 @@ pub struct ScanRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ScanResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(message, repeated, tag = "2")]
     pub pairs: ::prost::alloc::vec::Vec<KvPair>,
-    #[prost(message, optional, tag = "3")]
-    pub error: ::core::option::Option<KeyError>,
+    #[prost(message, optional, boxed, tag = "3")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct SharedLockLost {
@@ -1667,8 +1775,10 @@ pub struct SplitRegionRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SplitRegionResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(message, optional, tag = "2")]
     pub left: ::core::option::Option<super::metapb::Region>,
     #[prost(message, optional, tag = "3")]
@@ -1743,14 +1853,18 @@ pub struct TxnHeartBeatRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TxnHeartBeatResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
-    #[prost(message, optional, tag = "2")]
-    pub error: ::core::option::Option<KeyError>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
+    #[prost(message, optional, boxed, tag = "2")]
+    pub error: ::core::option::Option<::prost::alloc::boxed::Box<KeyError>>,
     #[prost(uint64, tag = "3")]
     pub lock_ttl: u64,
-    #[prost(message, optional, tag = "4")]
-    pub exec_details_v2: ::core::option::Option<ExecDetailsV2>,
+    #[prost(message, optional, boxed, tag = "4")]
+    pub exec_details_v2: ::core::option::Option<
+        ::prost::alloc::boxed::Box<ExecDetailsV2>,
+    >,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TxnInfo {
@@ -1797,8 +1911,10 @@ pub struct UnsafeDestroyRangeRequest {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct UnsafeDestroyRangeResponse {
-    #[prost(message, optional, tag = "1")]
-    pub region_error: ::core::option::Option<super::errorpb::Error>,
+    #[prost(message, optional, boxed, tag = "1")]
+    pub region_error: ::core::option::Option<
+        ::prost::alloc::boxed::Box<super::errorpb::Error>,
+    >,
     #[prost(string, tag = "2")]
     pub error: ::prost::alloc::string::String,
 }
