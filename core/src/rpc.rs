@@ -42,6 +42,13 @@ macro_rules! take_region_error_of {
     }};
 }
 
+/// `message` as field `tag` of a message of its own (a oneof variant inside its wrapper).
+fn encode_variant<M: Message>(tag: u32, message: &M) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(prost::encoding::message::encoded_len(tag, message));
+    prost::encoding::message::encode(tag, message, &mut buf);
+    buf
+}
+
 macro_rules! tikv_rpcs {
     (
         batch { $($b:ident: ctx = $bctx:ident, region_error = $brerr:ident;)* }
@@ -146,6 +153,16 @@ macro_rules! tikv_rpcs {
                 match self {
                     $(TikvRequest::$b(r) => Ok(<svc::$b as BatchMethod>::into_batch(r)),)*
                     other => Err(Box::new(other)),
+                }
+            }
+
+            /// The request encoded as one `BatchCommandsRequest.Request` (its oneof variant
+            /// wrapped around the request), or `None` when the method is unary-only. Encoded
+            /// straight from the request: nothing is moved or cloned on the way to the stream.
+            pub fn encode_batch(&self) -> Option<Vec<u8>> {
+                match self {
+                    $(TikvRequest::$b(r) => Some(encode_variant(<svc::$b as BatchMethod>::BATCH_TAG, r)),)*
+                    _ => None,
                 }
             }
 
@@ -265,7 +282,12 @@ mod tests {
             matches!(&cmd, batch_commands_request::request::Cmd::RawGet(r) if r.context.as_ref().unwrap().region_id == 7)
         );
 
+        // Encoded in place, the request is what prost makes of the wrapped variant.
+        let wrapped = tikv_proto::tikvpb::batch_commands_request::Request { cmd: Some(cmd) };
+        assert_eq!(req.encode_batch(), Some(wrapped.encode_to_vec()));
+
         let cas = TikvRequest::RawCompareAndSwap(Default::default());
+        assert_eq!(cas.encode_batch(), None);
         assert_eq!(cas.path(), "/tikvpb.Tikv/RawCompareAndSwap");
         assert!(cas.clone().into_batch().is_err());
         let mut safe_ts = TikvRequest::GetStoreSafeTs(Default::default());

@@ -59,10 +59,33 @@ type Reply = oneshot::Sender<Result<batch_commands_response::response::Cmd, Call
 /// A slot's state, shared by its callers, its send task and its receive tasks.
 type SharedState = Arc<Mutex<StreamState<Reply>>>;
 
+/// A request waiting for its slot's send task. The request is already encoded (as one
+/// `BatchCommandsRequest.Request`) on the caller's task: the queue moves a pointer, not a
+/// request struct of hundreds of bytes, and the send task only concatenates.
 struct Queued {
     id: u64,
-    cmd: batch_commands_request::request::Cmd,
+    encoded: bytes::Bytes,
     queued_at: tikv_core::Instant,
+}
+
+/// One `BatchCommandsRequest` made of already encoded requests: each as field 1 (`requests`),
+/// then the ids as field 2 (`request_ids`, packed); `client_send_time_ns` stays 0, so absent.
+/// The bytes are those prost would write for the decoded message.
+fn encode_batch_message(batch: &[Queued], ids: &[u64]) -> bytes::Bytes {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+    let requests: usize = batch
+        .iter()
+        .map(|q| key_len(1) + encoded_len_varint(q.encoded.len() as u64) + q.encoded.len())
+        .sum();
+    let ids_len = prost::encoding::uint64::encoded_len_packed(2, ids);
+    let mut buf = Vec::with_capacity(requests + ids_len);
+    for q in batch {
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(q.encoded.len() as u64, &mut buf);
+        buf.extend_from_slice(&q.encoded);
+    }
+    prost::encoding::uint64::encode_packed(2, ids, &mut buf);
+    buf.into()
 }
 
 struct Slot {
@@ -204,11 +227,12 @@ impl<R: Runtime> BatchClient<R> {
     }
 
     /// Sends one request to the store at `address` and waits for its response, at most
-    /// `deadline`.
+    /// `deadline`. `encoded` is one `BatchCommandsRequest.Request`
+    /// ([`TikvRequest::encode_batch`](tikv_core::TikvRequest::encode_batch)).
     pub async fn call(
         &self,
         address: &str,
-        cmd: batch_commands_request::request::Cmd,
+        encoded: bytes::Bytes,
         deadline: Duration,
     ) -> Result<batch_commands_response::response::Cmd, CallError> {
         let store = self.store(address);
@@ -226,7 +250,7 @@ impl<R: Runtime> BatchClient<R> {
             queue
                 .send(Queued {
                     id,
-                    cmd,
+                    encoded,
                     queued_at: self.runtime.now(),
                 })
                 .await
@@ -319,11 +343,14 @@ impl<R: Runtime> SlotTask<R> {
                 // health feedback is what we are after.
                 let (reply, _) = oneshot::channel();
                 let id = lock(&self.state).register(reply);
-                let cmd =
-                    batch_commands_request::request::Cmd::GetHealthFeedback(Default::default());
+                let probe = batch_commands_request::Request {
+                    cmd: Some(batch_commands_request::request::Cmd::GetHealthFeedback(
+                        Default::default(),
+                    )),
+                };
                 Some(Queued {
                     id,
-                    cmd,
+                    encoded: probe.encode_to_vec().into(),
                     queued_at: self.runtime.now(),
                 })
             }
@@ -388,15 +415,7 @@ impl<R: Runtime> SlotTask<R> {
                 .iter()
                 .map(|q| (now - q.queued_at).as_micros() as u64)
                 .sum();
-            let message = tikvpb::BatchCommandsRequest {
-                requests: batch
-                    .into_iter()
-                    .map(|q| batch_commands_request::Request { cmd: Some(q.cmd) })
-                    .collect(),
-                request_ids: ids.clone(),
-                client_send_time_ns: 0,
-            };
-            let body = bytes::Bytes::from(message.encode_to_vec());
+            let body = encode_batch_message(&batch, &ids);
             match stream.send(body) {
                 Ok(()) => {
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -500,4 +519,57 @@ async fn recv_loop(
     // or not yet written are not ours to fail.
     let replies = lock(&state).ended(generation);
     fail(replies, &end);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tikv_proto::kvrpcpb;
+
+    fn queued(id: u64, cmd: batch_commands_request::request::Cmd) -> Queued {
+        let request = batch_commands_request::Request { cmd: Some(cmd) };
+        Queued {
+            id,
+            encoded: request.encode_to_vec().into(),
+            queued_at: tikv_core::Instant::from_origin(Duration::ZERO),
+        }
+    }
+
+    #[test]
+    fn a_batch_of_encoded_requests_is_the_message_prost_would_write() {
+        use batch_commands_request::request::Cmd;
+        let cmds = vec![
+            Cmd::RawGet(kvrpcpb::RawGetRequest {
+                key: "k".into(),
+                ..Default::default()
+            }),
+            Cmd::Get(kvrpcpb::GetRequest {
+                key: vec![7; 300].into(),
+                version: 42,
+                ..Default::default()
+            }),
+            Cmd::GetHealthFeedback(Default::default()),
+        ];
+        // Ids large enough to take several varint bytes.
+        let ids = vec![1, 300, u64::MAX];
+        let batch: Vec<Queued> = cmds
+            .iter()
+            .zip(&ids)
+            .map(|(c, id)| queued(*id, c.clone()))
+            .collect();
+        let expected = tikvpb::BatchCommandsRequest {
+            requests: cmds
+                .into_iter()
+                .map(|cmd| batch_commands_request::Request { cmd: Some(cmd) })
+                .collect(),
+            request_ids: ids.clone(),
+            client_send_time_ns: 0,
+        };
+        let body = encode_batch_message(&batch, &ids);
+        assert_eq!(body, expected.encode_to_vec());
+        assert_eq!(
+            tikvpb::BatchCommandsRequest::decode(body).unwrap(),
+            expected
+        );
+    }
 }

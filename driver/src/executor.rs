@@ -254,7 +254,7 @@ async fn execute<R: Runtime>(ctx: &ClientContext<R>, effect: Effect) -> (EffectI
             request,
             timeout,
             ..
-        } => rpc(ctx, store_id, address, *request, timeout).await,
+        } => rpc(ctx, store_id, address, request, timeout).await,
         Effect::Locate { query, .. } => Outcome::Located(match query {
             LocateQuery::Key(k) => ctx.pd.get_region(k.as_bytes()).await,
             LocateQuery::Before(k) => ctx.pd.get_prev_region(k.as_bytes()).await,
@@ -298,7 +298,7 @@ async fn rpc<R: Runtime>(
     ctx: &ClientContext<R>,
     store_id: u64,
     address: String,
-    request: TikvRequest,
+    request: Box<TikvRequest>,
     timeout: std::time::Duration,
 ) -> Outcome {
     let method = request.method_name();
@@ -336,24 +336,19 @@ async fn batched<R: Runtime>(
     ctx: &ClientContext<R>,
     target: Target,
     address: String,
-    request: TikvRequest,
+    request: Box<TikvRequest>,
     timeout: std::time::Duration,
 ) -> Outcome {
     let method = request.method();
     let name = request.method_name();
-    let cmd = match request.into_batch() {
-        Ok(cmd) => cmd,
-        Err(request) => {
-            return Outcome::RpcFailed {
-                delivery: Delivery::NotSent,
-                error: Error::InvalidArgument(format!(
-                    "{} cannot be batched",
-                    request.method_name()
-                )),
-            };
-        }
+    let Some(encoded) = request.encode_batch() else {
+        return Outcome::RpcFailed {
+            delivery: Delivery::NotSent,
+            error: Error::InvalidArgument(format!("{name} cannot be batched")),
+        };
     };
-    match ctx.batch.call(&address, cmd, timeout).await {
+    drop(request);
+    match ctx.batch.call(&address, encoded.into(), timeout).await {
         Ok(cmd) => match method.response_from_batch(cmd) {
             Some(response) => Outcome::Response(Box::new(response)),
             None => Outcome::RpcFailed {

@@ -64,6 +64,13 @@ impl Service for Store {
     }
 }
 
+/// `cmd` encoded as `BatchClient::call` takes it.
+fn encode(cmd: batch_commands_request::request::Cmd) -> Bytes {
+    batch_commands_request::Request { cmd: Some(cmd) }
+        .encode_to_vec()
+        .into()
+}
+
 #[test]
 fn concurrent_requests_each_get_their_own_answer_on_async_std() {
     async_std::task::block_on(async {
@@ -101,7 +108,7 @@ fn concurrent_requests_each_get_their_own_answer_on_async_std() {
                             ..Default::default()
                         });
                     match batch
-                        .call(&address, cmd, Duration::from_secs(10))
+                        .call(&address, encode(cmd), Duration::from_secs(10))
                         .await
                         .unwrap()
                     {

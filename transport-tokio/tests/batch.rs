@@ -125,11 +125,15 @@ async fn start_counting(break_after: usize) -> (String, Arc<AtomicUsize>, Arc<At
     (address, messages, probes)
 }
 
-fn get(key: &str) -> batch_commands_request::request::Cmd {
-    batch_commands_request::request::Cmd::RawGet(kvrpcpb::RawGetRequest {
+/// A RawGet of `key`, encoded as `BatchClient::call` takes it.
+fn get(key: &str) -> bytes::Bytes {
+    let cmd = batch_commands_request::request::Cmd::RawGet(kvrpcpb::RawGetRequest {
         key: key.to_owned().into_bytes().into(),
         ..Default::default()
-    })
+    });
+    batch_commands_request::Request { cmd: Some(cmd) }
+        .encode_to_vec()
+        .into()
 }
 
 fn client() -> Arc<BatchClient<TokioRuntime>> {
