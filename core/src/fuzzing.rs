@@ -81,7 +81,7 @@ fn region(id: u64, a: Key, b: Key, version: u64, conf_ver: u64) -> Region {
 /// each one. Panics (for the fuzzer to report) when an invariant breaks.
 pub fn region_cache_ops(data: &[u8]) {
     let mut input = Input(data);
-    let mut cache = RegionCache::new(Duration::from_secs(10), Duration::from_secs(1));
+    let cache = RegionCache::new(Duration::from_secs(10), Duration::from_secs(1));
     let mut rng = Rng::seeded(1);
     let mut now = Instant::ZERO;
     while !input.is_empty() {
@@ -95,13 +95,13 @@ pub fn region_cache_ops(data: &[u8]) {
             }
             2 => {
                 let k = input.key();
-                if let Some(r) = cache.locate_key(&k, now, &mut rng) {
+                if let Some(r) = cache.locate_key(&k, now) {
                     assert!(r.contains(&k), "located region {} does not hold {k}", r.id);
                 }
             }
             3 => {
                 let k = input.key();
-                if let Some(r) = cache.locate_end_key(&k, now, &mut rng) {
+                if let Some(r) = cache.locate_end_key(&k, now) {
                     assert!(
                         r.contains_end_key(&k),
                         "region {} does not end-contain {k}",
@@ -133,7 +133,7 @@ pub fn region_cache_ops(data: &[u8]) {
                 } else {
                     KeyRange::new(b, a)
                 };
-                if let Ok(parts) = cache.split_range(&range, now, &mut rng) {
+                if let Ok(parts) = cache.split_range(&range, now) {
                     for (r, part) in parts {
                         assert!(
                             r.range.intersect(&range) == Some(part.clone()),

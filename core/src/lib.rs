@@ -59,7 +59,7 @@ pub use region::{
     Peer, PeerRole, Region, RegionEpoch, RegionId, RegionVerId, Store, StoreId, StoreState,
 };
 pub use region_cache::{LeaderUpdate, RegionCache};
-pub use rng::Rng;
+pub use rng::{Rng, RngForks};
 pub use rpc::{TikvRequest, TikvResponse};
 pub use store_cache::{StoreCache, StoreLookup};
 pub use time::Instant;

@@ -265,10 +265,10 @@ pub struct Cx<'a> {
     pub rng: &'a mut Rng,
     /// The client's configuration.
     pub config: &'a Config,
-    /// The shared region cache.
-    pub regions: &'a mut RegionCache,
-    /// The shared store cache.
-    pub stores: &'a mut StoreCache,
+    /// The shared region cache (shared by reference: it locks inside, briefly, per call).
+    pub regions: &'a RegionCache,
+    /// The shared store cache (likewise).
+    pub stores: &'a StoreCache,
     /// The next effect id to hand out.
     pub ids: &'a mut u64,
     /// The budget that retries of the current machine sleep against.

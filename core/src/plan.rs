@@ -11,6 +11,7 @@
 //! share the routing and retry logic.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use crate::backoff::Backoffer;
 use crate::error::Error;
@@ -138,7 +139,7 @@ pub struct MultiKey<P: BatchPlan> {
     options: RpcOptions,
     unrouted: Vec<P::Item>,
     locating: Option<Locate>,
-    ready: VecDeque<(Region, Vec<P::Item>)>,
+    ready: VecDeque<(Arc<Region>, Vec<P::Item>)>,
     running: Children<RegionRpc>,
     /// The items of each running batch.
     items: BTreeMap<ChildId, Vec<P::Item>>,
@@ -166,23 +167,10 @@ impl<P: BatchPlan> MultiKey<P> {
 
     /// Groups unrouted items by the cached regions; the first miss starts a `Locate`.
     fn route(&mut self, cx: &mut Cx<'_>) {
-        let mut groups: BTreeMap<Key, (Region, Vec<P::Item>)> = BTreeMap::new();
-        let mut missing = Vec::new();
-        for item in std::mem::take(&mut self.unrouted) {
-            match cx.regions.locate_key(P::key(&item), cx.now, cx.rng) {
-                Some(region) => {
-                    let start = region.range.start().clone();
-                    match groups.get_mut(&start) {
-                        Some((_, items)) => items.push(item),
-                        None => {
-                            groups.insert(start, (region.clone(), vec![item]));
-                        }
-                    }
-                }
-                None => missing.push(item),
-            }
-        }
-        for (region, items) in groups.into_values() {
+        let unrouted = std::mem::take(&mut self.unrouted);
+        let grouped = cx.regions.group_by_region(unrouted, P::key, cx.now);
+        let missing = grouped.missing;
+        for (region, items) in grouped.groups {
             self.split_into_batches(region, items);
         }
         if let Some(first) = missing.first() {
@@ -192,7 +180,7 @@ impl<P: BatchPlan> MultiKey<P> {
         self.unrouted = missing;
     }
 
-    fn split_into_batches(&mut self, region: Region, items: Vec<P::Item>) {
+    fn split_into_batches(&mut self, region: Arc<Region>, items: Vec<P::Item>) {
         let mut batch = Vec::new();
         let mut bytes = 0;
         for item in items {

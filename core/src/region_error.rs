@@ -67,9 +67,9 @@ pub enum RegionErrorAction {
 /// The caches a region error may update, and what the update may draw on.
 pub struct RoutingState<'a> {
     /// The region cache.
-    pub regions: &'a mut RegionCache,
+    pub regions: &'a RegionCache,
     /// The store cache.
-    pub stores: &'a mut StoreCache,
+    pub stores: &'a StoreCache,
     /// Now.
     pub now: Instant,
     /// Randomness (cache TTL jitter).
@@ -317,8 +317,8 @@ mod tests {
 
         fn apply(&mut self, e: &errorpb::Error, sent: SentTo) -> RegionErrorAction {
             let mut st = RoutingState {
-                regions: &mut self.regions,
-                stores: &mut self.stores,
+                regions: &self.regions,
+                stores: &self.stores,
                 now: Instant::ZERO,
                 rng: &mut self.rng,
                 region_keys: RegionKeys::Raw,
@@ -326,7 +326,7 @@ mod tests {
             on_region_error(e, sent, &mut st)
         }
 
-        fn cached(&self) -> Option<&Region> {
+        fn cached(&self) -> Option<std::sync::Arc<Region>> {
             self.regions.peek_by_id(1)
         }
     }
@@ -369,10 +369,9 @@ mod tests {
             f.apply(&err::epoch_not_match(vec![left, right]), sent),
             A::Relocate(None)
         );
-        let mut rng = Rng::seeded(2);
         let r = f
             .regions
-            .locate_key(&Key::from("n"), Instant::ZERO, &mut rng)
+            .locate_key(&Key::from("n"), Instant::ZERO)
             .unwrap();
         assert_eq!((r.id, r.leader.unwrap().store_id), (7, 1));
         assert_eq!(f.cached().unwrap().range, KeyRange::new("a", "m"));

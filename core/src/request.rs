@@ -8,6 +8,7 @@
 //! them. [`Locate`] is the matching building block for a cache miss: it asks PD, retrying
 //! with `pdRPC` backoff, and caches the answer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tikv_proto::kvrpcpb;
@@ -114,7 +115,8 @@ enum AfterSleep {
 /// Sends one request to one region until it is answered, must be re-routed, or fails.
 #[derive(Debug)]
 pub struct RegionRpc {
-    region: Region,
+    /// The cached view the request is routed by (shared with the cache until it changes).
+    region: Arc<Region>,
     request: TikvRequest,
     options: RpcOptions,
     state: RpcState,
@@ -124,9 +126,9 @@ pub struct RegionRpc {
 impl RegionRpc {
     /// Sends `request` to `region` (the context is filled in here). Retries sleep within the
     /// context's budget ([`Cx::backoff`]).
-    pub fn new(region: Region, request: TikvRequest, options: RpcOptions) -> Self {
+    pub fn new(region: impl Into<Arc<Region>>, request: TikvRequest, options: RpcOptions) -> Self {
         RegionRpc {
-            region,
+            region: region.into(),
             request,
             options,
             state: RpcState::Ready,
@@ -173,7 +175,7 @@ impl RegionRpc {
     fn refresh_region(&mut self, cx: &mut Cx<'_>) -> bool {
         match cx.regions.peek_by_id(self.region.id) {
             Some(r) if r.ver_id() == self.region.ver_id() => {
-                self.region = r.clone();
+                self.region = r;
                 true
             }
             _ => false,
@@ -380,7 +382,7 @@ enum LocateState {
     Next(LocateQuery),
     Backoff(BackoffKind, Box<Error>),
     Sleeping(EffectId),
-    Finished(Option<Result<Region, Error>>),
+    Finished(Option<Result<Arc<Region>, Error>>),
 }
 
 /// Finds the region for a query, from the cache or from PD (caching PD's answer).
@@ -451,13 +453,11 @@ impl Locate {
         }
     }
 
-    fn cached(&self, cx: &mut Cx<'_>) -> Option<Region> {
+    fn cached(&self, cx: &mut Cx<'_>) -> Option<Arc<Region>> {
         match &self.query {
-            LocateQuery::Key(k) => cx.regions.locate_key(k, cx.now, cx.rng).cloned(),
-            LocateQuery::EndKey(k) | LocateQuery::Before(k) => {
-                cx.regions.locate_end_key(k, cx.now, cx.rng).cloned()
-            }
-            LocateQuery::Id(id) => cx.regions.get_by_id(*id, cx.now, cx.rng).cloned(),
+            LocateQuery::Key(k) => cx.regions.locate_key(k, cx.now),
+            LocateQuery::EndKey(k) | LocateQuery::Before(k) => cx.regions.locate_end_key(k, cx.now),
+            LocateQuery::Id(id) => cx.regions.get_by_id(*id, cx.now),
         }
     }
 
@@ -466,7 +466,7 @@ impl Locate {
     }
 
     /// Asks PD one question.
-    fn ask(&mut self, cx: &mut Cx<'_>, question: LocateQuery) -> Step<Result<Region, Error>> {
+    fn ask(&mut self, cx: &mut Cx<'_>, question: LocateQuery) -> Step<Result<Arc<Region>, Error>> {
         let id = cx.next_id();
         self.state = LocateState::Asking(id, question.clone());
         Step::Effect(Effect::Locate {
@@ -493,9 +493,9 @@ impl Locate {
 }
 
 impl Machine for Locate {
-    type Output = Result<Region, Error>;
+    type Output = Result<Arc<Region>, Error>;
 
-    fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Result<Region, Error>> {
+    fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Result<Arc<Region>, Error>> {
         match std::mem::replace(&mut self.state, LocateState::Ready) {
             LocateState::Finished(result) => {
                 self.state = LocateState::Finished(None);
@@ -534,6 +534,7 @@ impl Machine for Locate {
             LocateState::Asking(want, asked) if want == id => match outcome {
                 Outcome::Located(Ok(Some(region))) => match self.follow(&asked, region.clone()) {
                     Some(Ok(region)) => {
+                        let region = Arc::new(region);
                         cx.regions.insert(region.clone(), cx.now, cx.rng);
                         self.state = LocateState::Finished(Some(Ok(region)));
                     }

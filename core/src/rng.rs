@@ -5,6 +5,43 @@
 //! seeded through splitmix64 — small, fast and statistically sound for these uses (it is not
 //! for cryptography).
 
+/// splitmix64's increment.
+const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// splitmix64's output function: a bijection that spreads every input bit over the output.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Hands out one generator per operation from a client's seed, without a lock: the `n`-th
+/// fork is seeded from the seed and `n` alone. Which operation gets which `n` follows the
+/// order operations start, so a run is reproducible wherever that order is (one task,
+/// simulation); concurrent starts on real threads only reorder forks.
+#[derive(Debug)]
+pub struct RngForks {
+    seed: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl RngForks {
+    /// Forks of `seed`.
+    pub fn new(seed: u64) -> Self {
+        RngForks {
+            seed,
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The next operation's generator.
+    pub fn fork(&self) -> Rng {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Mixed, not added: seeds `s` and `s + 1` would give overlapping splitmix streams.
+        Rng::seeded(mix64(self.seed ^ mix64(n.wrapping_mul(GOLDEN_GAMMA))))
+    }
+}
+
 /// A small deterministic pseudo-random generator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rng {
@@ -16,11 +53,8 @@ impl Rng {
     pub fn seeded(seed: u64) -> Self {
         let mut sm = seed;
         let mut next = || {
-            sm = sm.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = sm;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
+            sm = sm.wrapping_add(GOLDEN_GAMMA);
+            mix64(sm)
         };
         Rng {
             s: [next(), next(), next(), next()],
@@ -73,6 +107,21 @@ mod tests {
         let ys: Vec<u64> = (0..8).map(|_| b.next_u64()).collect();
         assert_eq!(xs, ys);
         assert_ne!(Rng::seeded(43).next_u64(), xs[0]);
+    }
+
+    #[test]
+    fn forks_are_reproducible_and_distinct() {
+        let first = |seed| {
+            let forks = RngForks::new(seed);
+            (0..4).map(|_| forks.fork().next_u64()).collect::<Vec<_>>()
+        };
+        let a = first(9);
+        assert_eq!(a, first(9), "same seed, same forks in the same order");
+        let mut distinct = a.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 4, "every fork differs: {a:?}");
+        assert_ne!(first(10)[0], a[0]);
     }
 
     #[test]

@@ -1,29 +1,31 @@
 //! The store cache: store id → address, labels and state, as PD last reported them.
 //!
-//! Pure data like the region cache. A miss (or an entry dropped because the store's address may
-//! have changed) tells the caller to ask PD (`GetStore`) and [`insert`](StoreCache::insert) the
-//! answer. Tombstone stores are remembered as such, so that regions listing them are not routed
-//! there.
+//! Shared by every operation of a client like the region cache: lookups take a read lock for
+//! the lookup alone and hand back an [`Arc`] of the store. A miss (or an entry dropped because
+//! the store's address may have changed) tells the caller to ask PD (`GetStore`) and
+//! [`insert`](StoreCache::insert) the answer. Tombstone stores are remembered as such, so that
+//! regions listing them are not routed there.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::region::{Store, StoreId, StoreState};
 
 /// What the cache knows about a store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreLookup<'a> {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLookup {
     /// Cached and serving: send to this address.
-    Ready(&'a Store),
+    Ready(Arc<Store>),
     /// PD says the store is gone; do not send there.
     Tombstone,
     /// Not cached: resolve it through PD.
     Unknown,
 }
 
-/// Cached stores, by id.
-#[derive(Clone, Debug, Default)]
+/// Cached stores, by id; safe to share between threads.
+#[derive(Debug, Default)]
 pub struct StoreCache {
-    stores: BTreeMap<StoreId, Store>,
+    stores: RwLock<BTreeMap<StoreId, Arc<Store>>>,
 }
 
 impl StoreCache {
@@ -32,31 +34,40 @@ impl StoreCache {
         StoreCache::default()
     }
 
+    // Updates are single map operations: a lock poisoned elsewhere still guards a valid map.
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<StoreId, Arc<Store>>> {
+        self.stores.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<StoreId, Arc<Store>>> {
+        self.stores.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// What is known about store `id`.
-    pub fn lookup(&self, id: StoreId) -> StoreLookup<'_> {
-        match self.stores.get(&id) {
+    pub fn lookup(&self, id: StoreId) -> StoreLookup {
+        match self.read().get(&id) {
             None => StoreLookup::Unknown,
             Some(s) if s.state == StoreState::Tombstone || s.address.is_empty() => {
                 StoreLookup::Tombstone
             }
-            Some(s) => StoreLookup::Ready(s),
+            Some(s) => StoreLookup::Ready(s.clone()),
         }
     }
 
     /// Records PD's answer for a store (a tombstone or removed store included).
-    pub fn insert(&mut self, store: Store) {
-        self.stores.insert(store.id, store);
+    pub fn insert(&self, store: Store) {
+        self.write().insert(store.id, Arc::new(store));
     }
 
     /// Forgets store `id`, so the next use resolves it through PD again (its address or
     /// identity may have changed, e.g. after `StoreNotMatch`).
-    pub fn invalidate(&mut self, id: StoreId) {
-        self.stores.remove(&id);
+    pub fn invalidate(&self, id: StoreId) {
+        self.write().remove(&id);
     }
 
     /// Every cached store, by id.
-    pub fn iter(&self) -> impl Iterator<Item = &Store> {
-        self.stores.values()
+    pub fn all(&self) -> Vec<Arc<Store>> {
+        self.read().values().cloned().collect()
     }
 }
 
@@ -75,7 +86,7 @@ mod tests {
 
     #[test]
     fn lookup_states() {
-        let mut c = StoreCache::new();
+        let c = StoreCache::new();
         assert_eq!(c.lookup(1), StoreLookup::Unknown);
         c.insert(store(1, "a:1", StoreState::Up));
         c.insert(store(2, "b:1", StoreState::Tombstone));
@@ -85,6 +96,6 @@ mod tests {
         assert_eq!(c.lookup(3), StoreLookup::Tombstone, "no address: unusable");
         c.invalidate(1);
         assert_eq!(c.lookup(1), StoreLookup::Unknown);
-        assert_eq!(c.iter().count(), 2);
+        assert_eq!(c.all().len(), 2);
     }
 }

@@ -1,16 +1,19 @@
 //! Runs core machines: the one place where effects become I/O.
 //!
-//! [`run`] drives a machine on the caller's task: it polls the machine for effects under the
-//! shared-state lock (never held across an await), starts each effect as a future, and feeds
-//! outcomes back as they complete, so a multi-region operation's requests run concurrently.
+//! [`run`] drives a machine on the caller's task: it polls the machine for effects, starts each
+//! effect as a future, and feeds outcomes back as they complete, so a multi-region operation's
+//! requests run concurrently. No client-wide lock is held while a machine computes: the caches
+//! lock inside, per lookup or update, and each operation owns its RNG and budget.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tikv_core::backoff::{Backoffer, budget};
 use tikv_core::machine::{Cx, Detached, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
-use tikv_core::{Config, Delivery, Error, RegionCache, Rng, StoreCache, Target, TikvRequest};
+use tikv_core::{
+    Config, Delivery, Error, RegionCache, Rng, RngForks, StoreCache, Target, TikvRequest,
+};
 use tracing::debug;
 
 /// A seed when the configuration gives none: std's per-process random hash keys (jitter only
@@ -28,16 +31,6 @@ use crate::pd::PdClient;
 use crate::runtime::{BoxFuture, Runtime};
 use crate::transport::SharedTransport;
 
-/// State shared by every operation of a client.
-pub struct Shared {
-    /// Region cache.
-    pub regions: RegionCache,
-    /// Store cache.
-    pub stores: StoreCache,
-    /// The client's random generator; each operation forks its own from it.
-    pub rng: Rng,
-}
-
 /// Everything an operation needs to run.
 pub struct ClientContext<R: Runtime> {
     /// The runtime.
@@ -50,8 +43,12 @@ pub struct ClientContext<R: Runtime> {
     pub transport: SharedTransport,
     /// BatchCommands streams (used when `config.batch_commands`).
     pub batch: BatchClient<R>,
-    /// Caches and RNG.
-    pub shared: Mutex<Shared>,
+    /// Region cache.
+    pub regions: RegionCache,
+    /// Store cache.
+    pub stores: StoreCache,
+    /// Where each operation's RNG comes from.
+    pub rng: RngForks,
 }
 
 impl<R: Runtime> ClientContext<R> {
@@ -81,11 +78,6 @@ impl<R: Runtime> ClientContext<R> {
             config.keyspace = Some(name);
         }
         let seed = config.rng_seed.unwrap_or_else(entropy);
-        let shared = Shared {
-            regions: RegionCache::new(config.region_cache_ttl, config.region_cache_ttl_jitter),
-            stores: StoreCache::new(),
-            rng: Rng::seeded(seed),
-        };
         let batch_config = crate::batch::BatchConfig {
             streams_per_store: config.grpc_connection_count,
             policy: tikv_core::batch::BatchPolicy {
@@ -97,11 +89,13 @@ impl<R: Runtime> ClientContext<R> {
         let batch = BatchClient::new(runtime.clone(), transport.clone(), batch_config);
         Ok(ClientContext {
             runtime,
-            config,
             pd,
             transport,
             batch,
-            shared: Mutex::new(shared),
+            regions: RegionCache::new(config.region_cache_ttl, config.region_cache_ttl_jitter),
+            stores: StoreCache::new(),
+            rng: RngForks::new(seed),
+            config,
         })
     }
 
@@ -118,42 +112,29 @@ impl<R: Runtime> ClientContext<R> {
         ))
     }
 
-    /// Runs `f` with a context over the shared caches, holding their lock only for the call;
-    /// `op` is the operation's own state (ids, RNG, fallback budget).
+    /// Runs `f` with a context over the shared caches; `op` is the operation's own state
+    /// (ids, RNG, fallback budget).
     fn with_cx<T>(&self, op: &mut OpState, f: impl FnOnce(&mut Cx<'_>) -> T) -> T {
-        let mut shared = self.shared();
-        let Shared {
-            regions, stores, ..
-        } = &mut *shared;
         let mut cx = Cx {
             now: self.runtime.now(),
             rng: &mut op.rng,
             config: &self.config,
-            regions,
-            stores,
+            regions: &self.regions,
+            stores: &self.stores,
             ids: &mut op.ids,
             backoff: &mut op.backoff,
         };
         f(&mut cx)
     }
 
-    /// The state of a new operation: its RNG forked from the client's, so that what runs
-    /// beside it does not change its draws.
+    /// The state of a new operation: its own RNG, so that what runs beside it does not
+    /// change its draws.
     fn start_op(&self) -> OpState {
-        let rng = self.shared().rng.fork();
         OpState {
             ids: 0,
-            rng,
+            rng: self.rng.fork(),
             backoff: Backoffer::new("operation", self.config.budget(budget::RAWKV)),
         }
-    }
-
-    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
-        // Machines do not panic on any input (they are pure and tested for it); if one did,
-        // the caches it was updating are still structurally valid, so recover the lock.
-        self.shared
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -83,7 +83,7 @@ impl Harness {
     }
 
     /// Registers stores `1..=n` at addresses `store-<id>`.
-    pub fn with_stores(mut self, n: u64) -> Self {
+    pub fn with_stores(self, n: u64) -> Self {
         for id in 1..=n {
             self.stores.insert(Store {
                 id,
