@@ -122,7 +122,7 @@ async fn suite(rt: AsyncIoRuntime) {
         )
         .await
         .unwrap_err();
-    assert_eq!(e.status.code, GrpcCode::Unimplemented);
+    assert_eq!(e.status.code, GrpcCode::Unimplemented, "{e:?}");
 
     let closed = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = closed.local_addr().unwrap().to_string();

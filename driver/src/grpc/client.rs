@@ -395,12 +395,30 @@ impl Channel {
         message: Bytes,
         deadline: Duration,
     ) -> Result<Bytes, CallError> {
-        let (response, mut stream) = self.open(path, Some(deadline)).await?;
-        // Until the body is handed over, the server cannot have acted on the call.
-        stream
-            .send_data(message, true)
-            .map_err(|e| CallError::from_h2(&e, false))?;
+        let (response, stream) = self.open(path, Some(deadline)).await?;
+        self.finish_unary(path, response, stream, message).await
+    }
+
+    /// Sends a unary call's body on an opened stream and reads the one reply.
+    async fn finish_unary(
+        &self,
+        path: &str,
+        response: ResponseFuture,
+        mut stream: SendStream<Bytes>,
+        message: Bytes,
+    ) -> Result<Bytes, CallError> {
         let mut receiver = Receiver::new(response, self.max_message_size);
+        if let Err(e) = stream.send_data(message, true) {
+            // Until the body is handed over, the server cannot have acted on the call. It
+            // may still have answered from the headers alone (an unknown method, a refused
+            // call) and reset the stream, which is what failed the send: its status is the
+            // call's outcome, the failed send only a consequence.
+            let send_error = CallError::from_h2(&e, false);
+            return Err(match receiver.message().await {
+                Err(answer) if answer.from_server => answer,
+                _ => send_error,
+            });
+        }
         let first = receiver.message().await?;
         let Some(first) = first else {
             return Err(CallError::local(
@@ -595,5 +613,98 @@ impl CallError {
             status,
             from_server: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::io;
+    use std::time::Instant;
+
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use crate::grpc::codec;
+    use crate::runtime::BoxFuture;
+
+    /// Tokio with in-memory pipes; nothing here dials out.
+    #[derive(Clone)]
+    struct Pipes(Arc<Instant>);
+
+    impl Runtime for Pipes {
+        type Io = DuplexStream;
+        type Sleep = tokio::time::Sleep;
+
+        fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+            drop(tokio::spawn(future));
+        }
+
+        fn sleep(&self, duration: Duration) -> Self::Sleep {
+            tokio::time::sleep(duration)
+        }
+
+        fn now(&self) -> tikv_core::Instant {
+            tikv_core::Instant::from_origin(self.0.elapsed())
+        }
+
+        fn connect(&self, address: &str) -> BoxFuture<'static, io::Result<DuplexStream>> {
+            let address = address.to_string();
+            Box::pin(async move { Err(io::Error::other(format!("no network: {address}"))) })
+        }
+    }
+
+    /// A server that answers every call from its headers alone (Trailers-Only
+    /// Unimplemented) without reading the body, as gRPC servers do for unknown methods;
+    /// dropping the unread body makes h2 reset the stream (NO_ERROR) after the answer.
+    async fn answer_from_headers(io: DuplexStream) {
+        let mut connection = h2::server::handshake(io).await.expect("server handshake");
+        while let Some(Ok((request, mut respond))) = connection.accept().await {
+            let response = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .header("grpc-status", "12")
+                .header("grpc-message", "unknown method")
+                .body(())
+                .expect("valid response");
+            respond.send_response(response, true).expect("answers");
+            drop(request);
+        }
+    }
+
+    /// Regression: the server's answer and reset can reach the connection task between
+    /// opening a unary call and handing over its body (on a multi-threaded runtime under
+    /// load). The send then fails, and the call used to report that local failure
+    /// (Unavailable) instead of the server's status.
+    #[test]
+    fn a_server_answer_before_the_body_is_the_unary_outcome() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let runtime = Pipes(Arc::new(Instant::now()));
+            let (client, server) = tokio::io::duplex(1 << 16);
+            runtime.spawn(answer_from_headers(server));
+            let channel = Channel::handshake(&runtime, client, "mock:1", &ChannelConfig::default())
+                .await
+                .expect("handshake");
+            let path = "/echo.Echo/Missing";
+            let (response, mut stream) = channel.open(path, None).await.expect("opens");
+            // Wait until the reset has been processed: the state the race produces.
+            let reason = futures_util::future::poll_fn(|cx| stream.poll_reset(cx))
+                .await
+                .expect("the server resets the stream");
+            assert_eq!(reason, h2::Reason::NO_ERROR);
+            let body = codec::frame(b"x").expect("frames");
+            let e = channel
+                .finish_unary(path, response, stream, body)
+                .await
+                .expect_err("the server refused the call");
+            assert_eq!(
+                (e.status.code, e.from_server),
+                (GrpcCode::Unimplemented, true),
+                "{e:?}"
+            );
+        });
     }
 }
