@@ -285,15 +285,22 @@ fn set_region_error(response: &mut TikvResponse, e: errorpb::Error) {
 
 /// Runs one of the core machines (chosen by the first byte) against answers decoded from
 /// `data`: a raw get, a raw batch get, a raw scan (either way), a snapshot get, a snapshot
-/// batch get, a snapshot scan, a commit of three keys, or a lock resolution. Returns the
-/// number of effects it took.
+/// batch get, a snapshot scan, a commit of three keys, or a lock resolution; under API V1
+/// or (when the first byte is 128 or more) in an API V2 keyspace, where the answers' keys
+/// are mostly outside it. Returns the number of effects it took.
 pub fn machines_with_responses(data: &[u8]) -> usize {
     use crate::timestamp::Timestamp;
     use crate::txn::{
         Committer, Lock, Mutation, ResolveLocks, SnapshotBatchGet, SnapshotGet, SnapshotScan,
         WriteBuffer,
     };
-    let config = Config::default();
+    let mut config = Config::default();
+    if data.first().is_some_and(|b| *b >= 128) {
+        config.api_version = crate::config::ApiVersion::V2;
+        config.key_mode = crate::config::KeyMode::Txn;
+        config.keyspace_id = Some(1);
+    }
+    let codec = config.keyspace_codec();
     let mut input = Input(data);
     let ts = Timestamp::compose(1000, 0);
     let keys = || vec![Key::from("a"), Key::from("k"), Key::from("z")];
@@ -306,10 +313,10 @@ pub fn machines_with_responses(data: &[u8]) -> usize {
                 Err(_) => 0,
             }
         }
-        4 => drive(SnapshotGet::new(Key::from("k"), ts), &mut input),
-        5 => drive(SnapshotBatchGet::new(keys(), ts, 2), &mut input),
+        4 => drive(SnapshotGet::new(codec, Key::from("k"), ts), &mut input),
+        5 => drive(SnapshotBatchGet::new(codec, keys(), ts, 2), &mut input),
         6 => drive(
-            SnapshotScan::new(ts, KeyRange::all(), 10, false, data.len() % 2 == 0),
+            SnapshotScan::new(codec, ts, KeyRange::all(), 10, false, data.len() % 2 == 0),
             &mut input,
         ),
         7 => {

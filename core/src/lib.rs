@@ -32,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod fuzzing;
 pub mod key;
+pub mod keyspace;
 pub mod machine;
 pub mod pd;
 pub mod plan;
@@ -53,6 +54,7 @@ pub use backoff::{BackoffKind, Backoffer};
 pub use config::{ApiVersion, Config, KeyMode};
 pub use error::{Delivery, Error, GrpcCode, Result, Target};
 pub use key::{Key, KeyRange};
+pub use keyspace::KeyspaceCodec;
 pub use machine::{Cx, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
 pub use pd::{PdErrorKind, PdErrorType};
 pub use region::{

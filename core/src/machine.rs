@@ -237,6 +237,17 @@ pub enum Step<T> {
     Done(T),
 }
 
+impl<T> Step<T> {
+    /// The same step with its output (if done) mapped through `f`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Step<U> {
+        match self {
+            Step::Effect(effect) => Step::Effect(effect),
+            Step::Wait => Step::Wait,
+            Step::Done(output) => Step::Done(f(output)),
+        }
+    }
+}
+
 /// Polls a child machine from a parent's `poll`: evaluates to the child's output when it is
 /// done, and otherwise returns the child's effect (or `Wait`) from the enclosing function.
 ///

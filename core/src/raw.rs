@@ -13,6 +13,7 @@ use crate::backoff::{Backoffer, budget};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::key::{Key, KeyRange};
+use crate::keyspace::KeyspaceCodec;
 use crate::machine::{Budgeted, Machine, Map};
 use crate::plan::{BatchLimits, BatchPlan, MultiKey, RangePlan, RangeWalk, SingleKey};
 use crate::region::Region;
@@ -62,6 +63,17 @@ fn unexpected(response: &TikvResponse, wanted: &str) -> Error {
     }
 }
 
+/// Wraps a plan so that the keys its errors name are the caller's (see [`KeyspaceCodec`]).
+fn user_errors<M, T>(
+    codec: KeyspaceCodec,
+    machine: M,
+) -> Map<M, impl FnOnce(Result<T>) -> Result<T> + Send>
+where
+    M: Machine<Output = Result<T>>,
+{
+    Map::new(machine, move |r: Result<T>| codec.decode_result(r))
+}
+
 fn key_error(key: &Key, message: &str) -> Result<()> {
     if message.is_empty() {
         Ok(())
@@ -88,20 +100,25 @@ pub fn get(
     key: Key,
     cf: &str,
 ) -> impl Machine<Output = Result<Option<Bytes>>> + Send {
+    let codec = config.keyspace_codec();
+    let key = codec.encode(key);
     let request = TikvRequest::RawGet(kvrpcpb::RawGetRequest {
         key: key.to_bytes(),
         cf: cf.into(),
         ..Default::default()
     });
-    Map::new(
-        single(config, key.clone(), request, RpcOptions::READ),
-        move |r: Result<TikvResponse>| match r? {
-            TikvResponse::RawGet(resp) => {
-                key_error(&key, &resp.error)?;
-                Ok((!resp.not_found).then_some(resp.value))
-            }
-            other => Err(unexpected(&other, "RawGet")),
-        },
+    user_errors(
+        codec,
+        Map::new(
+            single(config, key.clone(), request, RpcOptions::READ),
+            move |r: Result<TikvResponse>| match r? {
+                TikvResponse::RawGet(resp) => {
+                    key_error(&key, &resp.error)?;
+                    Ok((!resp.not_found).then_some(resp.value))
+                }
+                other => Err(unexpected(&other, "RawGet")),
+            },
+        ),
     )
 }
 
@@ -114,6 +131,8 @@ pub fn put(
     cf: &str,
     for_cas: bool,
 ) -> impl Machine<Output = Result<()>> + Send {
+    let codec = config.keyspace_codec();
+    let key = codec.encode(key);
     let request = TikvRequest::RawPut(kvrpcpb::RawPutRequest {
         key: key.to_bytes(),
         value,
@@ -122,12 +141,15 @@ pub fn put(
         for_cas,
         ..Default::default()
     });
-    Map::new(
-        single(config, key.clone(), request, write_options(config)),
-        move |r: Result<TikvResponse>| match r? {
-            TikvResponse::RawPut(resp) => key_error(&key, &resp.error),
-            other => Err(unexpected(&other, "RawPut")),
-        },
+    user_errors(
+        codec,
+        Map::new(
+            single(config, key.clone(), request, write_options(config)),
+            move |r: Result<TikvResponse>| match r? {
+                TikvResponse::RawPut(resp) => key_error(&key, &resp.error),
+                other => Err(unexpected(&other, "RawPut")),
+            },
+        ),
     )
 }
 
@@ -138,18 +160,23 @@ pub fn delete(
     cf: &str,
     for_cas: bool,
 ) -> impl Machine<Output = Result<()>> + Send {
+    let codec = config.keyspace_codec();
+    let key = codec.encode(key);
     let request = TikvRequest::RawDelete(kvrpcpb::RawDeleteRequest {
         key: key.to_bytes(),
         cf: cf.into(),
         for_cas,
         ..Default::default()
     });
-    Map::new(
-        single(config, key.clone(), request, write_options(config)),
-        move |r: Result<TikvResponse>| match r? {
-            TikvResponse::RawDelete(resp) => key_error(&key, &resp.error),
-            other => Err(unexpected(&other, "RawDelete")),
-        },
+    user_errors(
+        codec,
+        Map::new(
+            single(config, key.clone(), request, write_options(config)),
+            move |r: Result<TikvResponse>| match r? {
+                TikvResponse::RawDelete(resp) => key_error(&key, &resp.error),
+                other => Err(unexpected(&other, "RawDelete")),
+            },
+        ),
     )
 }
 
@@ -159,20 +186,25 @@ pub fn get_key_ttl(
     key: Key,
     cf: &str,
 ) -> impl Machine<Output = Result<Option<u64>>> + Send {
+    let codec = config.keyspace_codec();
+    let key = codec.encode(key);
     let request = TikvRequest::RawGetKeyTtl(kvrpcpb::RawGetKeyTtlRequest {
         key: key.to_bytes(),
         cf: cf.into(),
         ..Default::default()
     });
-    Map::new(
-        single(config, key.clone(), request, RpcOptions::READ),
-        move |r: Result<TikvResponse>| match r? {
-            TikvResponse::RawGetKeyTtl(resp) => {
-                key_error(&key, &resp.error)?;
-                Ok((!resp.not_found).then_some(resp.ttl))
-            }
-            other => Err(unexpected(&other, "RawGetKeyTTL")),
-        },
+    user_errors(
+        codec,
+        Map::new(
+            single(config, key.clone(), request, RpcOptions::READ),
+            move |r: Result<TikvResponse>| match r? {
+                TikvResponse::RawGetKeyTtl(resp) => {
+                    key_error(&key, &resp.error)?;
+                    Ok((!resp.not_found).then_some(resp.ttl))
+                }
+                other => Err(unexpected(&other, "RawGetKeyTTL")),
+            },
+        ),
     )
 }
 
@@ -194,6 +226,8 @@ pub fn compare_and_swap(
     new: Bytes,
     cf: &str,
 ) -> impl Machine<Output = Result<CasResult>> + Send {
+    let codec = config.keyspace_codec();
+    let key = codec.encode(key);
     let request = TikvRequest::RawCompareAndSwap(kvrpcpb::RawCasRequest {
         key: key.to_bytes(),
         value: new,
@@ -206,18 +240,21 @@ pub fn compare_and_swap(
         idempotent: false,
         max_execution: Some(config.max_write_execution),
     };
-    Map::new(
-        single(config, key.clone(), request, options),
-        move |r: Result<TikvResponse>| match r? {
-            TikvResponse::RawCompareAndSwap(resp) => {
-                key_error(&key, &resp.error)?;
-                Ok(CasResult {
-                    swapped: resp.succeed,
-                    previous: (!resp.previous_not_exist).then_some(resp.previous_value),
-                })
-            }
-            other => Err(unexpected(&other, "RawCompareAndSwap")),
-        },
+    user_errors(
+        codec,
+        Map::new(
+            single(config, key.clone(), request, options),
+            move |r: Result<TikvResponse>| match r? {
+                TikvResponse::RawCompareAndSwap(resp) => {
+                    key_error(&key, &resp.error)?;
+                    Ok(CasResult {
+                        swapped: resp.succeed,
+                        previous: (!resp.previous_not_exist).then_some(resp.previous_value),
+                    })
+                }
+                other => Err(unexpected(&other, "RawCompareAndSwap")),
+            },
+        ),
     )
 }
 
@@ -257,38 +294,42 @@ pub fn batch_get(
     keys: Vec<Key>,
     cf: &str,
 ) -> impl Machine<Output = Result<Vec<KvPair>>> + Send {
+    let codec = config.keyspace_codec();
     let plan = BatchGetPlan { cf: cf.into() };
+    let keys = dedup(codec.encode_all(keys));
     let machine = Budgeted::new(
         backoff(config),
-        MultiKey::new(plan, dedup(keys), key_limits(config), RpcOptions::READ),
+        MultiKey::new(plan, keys, key_limits(config), RpcOptions::READ),
     );
-    Map::new(machine, |r: Result<Vec<(Vec<Key>, TikvResponse)>>| {
-        let mut pairs = Vec::new();
-        for (keys, response) in r? {
-            match response {
-                TikvResponse::RawBatchGet(resp) => {
-                    for p in resp.pairs {
-                        if let Some(e) = p.error {
-                            return Err(Error::KeyError {
-                                key: Key::from(p.key),
-                                message: format!("{e:?}"),
-                            });
-                        }
-                        pairs.push(KvPair {
-                            key: Key::from(p.key),
-                            value: p.value,
-                        });
-                    }
-                }
-                other => {
-                    let _ = keys;
-                    return Err(unexpected(&other, "RawBatchGet"));
-                }
-            }
-        }
-        pairs.sort();
-        Ok(pairs)
+    Map::new(machine, move |r: Result<Vec<(Vec<Key>, TikvResponse)>>| {
+        codec
+            .decode_result(batch_get_pairs(r))
+            .and_then(|p| codec.decode_pairs(p))
     })
+}
+
+/// The pairs of `RawBatchGet` replies, in key order.
+fn batch_get_pairs(r: Result<Vec<(Vec<Key>, TikvResponse)>>) -> Result<Vec<KvPair>> {
+    let mut pairs = Vec::new();
+    for (_, response) in r? {
+        let TikvResponse::RawBatchGet(resp) = response else {
+            return Err(unexpected(&response, "RawBatchGet"));
+        };
+        for p in resp.pairs {
+            if let Some(e) = p.error {
+                return Err(Error::KeyError {
+                    key: Key::from(p.key),
+                    message: format!("{e:?}"),
+                });
+            }
+            pairs.push(KvPair {
+                key: Key::from(p.key),
+                value: p.value,
+            });
+        }
+    }
+    pairs.sort();
+    Ok(pairs)
 }
 
 fn dedup(mut keys: Vec<Key>) -> Vec<Key> {
@@ -350,10 +391,12 @@ pub fn batch_put(
     cf: &str,
     for_cas: bool,
 ) -> impl Machine<Output = Result<()>> + Send {
+    let codec = config.keyspace_codec();
     // Last write wins for duplicate keys, as in client-go; one request must not carry a key
     // twice.
     let mut by_key = std::collections::BTreeMap::new();
-    for item in items {
+    for mut item in items {
+        item.key = codec.encode(item.key);
         by_key.insert(item.key.clone(), item);
     }
     let limits = BatchLimits {
@@ -372,7 +415,7 @@ pub fn batch_put(
             write_options(config),
         ),
     );
-    Map::new(machine, |r: Result<Vec<(Vec<PutItem>, TikvResponse)>>| {
+    let check = |r: Result<Vec<(Vec<PutItem>, TikvResponse)>>| {
         for (items, response) in r? {
             match response {
                 TikvResponse::RawBatchPut(resp) => key_error(&items[0].key, &resp.error)?,
@@ -380,7 +423,8 @@ pub fn batch_put(
             }
         }
         Ok(())
-    })
+    };
+    user_errors(codec, Map::new(machine, check))
 }
 
 /// Batch plan: `RawBatchDelete`.
@@ -415,6 +459,7 @@ pub fn batch_delete(
     cf: &str,
     for_cas: bool,
 ) -> impl Machine<Output = Result<()>> + Send {
+    let codec = config.keyspace_codec();
     let machine = Budgeted::new(
         backoff(config),
         MultiKey::new(
@@ -422,12 +467,12 @@ pub fn batch_delete(
                 cf: cf.into(),
                 for_cas,
             },
-            dedup(keys),
+            dedup(codec.encode_all(keys)),
             key_limits(config),
             write_options(config),
         ),
     );
-    Map::new(machine, |r: Result<Vec<(Vec<Key>, TikvResponse)>>| {
+    let check = |r: Result<Vec<(Vec<Key>, TikvResponse)>>| {
         for (keys, response) in r? {
             match response {
                 TikvResponse::RawBatchDelete(resp) => key_error(&keys[0], &resp.error)?,
@@ -435,7 +480,8 @@ pub fn batch_delete(
             }
         }
         Ok(())
-    })
+    };
+    user_errors(codec, Map::new(machine, check))
 }
 
 /// A key greater than every key TiKV can store: TiKV rejects keys longer than its
@@ -517,7 +563,7 @@ pub fn scan(
     key_only: bool,
     reverse: bool,
     cf: &str,
-) -> Result<Budgeted<RangeWalk<ScanPlan>>> {
+) -> Result<impl Machine<Output = Result<Vec<KvPair>>> + Send> {
     if limit > config.raw_scan_limit_max {
         return Err(Error::InvalidArgument(format!(
             "scan limit {limit} exceeds the maximum of {}",
@@ -536,10 +582,14 @@ pub fn scan(
         reverse,
         pairs: Vec::new(),
     };
-    Ok(Budgeted::new(
+    let codec = config.keyspace_codec();
+    let walk = Budgeted::new(
         backoff(config),
-        RangeWalk::new(plan, range, reverse, RpcOptions::READ),
-    ))
+        RangeWalk::new(plan, codec.encode_range(range), reverse, RpcOptions::READ),
+    );
+    Ok(Map::new(walk, move |r: Result<Vec<KvPair>>| {
+        codec.decode_result(r).and_then(|p| codec.decode_pairs(p))
+    }))
 }
 
 /// Range plan: `RawDeleteRange`, region by region.
@@ -576,16 +626,21 @@ pub fn delete_range(
     config: &Config,
     range: KeyRange,
     cf: &str,
-) -> Result<Budgeted<RangeWalk<DeleteRangePlan>>> {
+) -> Result<impl Machine<Output = Result<()>> + Send> {
     if range.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "empty or inverted range {range}"
         )));
     }
     let options = write_options(config);
-    Ok(Budgeted::new(
-        backoff(config),
-        RangeWalk::new(DeleteRangePlan { cf: cf.into() }, range, false, options),
+    let codec = config.keyspace_codec();
+    let plan = DeleteRangePlan { cf: cf.into() };
+    Ok(user_errors(
+        codec,
+        Budgeted::new(
+            backoff(config),
+            RangeWalk::new(plan, codec.encode_range(range), false, options),
+        ),
     ))
 }
 
@@ -626,15 +681,23 @@ impl RangePlan for ChecksumPlan {
 }
 
 /// `RawChecksum` over `range`.
-pub fn checksum(config: &Config, range: KeyRange) -> Result<Budgeted<RangeWalk<ChecksumPlan>>> {
+pub fn checksum(
+    config: &Config,
+    range: KeyRange,
+) -> Result<impl Machine<Output = Result<Checksum>> + Send> {
     if range.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "empty or inverted range {range}"
         )));
     }
-    Ok(Budgeted::new(
-        backoff(config),
-        RangeWalk::new(ChecksumPlan::default(), range, false, RpcOptions::READ),
+    let codec = config.keyspace_codec();
+    let range = codec.encode_range(range);
+    Ok(user_errors(
+        codec,
+        Budgeted::new(
+            backoff(config),
+            RangeWalk::new(ChecksumPlan::default(), range, false, RpcOptions::READ),
+        ),
     ))
 }
 

@@ -18,15 +18,15 @@
 //! With `Config::api_version = ApiVersion::V2`, the client works inside one keyspace
 //! (`Config::keyspace`, default `DEFAULT`): it looks the keyspace up in PD when it connects,
 //! prefixes every key with the keyspace's raw-mode prefix, bounds every range to the keyspace,
-//! and strips the prefix from every key it returns. Callers never see the prefix.
+//! and strips the prefix from every key it returns (the plans do, with
+//! [`tikv_core::KeyspaceCodec`]). Callers never see the prefix.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tikv_core::codec::KeyspacePrefix;
 use tikv_core::raw::{self, CasResult, Checksum, KvPair, PutItem};
-use tikv_core::{ApiVersion, Config, Error, Key, KeyRange, Result};
+use tikv_core::{Config, Error, Key, KeyRange, Result};
 
 use crate::executor::{ClientContext, run};
 use crate::pd::PdClient;
@@ -45,8 +45,6 @@ pub struct RawClient<R: Runtime> {
     cf: String,
     atomic: bool,
     timeout: Option<Duration>,
-    /// API V2: the keyspace every key lives in.
-    keyspace: Option<KeyspacePrefix>,
 }
 
 impl<R: Runtime> Clone for RawClient<R> {
@@ -56,7 +54,6 @@ impl<R: Runtime> Clone for RawClient<R> {
             cf: self.cf.clone(),
             atomic: self.atomic,
             timeout: self.timeout,
-            keyspace: self.keyspace,
         }
     }
 }
@@ -88,17 +85,11 @@ impl<R: Runtime> RawClient<R> {
     ) -> Result<Self> {
         config.key_mode = tikv_core::KeyMode::Raw;
         let ctx = ClientContext::connect(runtime, transport, pd_endpoints, config).await?;
-        let keyspace = ctx
-            .config
-            .keyspace_id
-            .filter(|_| ctx.config.api_version == ApiVersion::V2)
-            .map(KeyspacePrefix::raw);
         Ok(RawClient {
             ctx: Arc::new(ctx),
             cf: String::new(),
             atomic: false,
             timeout: None,
-            keyspace,
         })
     }
 
@@ -142,40 +133,6 @@ impl<R: Runtime> RawClient<R> {
         &self.ctx.config
     }
 
-    /// The stored form of a user key.
-    fn enc(&self, key: impl Into<Key>) -> Key {
-        let key = key.into();
-        match &self.keyspace {
-            Some(p) => p.encode(&key),
-            None => key,
-        }
-    }
-
-    /// The stored form of a user range (bounded to the keyspace under API V2).
-    fn enc_range(&self, range: impl Into<KeyRange>) -> KeyRange {
-        let range = range.into();
-        match &self.keyspace {
-            Some(p) => p.encode_range(&range),
-            None => range,
-        }
-    }
-
-    /// User keys back from stored ones.
-    fn dec_pairs(&self, pairs: Vec<KvPair>) -> Result<Vec<KvPair>> {
-        match &self.keyspace {
-            None => Ok(pairs),
-            Some(p) => pairs
-                .into_iter()
-                .map(|kv| {
-                    Ok(KvPair {
-                        key: p.decode(kv.key.as_bytes())?,
-                        value: kv.value,
-                    })
-                })
-                .collect(),
-        }
-    }
-
     async fn exec<M: tikv_core::Machine<Output = Result<T>>, T>(&self, machine: M) -> Result<T> {
         match self.timeout {
             None => run(&self.ctx, machine).await,
@@ -189,7 +146,7 @@ impl<R: Runtime> RawClient<R> {
 
     /// The value of `key`, or `None`.
     pub async fn get(&self, key: impl Into<Key>) -> Result<Option<Bytes>> {
-        self.exec(raw::get(self.config(), self.enc(key), &self.cf))
+        self.exec(raw::get(self.config(), key.into(), &self.cf))
             .await
     }
 
@@ -198,14 +155,12 @@ impl<R: Runtime> RawClient<R> {
         &self,
         keys: impl IntoIterator<Item = impl Into<Key>>,
     ) -> Result<Vec<KvPair>> {
-        let keys: Vec<Key> = keys.into_iter().map(|k| self.enc(k)).collect();
+        let keys: Vec<Key> = keys.into_iter().map(Into::into).collect();
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let pairs = self
-            .exec(raw::batch_get(self.config(), keys, &self.cf))
-            .await?;
-        self.dec_pairs(pairs)
+        self.exec(raw::batch_get(self.config(), keys, &self.cf))
+            .await
     }
 
     /// Sets `key` to `value`.
@@ -222,7 +177,7 @@ impl<R: Runtime> RawClient<R> {
     ) -> Result<()> {
         self.exec(raw::put(
             self.config(),
-            self.enc(key),
+            key.into(),
             value.into(),
             ttl_secs,
             &self.cf,
@@ -239,7 +194,7 @@ impl<R: Runtime> RawClient<R> {
         let items = pairs
             .into_iter()
             .map(|(k, v)| PutItem {
-                key: self.enc(k),
+                key: k.into(),
                 value: v.into(),
                 ttl: 0,
             })
@@ -255,7 +210,7 @@ impl<R: Runtime> RawClient<R> {
         let items = pairs
             .into_iter()
             .map(|(k, v, ttl)| PutItem {
-                key: self.enc(k),
+                key: k.into(),
                 value: v.into(),
                 ttl,
             })
@@ -275,7 +230,7 @@ impl<R: Runtime> RawClient<R> {
     pub async fn delete(&self, key: impl Into<Key>) -> Result<()> {
         self.exec(raw::delete(
             self.config(),
-            self.enc(key),
+            key.into(),
             &self.cf,
             self.atomic,
         ))
@@ -284,7 +239,7 @@ impl<R: Runtime> RawClient<R> {
 
     /// Deletes many keys.
     pub async fn batch_delete(&self, keys: impl IntoIterator<Item = impl Into<Key>>) -> Result<()> {
-        let keys: Vec<Key> = keys.into_iter().map(|k| self.enc(k)).collect();
+        let keys: Vec<Key> = keys.into_iter().map(Into::into).collect();
         if keys.is_empty() {
             return Ok(());
         }
@@ -301,12 +256,8 @@ impl<R: Runtime> RawClient<R> {
     pub async fn delete_range(&self, range: impl Into<KeyRange>) -> Result<()> {
         let range = range.into();
         check_range(&range)?;
-        self.exec(raw::delete_range(
-            self.config(),
-            self.enc_range(range),
-            &self.cf,
-        )?)
-        .await
+        self.exec(raw::delete_range(self.config(), range, &self.cf)?)
+            .await
     }
 
     /// Up to `limit` pairs of `range`, ascending.
@@ -355,19 +306,11 @@ impl<R: Runtime> RawClient<R> {
         reverse: bool,
     ) -> Result<Vec<KvPair>> {
         check_range(&range)?;
-        let machine = raw::scan(
-            self.config(),
-            self.enc_range(range),
-            limit,
-            key_only,
-            reverse,
-            &self.cf,
-        )?;
+        let machine = raw::scan(self.config(), range, limit, key_only, reverse, &self.cf)?;
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let pairs = self.exec(machine).await?;
-        self.dec_pairs(pairs)
+        self.exec(machine).await
     }
 
     /// Scans several ranges, up to `each_limit` pairs from each, concatenated in order.
@@ -399,7 +342,7 @@ impl<R: Runtime> RawClient<R> {
         }
         self.exec(raw::compare_and_swap(
             self.config(),
-            self.enc(key),
+            key.into(),
             expected.map(Into::into),
             new.into(),
             &self.cf,
@@ -409,7 +352,7 @@ impl<R: Runtime> RawClient<R> {
 
     /// The remaining TTL of `key` in seconds (`Some(0)`: no TTL), `None` if absent.
     pub async fn get_key_ttl(&self, key: impl Into<Key>) -> Result<Option<u64>> {
-        self.exec(raw::get_key_ttl(self.config(), self.enc(key), &self.cf))
+        self.exec(raw::get_key_ttl(self.config(), key.into(), &self.cf))
             .await
     }
 
@@ -418,8 +361,7 @@ impl<R: Runtime> RawClient<R> {
     pub async fn checksum(&self, range: impl Into<KeyRange>) -> Result<Checksum> {
         let range = range.into();
         check_range(&range)?;
-        self.exec(raw::checksum(self.config(), self.enc_range(range))?)
-            .await
+        self.exec(raw::checksum(self.config(), range)?).await
     }
 }
 

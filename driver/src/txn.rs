@@ -29,7 +29,7 @@ use tikv_core::raw::KvPair;
 use tikv_core::txn::{
     Committer, Mutation, SnapshotBatchGet, SnapshotGet, SnapshotScan, WriteBuffer,
 };
-use tikv_core::{ApiVersion, Config, Error, Key, KeyMode, KeyRange, Result, Timestamp};
+use tikv_core::{Config, Error, Key, KeyMode, KeyRange, Result, Timestamp};
 
 use crate::executor::{ClientContext, run};
 use crate::pd::PdClient;
@@ -75,11 +75,6 @@ impl<R: Runtime> TransactionClient<R> {
         pd_endpoints: &[impl AsRef<str>],
         mut config: Config,
     ) -> Result<Self> {
-        if config.api_version == ApiVersion::V2 {
-            return Err(Error::InvalidArgument(
-                "transactions on API V2 keyspaces are not supported yet".into(),
-            ));
-        }
         config.key_mode = KeyMode::Txn;
         let ctx = ClientContext::connect(runtime, transport, pd_endpoints, config).await?;
         Ok(TransactionClient { ctx: Arc::new(ctx) })
@@ -172,7 +167,8 @@ async fn snapshot_scan<R: Runtime>(
         )));
     }
     let backoff = Backoffer::new("scan", ctx.config.budget(budget::SCAN));
-    let scan = SnapshotScan::new(ts, range, limit, false, reverse);
+    let codec = ctx.config.keyspace_codec();
+    let scan = SnapshotScan::new(codec, ts, range, limit, false, reverse);
     run(ctx, Budgeted::new(backoff, scan)).await
 }
 
@@ -182,7 +178,14 @@ async fn snapshot_get<R: Runtime>(
     key: Key,
 ) -> Result<Option<Bytes>> {
     let backoff = Backoffer::new("get", ctx.config.budget(budget::GET));
-    run(ctx, Budgeted::new(backoff, SnapshotGet::new(key, ts))).await
+    run(
+        ctx,
+        Budgeted::new(
+            backoff,
+            SnapshotGet::new(ctx.config.keyspace_codec(), key, ts),
+        ),
+    )
+    .await
 }
 
 async fn snapshot_batch_get<R: Runtime>(
@@ -194,7 +197,8 @@ async fn snapshot_batch_get<R: Runtime>(
         return Ok(Vec::new());
     }
     let backoff = Backoffer::new("batch get", ctx.config.budget(budget::BATCH_GET));
-    let get = SnapshotBatchGet::new(keys, ts, ctx.config.raw_batch_pair_count);
+    let codec = ctx.config.keyspace_codec();
+    let get = SnapshotBatchGet::new(codec, keys, ts, ctx.config.raw_batch_pair_count);
     run(ctx, Budgeted::new(backoff, get)).await
 }
 
@@ -225,23 +229,11 @@ impl<R: Runtime> Transaction<R> {
         &self,
         keys: impl IntoIterator<Item = impl Into<Key>>,
     ) -> Result<Vec<KvPair>> {
-        let mut own = Vec::new();
-        let mut remote = Vec::new();
-        for key in keys.into_iter().map(Into::into) {
-            match self.buffer.get(&key) {
-                Some(Some(v)) => own.push(KvPair {
-                    key,
-                    value: v.clone(),
-                }),
-                Some(None) => {}
-                None => remote.push(key),
-            }
-        }
-        let mut pairs = snapshot_batch_get(&self.ctx, self.start_ts, remote).await?;
-        pairs.extend(own);
-        pairs.sort();
-        pairs.dedup_by(|a, b| a.key == b.key);
-        Ok(pairs)
+        let (own, remote) = self
+            .buffer
+            .partition_reads(keys.into_iter().map(Into::into));
+        let snapshot = snapshot_batch_get(&self.ctx, self.start_ts, remote).await?;
+        Ok(WriteBuffer::merge_reads(own, snapshot))
     }
 
     /// Up to `limit` pairs of `range`, ascending: the snapshot merged with the transaction's
@@ -261,35 +253,10 @@ impl<R: Runtime> Transaction<R> {
     }
 
     async fn scan_merged(&self, range: KeyRange, limit: u32, reverse: bool) -> Result<Vec<KvPair>> {
-        let own: Vec<(Key, Option<Bytes>)> = self
-            .buffer
-            .range(&range)
-            .map(|(k, m)| (k.clone(), m.value().cloned()))
-            .collect();
-        // Each own delete can hide one snapshot pair: read that many more, so that `limit`
-        // survive (and nothing between them is skipped).
-        let deletes = own.iter().filter(|(_, v)| v.is_none()).count() as u32;
-        let snapshot = snapshot_scan(
-            &self.ctx,
-            self.start_ts,
-            range,
-            limit.saturating_add(deletes),
-            reverse,
-        )
-        .await?;
-        let mut merged: std::collections::BTreeMap<Key, Option<Bytes>> = snapshot
-            .into_iter()
-            .map(|p| (p.key, Some(p.value)))
-            .collect();
-        merged.extend(own);
-        let pairs = merged
-            .into_iter()
-            .filter_map(|(key, value)| value.map(|value| KvPair { key, value }));
-        Ok(if reverse {
-            pairs.rev().take(limit as usize).collect()
-        } else {
-            pairs.take(limit as usize).collect()
-        })
+        let wanted = self.buffer.scan_limit(&range, limit);
+        let snapshot =
+            snapshot_scan(&self.ctx, self.start_ts, range.clone(), wanted, reverse).await?;
+        Ok(self.buffer.overlay_scan(&range, snapshot, limit, reverse))
     }
 
     /// Sets `key` to `value` (buffered until commit).

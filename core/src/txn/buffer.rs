@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use tikv_proto::kvrpcpb;
 
-use crate::key::Key;
+use crate::key::{Key, KeyRange};
+use crate::raw::KvPair;
 
 /// One intended change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,16 +78,94 @@ impl WriteBuffer {
         self.mutations.iter()
     }
 
-    /// Buffered mutations in `range`, in key order.
-    pub fn range(&self, range: &crate::key::KeyRange) -> impl Iterator<Item = (&Key, &Mutation)> {
+    /// Buffered mutations in `range`, in key order (none for an empty or inverted range).
+    pub fn range(&self, range: &KeyRange) -> impl Iterator<Item = (&Key, &Mutation)> {
         use std::ops::Bound;
         let end = if range.is_unbounded() {
             Bound::Unbounded
         } else {
             Bound::Excluded(range.end().clone())
         };
-        self.mutations
-            .range((Bound::Included(range.start().clone()), end))
+        // `BTreeMap::range` panics on an inverted range, which a caller can pass.
+        let valid = !range.is_empty();
+        valid
+            .then(|| {
+                self.mutations
+                    .range((Bound::Included(range.start().clone()), end))
+            })
+            .into_iter()
+            .flatten()
+    }
+
+    /// Splits the keys of a batch read into what the buffer answers itself (its values;
+    /// a key it deletes is answered as absent, so it is in neither list) and the keys left
+    /// to read from the snapshot.
+    pub fn partition_reads(&self, keys: impl IntoIterator<Item = Key>) -> (Vec<KvPair>, Vec<Key>) {
+        let mut own = Vec::new();
+        let mut snapshot = Vec::new();
+        for key in keys {
+            match self.get(&key) {
+                Some(Some(value)) => own.push(KvPair {
+                    value: value.clone(),
+                    key,
+                }),
+                Some(None) => {}
+                None => snapshot.push(key),
+            }
+        }
+        (own, snapshot)
+    }
+
+    /// A batch read's answer: the snapshot's pairs and the buffer's own (from
+    /// [`partition_reads`](Self::partition_reads)), in key order, each key once.
+    pub fn merge_reads(own: Vec<KvPair>, mut snapshot: Vec<KvPair>) -> Vec<KvPair> {
+        snapshot.extend(own);
+        snapshot.sort();
+        snapshot.dedup_by(|a, b| a.key == b.key);
+        snapshot
+    }
+
+    /// How many pairs a snapshot scan of `range` must return so that `limit` survive the
+    /// buffer: each buffered delete can hide one snapshot pair, so read that many more (and
+    /// nothing between the survivors is skipped).
+    pub fn scan_limit(&self, range: &KeyRange, limit: u32) -> u32 {
+        let deletes = self
+            .range(range)
+            .filter(|(_, m)| m.value().is_none())
+            .count();
+        limit.saturating_add(u32::try_from(deletes).unwrap_or(u32::MAX))
+    }
+
+    /// The transaction's view of `range`: `snapshot` (a scan of `range` for
+    /// [`scan_limit`](Self::scan_limit) pairs, in either order) overlaid with the buffered
+    /// writes, up to `limit` pairs, ascending or (when `reverse`) descending.
+    ///
+    /// Buffered writes beyond the last snapshot pair are safe to include: when the snapshot
+    /// was cut short, at least `limit` of its pairs survive and come before them.
+    pub fn overlay_scan(
+        &self,
+        range: &KeyRange,
+        snapshot: Vec<KvPair>,
+        limit: u32,
+        reverse: bool,
+    ) -> Vec<KvPair> {
+        let mut merged: BTreeMap<Key, Option<Bytes>> = snapshot
+            .into_iter()
+            .map(|p| (p.key, Some(p.value)))
+            .collect();
+        merged.extend(
+            self.range(range)
+                .map(|(k, m)| (k.clone(), m.value().cloned())),
+        );
+        let pairs = merged
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|value| KvPair { key, value }));
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        if reverse {
+            pairs.rev().take(limit).collect()
+        } else {
+            pairs.take(limit).collect()
+        }
     }
 
     /// Number of keys written.
@@ -123,6 +202,65 @@ mod tests {
             b.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
             vec![Key::from("a"), Key::from("k")]
         );
-        assert_eq!(b.range(&crate::key::KeyRange::from("b"..)).count(), 1);
+        assert_eq!(b.range(&KeyRange::from("b"..)).count(), 1);
+        let inverted = KeyRange::new("z", "a");
+        assert_eq!(
+            b.range(&inverted).count(),
+            0,
+            "no panic on an inverted range"
+        );
+        assert_eq!(b.scan_limit(&inverted, 5), 5);
+    }
+
+    fn pair(k: &str, v: &str) -> KvPair {
+        KvPair {
+            key: k.into(),
+            value: Bytes::copy_from_slice(v.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn batch_reads_take_own_writes_first() {
+        let mut b = WriteBuffer::new();
+        b.set("a".into(), Mutation::Put("mine".into()));
+        b.set("d".into(), Mutation::Delete);
+        let (own, snapshot) = b.partition_reads(["a", "b", "d"].map(Key::from));
+        assert_eq!(own, [pair("a", "mine")]);
+        assert_eq!(snapshot, [Key::from("b")], "a deleted key is not read");
+        let merged = WriteBuffer::merge_reads(own, vec![pair("b", "2")]);
+        assert_eq!(merged, [pair("a", "mine"), pair("b", "2")]);
+    }
+
+    #[test]
+    fn scans_overlay_own_writes_and_read_past_own_deletes() {
+        let mut b = WriteBuffer::new();
+        b.set("b".into(), Mutation::Delete);
+        b.set("c".into(), Mutation::Put("mine".into()));
+        b.set("zz".into(), Mutation::Put("far".into()));
+        let range = KeyRange::all();
+        // One delete in range: a scan for 2 reads 3 from the snapshot.
+        assert_eq!(b.scan_limit(&range, 2), 3);
+        assert_eq!(b.scan_limit(&KeyRange::from("c"..), 2), 2);
+        let snapshot = vec![pair("a", "1"), pair("b", "2"), pair("d", "4")];
+        assert_eq!(
+            b.overlay_scan(&range, snapshot.clone(), 2, false),
+            [pair("a", "1"), pair("c", "mine")]
+        );
+        // Everything fits: the own write past the snapshot's end shows too.
+        assert_eq!(
+            b.overlay_scan(&range, snapshot, 10, false),
+            [
+                pair("a", "1"),
+                pair("c", "mine"),
+                pair("d", "4"),
+                pair("zz", "far")
+            ]
+        );
+        // Reverse: the snapshot scanned down from the end.
+        let snapshot = vec![pair("d", "4"), pair("b", "2"), pair("a", "1")];
+        assert_eq!(
+            b.overlay_scan(&range, snapshot, 2, true),
+            [pair("zz", "far"), pair("d", "4")]
+        );
     }
 }

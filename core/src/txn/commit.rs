@@ -19,6 +19,7 @@ use crate::backoff::{BackoffKind, Backoffer, budget};
 use crate::config::Config;
 use crate::error::Error;
 use crate::key::Key;
+use crate::keyspace::KeyspaceCodec;
 use crate::machine::{Cx, Detached, Effect, EffectId, Machine, Map, Outcome, Step};
 use crate::plan::{BatchLimits, BatchPlan, MultiKey, SingleKey};
 use crate::ready;
@@ -151,6 +152,7 @@ enum State {
 /// Commits one transaction's writes.
 #[derive(Debug)]
 pub struct Committer {
+    codec: KeyspaceCodec,
     start_ts: Timestamp,
     primary: Key,
     keys: Vec<Key>,
@@ -173,17 +175,23 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Commits `buffer` for the transaction started at `start_ts`. The first key (in key
-    /// order) is the primary. An empty buffer commits trivially.
+    /// Commits `buffer` (user keys, stored in `config`'s keyspace) for the transaction
+    /// started at `start_ts`. The first key (in key order) is the primary. An empty buffer
+    /// commits trivially.
     pub fn new(config: &Config, start_ts: Timestamp, buffer: &WriteBuffer) -> Self {
-        let mutations: Vec<(Key, Mutation)> =
-            buffer.iter().map(|(k, m)| (k.clone(), m.clone())).collect();
+        let codec = config.keyspace_codec();
+        // The keyspace prefix keeps key order: the primary is the first key either way.
+        let mutations: Vec<(Key, Mutation)> = buffer
+            .iter()
+            .map(|(k, m)| (codec.encode(k.clone()), m.clone()))
+            .collect();
         let primary = mutations
             .first()
             .map(|(k, _)| k.clone())
             .unwrap_or_default();
         let keys = mutations.iter().map(|(k, _)| k.clone()).collect();
         Committer {
+            codec,
             start_ts,
             primary,
             keys,
@@ -207,7 +215,7 @@ impl Committer {
         }
     }
 
-    /// The primary key (empty for an empty transaction).
+    /// The primary key as stored (empty for an empty transaction).
     pub fn primary(&self) -> &Key {
         &self.primary
     }
@@ -222,9 +230,10 @@ impl Committer {
         self.state = State::RollingBack(Box::new(m), Box::new(error));
     }
 
+    /// Ends the commit; the keys an error names are given in user form.
     fn finish(&mut self, result: Result<Timestamp, Error>) -> Step<Result<Timestamp, Error>> {
         self.state = State::Done;
-        Step::Done(result)
+        Step::Done(self.codec.decode_result(result))
     }
 
     /// Reads the prewrite replies: locks to resolve (and the items to prewrite again), or the
@@ -460,7 +469,7 @@ impl Machine for Committer {
                     else {
                         return Step::Wait; // matched just above
                     };
-                    return Step::Done(Err(*error));
+                    return self.finish(Err(*error));
                 }
             }
         }

@@ -13,6 +13,7 @@ use tikv_proto::kvrpcpb;
 use crate::backoff::BackoffKind;
 use crate::error::Error;
 use crate::key::{Key, KeyRange};
+use crate::keyspace::KeyspaceCodec;
 use crate::machine::{Cx, EffectId, Machine, Outcome, Step};
 use crate::plan::{RangePlan, RangeWalk};
 use crate::raw::{ABOVE_ALL_KEYS, KvPair};
@@ -140,7 +141,9 @@ enum Phase {
 /// Scans `range` at `start_ts`, up to `limit` pairs, forward or backward.
 #[derive(Debug)]
 pub struct SnapshotScan {
+    codec: KeyspaceCodec,
     start_ts: Timestamp,
+    /// What is left to scan, in stored keys.
     range: KeyRange,
     limit: u32,
     key_only: bool,
@@ -150,9 +153,10 @@ pub struct SnapshotScan {
 }
 
 impl SnapshotScan {
-    /// A scan of `range` as of `start_ts`, retrying within the context's budget (each region
-    /// step afresh).
+    /// A scan of `range` (user keys of `codec`'s keyspace, bounded to it) as of `start_ts`,
+    /// retrying within the context's budget (each region step afresh).
     pub fn new(
+        codec: KeyspaceCodec,
         start_ts: Timestamp,
         range: KeyRange,
         limit: u32,
@@ -160,8 +164,9 @@ impl SnapshotScan {
         reverse: bool,
     ) -> Self {
         SnapshotScan {
+            codec,
             start_ts,
-            range,
+            range: codec.encode_range(range),
             limit,
             key_only,
             reverse,
@@ -185,9 +190,16 @@ impl SnapshotScan {
 }
 
 impl SnapshotScan {
+    /// Ends the scan with the pairs found, keys (in pairs and errors) in user form.
     fn finish(&mut self, result: Result<(), Error>) -> Step<Result<Vec<KvPair>, Error>> {
         self.phase = Phase::Done;
-        Step::Done(result.map(|()| std::mem::take(&mut self.pairs)))
+        let pairs = result.map(|()| std::mem::take(&mut self.pairs));
+        let codec = self.codec;
+        Step::Done(
+            codec
+                .decode_result(pairs)
+                .and_then(|p| codec.decode_pairs(p)),
+        )
     }
 }
 

@@ -11,6 +11,7 @@ use tikv_proto::kvrpcpb;
 use crate::backoff::BackoffKind;
 use crate::error::Error;
 use crate::key::Key;
+use crate::keyspace::KeyspaceCodec;
 use crate::machine::{Cx, EffectId, Machine, Outcome, Step};
 use crate::plan::{BatchLimits, BatchPlan, MultiKey, SingleKey};
 use crate::raw::KvPair;
@@ -76,16 +77,19 @@ fn sleep_step<R, T>(
 /// Reads one key at `start_ts`, retrying within the context's budget.
 #[derive(Debug)]
 pub struct SnapshotGet {
+    codec: KeyspaceCodec,
+    /// Stored form.
     key: Key,
     start_ts: Timestamp,
     phase: Phase<SingleKey>,
 }
 
 impl SnapshotGet {
-    /// Reads `key` as of `start_ts`.
-    pub fn new(key: Key, start_ts: Timestamp) -> Self {
+    /// Reads `key` (a user key of `codec`'s keyspace) as of `start_ts`.
+    pub fn new(codec: KeyspaceCodec, key: Key, start_ts: Timestamp) -> Self {
         SnapshotGet {
-            key,
+            codec,
+            key: codec.encode(key),
             start_ts,
             phase: Phase::Ready,
         }
@@ -128,6 +132,23 @@ impl Machine for SnapshotGet {
     type Output = Result<Option<Bytes>, Error>;
 
     fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
+        let codec = self.codec;
+        self.poll_stored(cx).map(|r| codec.decode_result(r))
+    }
+
+    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
+        match &mut self.phase {
+            Phase::Reading(m) => m.handle(cx, id, outcome),
+            Phase::Resolving(m) => m.handle(cx, id, outcome),
+            Phase::Sleeping(want) if *want == id => self.phase = Phase::Ready,
+            _ => {}
+        }
+    }
+}
+
+impl SnapshotGet {
+    /// The read in stored keys; `poll` turns the keys its errors name into user keys.
+    fn poll_stored(&mut self, cx: &mut Cx<'_>) -> Step<Result<Option<Bytes>, Error>> {
         loop {
             match &mut self.phase {
                 Phase::Done | Phase::Sleeping(_) => return Step::Wait,
@@ -152,15 +173,6 @@ impl Machine for SnapshotGet {
                     Err(e) => return self.finish(Err(e)),
                 },
             }
-        }
-    }
-
-    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
-        match &mut self.phase {
-            Phase::Reading(m) => m.handle(cx, id, outcome),
-            Phase::Resolving(m) => m.handle(cx, id, outcome),
-            Phase::Sleeping(want) if *want == id => self.phase = Phase::Ready,
-            _ => {}
         }
     }
 }
@@ -191,6 +203,7 @@ impl BatchPlan for BatchGetPlan {
 /// Reads many keys at `start_ts`; only the keys that met locks are read again.
 #[derive(Debug)]
 pub struct SnapshotBatchGet {
+    codec: KeyspaceCodec,
     start_ts: Timestamp,
     limits: BatchLimits,
     remaining: Vec<Key>,
@@ -199,13 +212,14 @@ pub struct SnapshotBatchGet {
 }
 
 impl SnapshotBatchGet {
-    /// Reads `keys` as of `start_ts`, `max_keys` per request, retrying within the context's
-    /// budget.
-    pub fn new(keys: Vec<Key>, start_ts: Timestamp, max_keys: usize) -> Self {
-        let mut keys = keys;
+    /// Reads `keys` (user keys of `codec`'s keyspace) as of `start_ts`, `max_keys` per
+    /// request, retrying within the context's budget.
+    pub fn new(codec: KeyspaceCodec, keys: Vec<Key>, start_ts: Timestamp, max_keys: usize) -> Self {
+        let mut keys = codec.encode_all(keys);
         keys.sort();
         keys.dedup();
         SnapshotBatchGet {
+            codec,
             start_ts,
             limits: BatchLimits {
                 max_items: max_keys.max(1),
@@ -270,6 +284,24 @@ impl Machine for SnapshotBatchGet {
     type Output = Result<Vec<KvPair>, Error>;
 
     fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
+        let codec = self.codec;
+        self.poll_stored(cx)
+            .map(|r| codec.decode_result(r).and_then(|p| codec.decode_pairs(p)))
+    }
+
+    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
+        match &mut self.phase {
+            Phase::Reading(m) => m.handle(cx, id, outcome),
+            Phase::Resolving(m) => m.handle(cx, id, outcome),
+            Phase::Sleeping(want) if *want == id => self.phase = Phase::Ready,
+            _ => {}
+        }
+    }
+}
+
+impl SnapshotBatchGet {
+    /// The reads in stored keys; `poll` returns user keys.
+    fn poll_stored(&mut self, cx: &mut Cx<'_>) -> Step<Result<Vec<KvPair>, Error>> {
         loop {
             match &mut self.phase {
                 Phase::Done | Phase::Sleeping(_) => return Step::Wait,
@@ -313,15 +345,6 @@ impl Machine for SnapshotBatchGet {
                     }
                 },
             }
-        }
-    }
-
-    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
-        match &mut self.phase {
-            Phase::Reading(m) => m.handle(cx, id, outcome),
-            Phase::Resolving(m) => m.handle(cx, id, outcome),
-            Phase::Sleeping(want) if *want == id => self.phase = Phase::Ready,
-            _ => {}
         }
     }
 }

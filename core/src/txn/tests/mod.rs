@@ -7,6 +7,7 @@ use crate::testing::resp::{self, Sent};
 use crate::testing::{Harness, region};
 
 mod commit;
+mod keyspace;
 mod resolve;
 mod scan;
 mod snapshot;

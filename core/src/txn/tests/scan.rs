@@ -6,6 +6,7 @@ use bytes::Bytes;
 use super::*;
 use crate::error::Error;
 use crate::key::{Key, KeyRange};
+use crate::keyspace::KeyspaceCodec;
 use crate::machine::Machine;
 use crate::raw::{ABOVE_ALL_KEYS, KvPair};
 use crate::testing::resp::{keys, lock, ts};
@@ -20,7 +21,7 @@ fn scan(
     key_only: bool,
     reverse: bool,
 ) -> impl Machine<Output = Result<Vec<KvPair>, Error>> {
-    SnapshotScan::new(START, range, limit, key_only, reverse)
+    SnapshotScan::new(KeyspaceCodec::NONE, START, range, limit, key_only, reverse)
 }
 
 fn found(out: Result<Vec<KvPair>, Error>) -> Vec<(String, String)> {

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use super::*;
 use crate::error::Error;
 use crate::key::Key;
+use crate::keyspace::KeyspaceCodec;
 use crate::machine::Machine;
 use crate::raw::KvPair;
 use crate::testing::resp::{keys, lock, ts};
@@ -17,11 +18,12 @@ use crate::txn::snapshot::{SnapshotBatchGet, SnapshotGet};
 const START: Timestamp = Timestamp::compose(5000, 0);
 
 fn get(key: &str) -> impl Machine<Output = Result<Option<Bytes>, Error>> {
-    SnapshotGet::new(key.into(), START)
+    SnapshotGet::new(KeyspaceCodec::NONE, key.into(), START)
 }
 
 fn batch_get(keys: &[&str], max_keys: usize) -> impl Machine<Output = Result<Vec<KvPair>, Error>> {
     SnapshotBatchGet::new(
+        KeyspaceCodec::NONE,
         keys.iter().map(|k| Key::from(*k)).collect(),
         START,
         max_keys,
