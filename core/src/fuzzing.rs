@@ -159,6 +159,7 @@ fn drive<M: Machine>(mut machine: M, input: &mut Input<'_>) -> usize {
     let config = Config::default();
     let mut regions = RegionCache::new(config.region_cache_ttl, config.region_cache_ttl_jitter);
     let mut stores = StoreCache::new();
+    let txn_statuses = crate::txn::TxnStatusCache::default();
     let mut rng = Rng::seeded(u64::from(input.u8()));
     let mut ids = 0;
     let mut now = Instant::ZERO;
@@ -173,6 +174,7 @@ fn drive<M: Machine>(mut machine: M, input: &mut Input<'_>) -> usize {
                 config: &config,
                 regions: &mut regions,
                 stores: &mut stores,
+                txn_statuses: &txn_statuses,
                 ids: &mut ids,
                 backoff: &mut backoff,
             };
@@ -250,6 +252,7 @@ fn drive<M: Machine>(mut machine: M, input: &mut Input<'_>) -> usize {
             config: &config,
             regions: &mut regions,
             stores: &mut stores,
+            txn_statuses: &txn_statuses,
             ids: &mut ids,
             backoff: &mut backoff,
         };

@@ -45,6 +45,7 @@ use crate::rpc::{TikvRequest, TikvResponse};
 use crate::store_cache::StoreCache;
 use crate::time::Instant;
 use crate::timestamp::Timestamp;
+use crate::txn::TxnStatusCache;
 
 /// Identifies one effect of one operation; allocated by [`Cx::next_id`], so ids are unique
 /// across the machines that make up an operation.
@@ -280,6 +281,8 @@ pub struct Cx<'a> {
     pub regions: &'a RegionCache,
     /// The shared store cache (likewise).
     pub stores: &'a StoreCache,
+    /// Decided transaction outcomes, shared by every lock resolution (likewise).
+    pub txn_statuses: &'a TxnStatusCache,
     /// The next effect id to hand out.
     pub ids: &'a mut u64,
     /// The budget that retries of the current machine sleep against.
@@ -302,6 +305,7 @@ impl Cx<'_> {
             config: self.config,
             regions: self.regions,
             stores: self.stores,
+            txn_statuses: self.txn_statuses,
             ids: self.ids,
             backoff,
         }

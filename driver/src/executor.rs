@@ -13,6 +13,7 @@ use tikv_core::backoff::{Backoffer, budget};
 use tikv_core::machine::{Cx, Detached, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
 use tikv_core::{
     Config, Delivery, Error, RegionCache, Rng, RngForks, StoreCache, Target, TikvRequest,
+    txn::TxnStatusCache,
 };
 use tracing::debug;
 
@@ -47,6 +48,8 @@ pub struct ClientContext<R: Runtime> {
     pub regions: RegionCache,
     /// Store cache.
     pub stores: StoreCache,
+    /// Decided transaction outcomes, shared by every lock resolution.
+    pub txn_statuses: TxnStatusCache,
     /// Where each operation's RNG comes from.
     pub rng: RngForks,
 }
@@ -94,6 +97,7 @@ impl<R: Runtime> ClientContext<R> {
             batch,
             regions: RegionCache::new(config.region_cache_ttl, config.region_cache_ttl_jitter),
             stores: StoreCache::new(),
+            txn_statuses: TxnStatusCache::default(),
             rng: RngForks::new(seed),
             config,
         })
@@ -121,6 +125,7 @@ impl<R: Runtime> ClientContext<R> {
             config: &self.config,
             regions: &self.regions,
             stores: &self.stores,
+            txn_statuses: &self.txn_statuses,
             ids: &mut op.ids,
             backoff: &mut op.backoff,
         };

@@ -47,6 +47,8 @@ pub struct Harness {
     pub regions: RegionCache,
     /// The store cache.
     pub stores: StoreCache,
+    /// The shared cache of decided transaction outcomes.
+    pub txn_statuses: crate::txn::TxnStatusCache,
     /// The budget machines run within unless they bring their own ([`crate::machine::Budgeted`]);
     /// 20 s, like a RawKV operation.
     pub backoff: Backoffer,
@@ -74,6 +76,7 @@ impl Harness {
             rng: Rng::seeded(seed),
             regions: RegionCache::new(config.region_cache_ttl, config.region_cache_ttl_jitter),
             stores: StoreCache::new(),
+            txn_statuses: crate::txn::TxnStatusCache::default(),
             config,
             backoff: Backoffer::new("test", budget::RAWKV),
             effects: Vec::new(),
@@ -108,6 +111,7 @@ impl Harness {
             config: &self.config,
             regions: &mut self.regions,
             stores: &mut self.stores,
+            txn_statuses: &self.txn_statuses,
             ids: &mut self.ids,
             backoff: &mut self.backoff,
         }

@@ -5,6 +5,7 @@
 //! - [`resolve`]: the lock resolver — asks the lock owner's primary for its fate
 //!   (`CheckTxnStatus`), then commits or rolls back the lock (`ResolveLock`).
 //! - [`snapshot`]: reads at a start timestamp that resolve the locks they meet.
+//! - [`status_cache`]: decided transaction outcomes, shared by the client's resolutions.
 //! - [`commit`]: the committer — prewrite every key, take a commit timestamp, commit the
 //!   primary (the commit point), then the secondaries.
 
@@ -14,6 +15,7 @@ pub mod lock;
 pub mod resolve;
 pub mod scan;
 pub mod snapshot;
+pub mod status_cache;
 
 pub use buffer::{Mutation, WriteBuffer};
 pub use commit::Committer;
@@ -21,6 +23,7 @@ pub use lock::{Lock, TxnStatus, key_error};
 pub use resolve::ResolveLocks;
 pub use scan::SnapshotScan;
 pub use snapshot::{SnapshotBatchGet, SnapshotGet};
+pub use status_cache::TxnStatusCache;
 
 #[cfg(test)]
 mod tests;

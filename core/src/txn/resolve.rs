@@ -4,7 +4,9 @@
 //! transaction's status (`KvCheckTxnStatus`, allowed to roll back a transaction whose lock has
 //! expired and that never wrote its primary), then — if the owner committed or rolled back —
 //! apply that to the lock (`KvResolveLock` on the lock's key). Statuses are remembered, so many
-//! locks of one transaction cost one check. Locks of transactions still alive are counted, with
+//! locks of one transaction cost one check: within one resolution every status, and across
+//! the client's operations the decided ones (in the shared
+//! [`TxnStatusCache`](crate::txn::TxnStatusCache) the context carries). Locks of transactions still alive are counted, with
 //! how long until the earliest of them expires, so the caller can back off that long and read
 //! again.
 //!
@@ -118,8 +120,9 @@ impl ResolveLocks {
         self.state = State::Checking(Box::new(machine), lock);
     }
 
-    /// The status in a CheckTxnStatus reply.
-    fn status(&self, lock: &Lock, response: TikvResponse) -> Result<TxnStatus, Error> {
+    /// The status in a CheckTxnStatus reply, and whether it is decided for good (and so may
+    /// be shared with the client's other operations).
+    fn status(&self, lock: &Lock, response: TikvResponse) -> Result<(TxnStatus, bool), Error> {
         let TikvResponse::KvCheckTxnStatus(r) = response else {
             return Err(Error::KeyError {
                 key: lock.primary.clone(),
@@ -129,9 +132,10 @@ impl ResolveLocks {
         if let Some(e) = &r.error {
             if e.txn_not_found.is_some() && !lock.expired(self.current_ts) {
                 // The primary is not written yet and may still be: wait for the lock's TTL.
-                return Ok(TxnStatus::Alive {
+                let status = TxnStatus::Alive {
                     ttl_ms: lock.ttl_ms,
-                });
+                };
+                return Ok((status, false));
             }
             return Err(match key_error(e, lock.start_ts) {
                 KeyErrorKind::Fail(e) => e,
@@ -142,12 +146,21 @@ impl ResolveLocks {
             });
         }
         if r.commit_version > 0 {
-            return Ok(TxnStatus::Committed(Timestamp::from_u64(r.commit_version)));
+            let status = TxnStatus::Committed(Timestamp::from_u64(r.commit_version));
+            return Ok((status, true));
         }
         if r.lock_ttl > 0 {
-            return Ok(TxnStatus::Alive { ttl_ms: r.lock_ttl });
+            return Ok((TxnStatus::Alive { ttl_ms: r.lock_ttl }, false));
         }
-        Ok(TxnStatus::RolledBack)
+        // Gone without a commit. Only a rollback record makes that final (client-go's
+        // `IsRolledBack`); a pessimistic rollback or a lock TiKV left alone is not, so those
+        // are acted on here but not shared.
+        use kvrpcpb::Action;
+        let decided = matches!(
+            Action::try_from(r.action),
+            Ok(Action::NoAction | Action::TtlExpireRollback | Action::LockNotExistRollback)
+        );
+        Ok((TxnStatus::RolledBack, decided))
     }
 }
 
@@ -189,7 +202,8 @@ impl Machine for ResolveLocks {
                     let Some(lock) = self.locks.pop_front() else {
                         return self.finish(Ok(self.result));
                     };
-                    match self.statuses.get(&lock.start_ts).copied() {
+                    let known = self.statuses.get(&lock.start_ts).copied();
+                    match known.or_else(|| cx.txn_statuses.get(lock.start_ts)) {
                         Some(status) => self.act(lock, status),
                         None => self.check(lock),
                     }
@@ -198,7 +212,10 @@ impl Machine for ResolveLocks {
                     let reply = ready!(m.poll(cx));
                     let lock = lock.clone();
                     match reply.and_then(|r| self.status(&lock, r)) {
-                        Ok(status) => {
+                        Ok((status, decided)) => {
+                            if decided {
+                                cx.txn_statuses.insert(lock.start_ts, status);
+                            }
                             self.statuses.insert(lock.start_ts, status);
                             self.act(lock, status);
                         }

@@ -1,6 +1,8 @@
 //! `ResolveLocks`: one status check per owning transaction, then the lock committed, rolled
 //! back, or counted as alive.
 
+use tikv_proto::kvrpcpb;
+
 use super::*;
 use crate::error::Error;
 use crate::machine::Machine;
@@ -375,4 +377,60 @@ fn async_commit_lock_that_tikv_keeps_is_left_alone_as_alive() {
             wait_ms: 0
         }
     );
+}
+
+/// Runs one resolution of `lock` in `h` (sharing its status cache with earlier runs) and
+/// returns the methods it sent.
+fn resolve_once(
+    h: &mut Harness,
+    lock: &LockBuilder,
+    status: impl Fn() -> Outcome,
+) -> Vec<&'static str> {
+    let before = h.effects.len();
+    h.run(
+        resolver(std::slice::from_ref(lock)),
+        cluster([resp::tso(ts(2000))], |s| match s.method {
+            "KvCheckTxnStatus" => status(),
+            "KvResolveLock" => resp::resolve_lock().ok(),
+            other => panic!("unexpected {other}"),
+        }),
+    )
+    .unwrap();
+    resp::kinds(&h.effects[before..]).to_vec()
+}
+
+#[test]
+fn decided_outcomes_are_shared_with_later_resolutions() {
+    for decided in [
+        resp::check_txn_status().committed(ts(1500)),
+        resp::check_txn_status().rolled_back(),
+        resp::check_txn_status()
+            .with(|r| r.action = kvrpcpb::Action::TtlExpireRollback as i32)
+            .ok(),
+    ] {
+        let mut h = harness();
+        let first = resolve_once(&mut h, &owned("b"), || decided.clone());
+        assert_eq!(first, ["Tso", "KvCheckTxnStatus", "KvResolveLock"]);
+        // Another operation meets another lock of the same transaction: no second check.
+        let second = resolve_once(&mut h, &owned("c"), || panic!("checked again"));
+        assert_eq!(second, ["Tso", "KvResolveLock"]);
+        assert_eq!(h.txn_statuses.len(), 1);
+    }
+}
+
+#[test]
+fn undecided_outcomes_are_asked_again() {
+    for undecided in [
+        resp::check_txn_status().alive(3000),
+        // A pessimistic rollback removes the lock but writes no rollback record.
+        resp::check_txn_status()
+            .with(|r| r.action = kvrpcpb::Action::TtlExpirePessimisticRollback as i32)
+            .ok(),
+    ] {
+        let mut h = harness();
+        resolve_once(&mut h, &owned("b"), || undecided.clone());
+        let again = resolve_once(&mut h, &owned("c"), || undecided.clone());
+        assert!(again.contains(&"KvCheckTxnStatus"), "{again:?}");
+        assert!(h.txn_statuses.is_empty());
+    }
 }
