@@ -51,12 +51,13 @@ fn write_options(config: &Config) -> RpcOptions {
     }
 }
 
+/// A reply of the wrong kind. The router already fails those naming the store
+/// ([`RegionRpc`](crate::request::RegionRpc) checks every reply against its request), so this
+/// only keeps the plans total.
 fn unexpected(response: &TikvResponse, wanted: &str) -> Error {
-    Error::Protocol {
-        target: crate::error::Target::Pd {
-            address: String::new(),
-        },
-        detail: format!(
+    Error::KeyError {
+        key: Key::EMPTY,
+        message: format!(
             "expected a {wanted} response, got {}",
             response.method_name()
         ),

@@ -15,7 +15,7 @@ use tikv_proto::kvrpcpb;
 
 use crate::backoff::BackoffKind;
 use crate::config::{ApiVersion, Config};
-use crate::error::{Delivery, Error};
+use crate::error::{Delivery, Error, Target};
 use crate::key::Key;
 use crate::machine::{Cx, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
 use crate::region::{Peer, PeerRole, Region};
@@ -243,6 +243,26 @@ impl RegionRpc {
     }
 
     fn on_response(&mut self, cx: &mut Cx<'_>, sent: SentTo, mut response: Box<TikvResponse>) {
+        if response.method_name() != self.request.method_name() {
+            // Only a broken transport can do this; the plans that read the reply rely on it
+            // not happening, and the error names the store so it can be found.
+            let address = match cx.stores.lookup(sent.store_id) {
+                StoreLookup::Ready(store) => store.address.clone(),
+                _ => String::new(),
+            };
+            let detail = format!(
+                "{}: {} answered with {}",
+                self.region.ver_id(),
+                self.request.method_name(),
+                response.method_name()
+            );
+            let target = Target::Store {
+                id: sent.store_id,
+                address,
+            };
+            self.finish(RegionRpcResult::Failed(Error::Protocol { target, detail }));
+            return;
+        }
         let Some(region_error) = response.take_region_error() else {
             self.finish(RegionRpcResult::Response(response));
             return;
@@ -542,6 +562,12 @@ impl Machine for Locate {
                     None => self.state = self.region_miss(Some(region)),
                 },
                 Outcome::Located(Ok(None)) => self.state = self.region_miss(None),
+                // An answer that cannot improve on retry (PD's region description is invalid,
+                // the cluster is another one) fails the lookup now instead of spending the
+                // whole budget on it.
+                Outcome::Located(Err(e)) if !e.is_retryable() => {
+                    self.state = LocateState::Finished(Some(Err(e)))
+                }
                 Outcome::Located(Err(e)) => {
                     self.state = LocateState::Backoff(BackoffKind::PdRpc, Box::new(e))
                 }
@@ -840,5 +866,47 @@ mod tests {
             panic!("unexpected {e:?}")
         });
         assert_eq!(again.unwrap().id, 2);
+    }
+
+    #[test]
+    fn a_reply_for_another_method_fails_naming_the_store() {
+        let mut h = Harness::new(1).with_stores(1);
+        let r = region(7, "", "", &[1]);
+        h.cache(r.clone());
+        let out = h.run(rpc(r, get("k"), RpcOptions::READ), |_| {
+            Outcome::Response(Box::new(TikvResponse::RawPut(Default::default())))
+        });
+        let RegionRpcResult::Failed(Error::Protocol { target, detail }) = out else {
+            panic!("expected a protocol error, got {out:?}");
+        };
+        assert_eq!(
+            target,
+            Target::Store {
+                id: 1,
+                address: "store-1".into()
+            }
+        );
+        assert!(detail.contains("RawGet answered with RawPut"), "{detail}");
+    }
+
+    /// Regression: a region boundary PD sent that does not decode was retried for the whole
+    /// budget (a commit hung 80 s before failing).
+    #[test]
+    fn locate_fails_at_once_on_an_answer_no_retry_can_fix() {
+        let mut h = Harness::new(1);
+        let invalid = Error::Pd {
+            method: "GetRegion",
+            address: "127.0.0.1:2379".into(),
+            kind: crate::pd::PdErrorKind::InvalidResponse,
+            message: "region 7: region boundary \"k\" is not memcomparable".into(),
+        };
+        let mut asks = 0;
+        let out = h.run(Locate::new(LocateQuery::Key("k".into())), |_| {
+            asks += 1;
+            Outcome::Located(Err(invalid.clone()))
+        });
+        assert_eq!(out.unwrap_err(), invalid);
+        assert_eq!(asks, 1, "asked once, no backoff");
+        assert!(h.effects.iter().all(|e| !matches!(e, Effect::Sleep { .. })));
     }
 }

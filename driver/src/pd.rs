@@ -292,15 +292,30 @@ impl<R: Runtime> PdClient<R> {
     }
 
     /// Converts PD's region (boundaries decoded per `region_keys`).
+    /// A region from a `method` reply, boundaries decoded. A boundary that does not decode
+    /// is PD's invalid answer (never worth retrying), named with the region and the PD
+    /// leader that gave it.
     fn region_from(
         &self,
+        method: &'static str,
         region: Option<tikv_proto::metapb::Region>,
         leader: Option<&tikv_proto::metapb::Peer>,
     ) -> Result<Option<Region>, Error> {
         let Some(mut region) = region else {
             return Ok(None);
         };
-        self.inner.config.region_keys.decode_region(&mut region)?;
+        if let Err(e) = self.inner.config.region_keys.decode_region(&mut region) {
+            let detail = match e {
+                Error::Protocol { detail, .. } => detail,
+                other => other.to_string(),
+            };
+            return Err(Error::Pd {
+                method,
+                address: self.leader_address().unwrap_or_default(),
+                kind: PdErrorKind::InvalidResponse,
+                message: format!("region {}: {detail}", region.id),
+            });
+        }
         Ok(Some(Region::from_meta(&region, leader)))
     }
 
@@ -315,7 +330,9 @@ impl<R: Runtime> PdClient<R> {
             ..Default::default()
         };
         let r = self.call::<pd::GetRegion>(request).await;
-        Self::region_or_none(r.and_then(|r| self.region_from(r.region, r.leader.as_ref())))
+        Self::region_or_none(
+            r.and_then(|r| self.region_from("GetRegion", r.region, r.leader.as_ref())),
+        )
     }
 
     /// The region just before the one holding `key` (for reverse scans).
@@ -325,7 +342,9 @@ impl<R: Runtime> PdClient<R> {
             ..Default::default()
         };
         let r = self.call::<pd::GetPrevRegion>(request).await;
-        Self::region_or_none(r.and_then(|r| self.region_from(r.region, r.leader.as_ref())))
+        Self::region_or_none(
+            r.and_then(|r| self.region_from("GetPrevRegion", r.region, r.leader.as_ref())),
+        )
     }
 
     /// The region with this id.
@@ -335,7 +354,9 @@ impl<R: Runtime> PdClient<R> {
             ..Default::default()
         };
         let r = self.call::<pd::GetRegionById>(request).await;
-        Self::region_or_none(r.and_then(|r| self.region_from(r.region, r.leader.as_ref())))
+        Self::region_or_none(
+            r.and_then(|r| self.region_from("GetRegionByID", r.region, r.leader.as_ref())),
+        )
     }
 
     /// PD's leader answers an unknown key with no region; a follower with `REGION_NOT_FOUND`.
@@ -424,11 +445,11 @@ impl<R: Runtime> PdClient<R> {
         let mut out = Vec::new();
         if !r.regions.is_empty() {
             for x in r.regions {
-                out.extend(self.region_from(x.region, x.leader.as_ref())?);
+                out.extend(self.region_from("ScanRegions", x.region, x.leader.as_ref())?);
             }
         } else {
             for (i, m) in r.region_metas.into_iter().enumerate() {
-                out.extend(self.region_from(Some(m), r.leaders.get(i))?);
+                out.extend(self.region_from("ScanRegions", Some(m), r.leaders.get(i))?);
             }
         }
         Ok(out)

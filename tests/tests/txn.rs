@@ -361,3 +361,38 @@ async fn scans_cross_regions_resolve_locks_and_merge_own_writes() {
         "the snapshot does not see the buffer"
     );
 }
+
+/// Regression: a region boundary from PD that does not decode (a transactional cluster's
+/// boundaries are memcomparable) made a commit retry for its whole budget (80 s) and then
+/// blame "PD" with no address. It fails at once now, naming PD's address and the region.
+#[tokio::test]
+async fn an_invalid_region_boundary_from_pd_fails_fast_and_names_pd() {
+    let mock = mock_cluster(1, &[]).await;
+    // A raw boundary where a memcomparable one belongs.
+    mock.cluster().lock().split_at(b"m").unwrap();
+    let c = client(&mock).await;
+    let guard = Duration::from_secs(20); // a hang guard, far below the 80 s budget
+    let read = tokio::time::timeout(guard, async { c.begin().await.unwrap().get("a").await })
+        .await
+        .expect("the read fails instead of retrying");
+    let mut t = c.begin().await.unwrap();
+    t.put("a", "1");
+    let commit = tokio::time::timeout(guard, t.commit())
+        .await
+        .expect("the commit fails instead of retrying");
+    for e in [read.unwrap_err(), commit.unwrap_err()] {
+        match &e {
+            Error::Pd {
+                kind,
+                address,
+                message,
+                ..
+            } => {
+                assert_eq!(*kind, tikv_core::PdErrorKind::InvalidResponse, "{e}");
+                assert_eq!(address, mock.pd_address(), "{e}");
+                assert!(message.contains("not memcomparable"), "{e}");
+            }
+            other => panic!("expected PD's invalid answer, got {other}"),
+        }
+    }
+}
