@@ -12,51 +12,13 @@
 //! `T` is whatever the driver uses to answer a caller (a oneshot sender); the state only keeps
 //! it until the request is answered, abandoned or failed.
 
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use crate::error::Delivery;
+use crate::id_map::IdMap;
 
 /// A stream generation: 1 for the slot's first stream, then counting up. 0 is never used.
 pub type Generation = u64;
-
-/// Hashes request ids (already unique integers) with a fixed multiply-xorshift: no per-process
-/// random keys, so nothing about the map depends on anything but its inputs.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        let mut z = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 ^= v;
-    }
-}
-
-/// Builds [`IdHasher`]s.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct IdHash;
-
-impl BuildHasher for IdHash {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher::default()
-    }
-}
-
-/// A map keyed by request ids (or other integer ids), with the fixed hasher.
-pub type IdMap<V> = hashbrown::HashMap<u64, V, IdHash>;
 
 /// Batching settings of a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,16 +325,5 @@ mod tests {
         let a = s.register("a");
         assert_eq!(s.open_failed(&[a]), vec!["a"]);
         assert_eq!((s.current(), s.in_flight()), (None, 0));
-    }
-
-    #[test]
-    fn id_hasher_is_fixed() {
-        let h = |v: u64| {
-            let mut x = IdHash.build_hasher();
-            x.write_u64(v);
-            x.finish()
-        };
-        assert_eq!(h(1), h(1));
-        assert_ne!(h(1), h(2));
     }
 }

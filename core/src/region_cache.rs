@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use crate::id_map::IdMap;
 use crate::key::{Key, KeyRange};
 use crate::region::{Region, RegionId, RegionVerId, StoreId};
 use crate::rng::Rng;
@@ -80,7 +81,7 @@ pub struct Grouped<T> {
 #[derive(Debug, Default)]
 struct Index {
     by_start: BTreeMap<Key, Entry>,
-    by_id: BTreeMap<RegionId, Key>,
+    by_id: IdMap<Key>,
 }
 
 /// Cached regions, indexed by start key and by id; safe to share between threads.

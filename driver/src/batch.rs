@@ -14,7 +14,7 @@
 //! answer for it is dropped. The queue is bounded, so memory stays bounded: callers wait for
 //! room (within their deadline) when a store is overloaded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +23,7 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::{SinkExt, StreamExt};
 use prost::Message;
 use tikv_core::batch::{BatchPolicy, Generation, StreamState};
-use tikv_core::{Delivery, GrpcCode};
+use tikv_core::{Delivery, GrpcCode, HealthBoard, StoreHealth};
 use tikv_proto::tikvpb::{self, batch_commands_request, batch_commands_response};
 use tracing::debug;
 
@@ -122,18 +122,7 @@ pub struct BatchStats {
     pub queue_wait_us: AtomicU64,
 }
 
-/// What a store last said about its health (piggybacked on BatchCommands responses).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StoreHealth {
-    /// TiKV's slow score (1 = healthy, up to 100).
-    pub slow_score: i32,
-    /// Sequence number of the feedback, to order reports.
-    pub feedback_seq_no: u64,
-    /// TiKV's transport-layer load (its gRPC thread busyness).
-    pub transport_layer_load: u64,
-}
-
-type HealthMap = Arc<Mutex<BTreeMap<u64, StoreHealth>>>;
+type HealthMap = Arc<HealthBoard>;
 
 /// BatchCommands streams to every store.
 pub struct BatchClient<R: Runtime> {
@@ -191,7 +180,12 @@ impl<R: Runtime> BatchClient<R> {
 
     /// What store `store_id` last reported about its health, if anything.
     pub fn store_health(&self, store_id: u64) -> Option<StoreHealth> {
-        lock(&self.health).get(&store_id).copied()
+        self.health.get(store_id)
+    }
+
+    /// The board the streams record health reports on (shared with replica selection).
+    pub fn health_board(&self) -> Arc<HealthBoard> {
+        self.health.clone()
     }
 
     fn store(&self, address: &str) -> Arc<Store> {
@@ -453,20 +447,12 @@ async fn recv_loop(
             Ok(Some(bytes)) => match tikvpb::BatchCommandsResponse::decode(bytes) {
                 Ok(message) => {
                     if let Some(h) = &message.health_feedback {
-                        let mut map = lock(&health);
-                        let newer = map
-                            .get(&h.store_id)
-                            .is_none_or(|old| old.feedback_seq_no <= h.feedback_seq_no);
-                        if newer {
-                            map.insert(
-                                h.store_id,
-                                StoreHealth {
-                                    slow_score: h.slow_score,
-                                    feedback_seq_no: h.feedback_seq_no,
-                                    transport_layer_load: message.transport_layer_load,
-                                },
-                            );
-                        }
+                        let report = StoreHealth {
+                            slow_score: h.slow_score,
+                            feedback_seq_no: h.feedback_seq_no,
+                            transport_layer_load: message.transport_layer_load,
+                        };
+                        health.record(h.store_id, report);
                     }
                     let routed: Vec<(Reply, Option<batch_commands_response::response::Cmd>)> = {
                         let mut s = lock(&state);

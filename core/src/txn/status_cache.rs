@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::batch::IdMap;
+use crate::id_map::IdMap;
 use crate::timestamp::Timestamp;
 use crate::txn::lock::TxnStatus;
 
