@@ -13,9 +13,11 @@
 //! - The effect model and composition kit: [`machine`] (`Machine`, `Effect`, `Cx`, `ready!`,
 //!   `Children`, `Budgeted`, `Detached` for background work).
 //! - Shared protocol state, plain data with pure methods: [`region_cache`], [`store_cache`],
-//!   [`region_error`] (the region-error table), [`backoff`], [`pd`] (PD session and call
-//!   policy, typed PD errors), [`tso`] (the TSO batcher), [`batch`] (BatchCommands stream
-//!   state per generation).
+//!   [`store_health`], [`region_error`] (the region-error table), [`backoff`], [`pd`] (PD
+//!   session and call policy, typed PD errors), [`tso`] (the TSO batcher), [`batch`]
+//!   (BatchCommands stream state per generation), [`keyspace`] (API V2 key codec), and the
+//!   transaction-status cache in [`txn`]. The caches a client shares between concurrent
+//!   operations lock inside, briefly, per call: no lock is held while a machine computes.
 //! - Building blocks: [`request`] (`RegionRpc`, `Locate`) and [`plan`] (`SingleKey`,
 //!   `MultiKey`, `RangeWalk`).
 //! - Operations: [`raw`] (RawKV) and [`txn`] (commit, lock resolution, snapshot reads).
