@@ -1,6 +1,6 @@
 //! BatchCommands over loopback: thousands of concurrent requests multiplexed on a few
-//! streams, answered out of order, each reaching its own caller; a broken stream fails what
-//! it carried and is re-created for the next requests.
+//! streams, answered out of order, each reaching its own caller; a broken or reset stream
+//! fails what it carried (and only that) and is re-created for the next requests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,13 +22,40 @@ use tikv_proto::tikvpb::{self, batch_commands_request, batch_commands_response};
 use tikv_tokio::{Runtime, TokioRuntime};
 use tokio::net::TcpListener;
 
-/// Answers every RawGet with value = key, in reverse order within each message. After
-/// `break_after` messages on a stream, it ends the stream with an error instead.
-#[derive(Clone)]
+/// Answers every RawGet with value = key, in reverse order within each message. The
+/// `break_after`th message it receives (counted over all streams) ends its stream with an
+/// error status instead of being answered; with `break_every`, every multiple of that resets
+/// its stream (`RST_STREAM`).
+#[derive(Clone, Default)]
 struct Store {
     messages: Arc<AtomicUsize>,
     probes: Arc<AtomicUsize>,
     break_after: usize,
+    break_every: usize,
+    /// Streams being served right now.
+    open_streams: Arc<AtomicUsize>,
+    /// Streams served so far (numbers the streams).
+    streams: Arc<AtomicUsize>,
+    /// The stream each answered key came in on.
+    answered: Arc<std::sync::Mutex<std::collections::HashMap<Bytes, usize>>>,
+    /// The streams that were reset.
+    reset: Arc<std::sync::Mutex<std::collections::HashSet<usize>>>,
+}
+
+/// Counts a stream as open while its handler runs.
+struct OpenStream(Arc<AtomicUsize>);
+
+impl OpenStream {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        OpenStream(count.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Service for Store {
@@ -48,8 +75,16 @@ impl Service for Store {
     ) -> BoxFuture<'static, Result<(), Status>> {
         let this = self.clone();
         boxed(async move {
+            let _open = OpenStream::new(&this.open_streams);
+            let stream = this.streams.fetch_add(1, Ordering::SeqCst);
             while let Some(m) = requests.message().await? {
-                if this.messages.fetch_add(1, Ordering::SeqCst) + 1 == this.break_after {
+                let n = this.messages.fetch_add(1, Ordering::SeqCst) + 1;
+                if this.break_every > 0 && n % this.break_every == 0 {
+                    this.reset.lock().unwrap().insert(stream);
+                    responses.reset();
+                    return Ok(());
+                }
+                if n == this.break_after {
                     return Err(Status::new(
                         tikv_core::GrpcCode::Unavailable,
                         "store restarting",
@@ -69,6 +104,10 @@ impl Service for Store {
                 for (r, id) in req.requests.into_iter().zip(req.request_ids).rev() {
                     let cmd = match r.cmd {
                         Some(batch_commands_request::request::Cmd::RawGet(get)) => {
+                            this.answered
+                                .lock()
+                                .unwrap()
+                                .insert(get.key.clone(), stream);
                             batch_commands_response::response::Cmd::RawGet(
                                 kvrpcpb::RawGetResponse {
                                     value: get.key,
@@ -101,16 +140,19 @@ async fn start(break_after: usize) -> (String, Arc<AtomicUsize>) {
 }
 
 async fn start_counting(break_after: usize) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let store = Store {
+        break_after,
+        ..Default::default()
+    };
+    let (messages, probes) = (store.messages.clone(), store.probes.clone());
+    (serve(store).await, messages, probes)
+}
+
+/// Serves `store` on a loopback port; returns its address.
+async fn serve(store: Store) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let rt = TokioRuntime::current();
-    let messages = Arc::new(AtomicUsize::new(0));
-    let probes = Arc::new(AtomicUsize::new(0));
-    let store = Store {
-        messages: messages.clone(),
-        probes: probes.clone(),
-        break_after,
-    };
     tokio::spawn(async move {
         loop {
             let (io, _) = listener.accept().await.unwrap();
@@ -122,7 +164,7 @@ async fn start_counting(break_after: usize) -> (String, Arc<AtomicUsize>, Arc<At
             ));
         }
     });
-    (address, messages, probes)
+    address
 }
 
 /// A RawGet of `key`, encoded as `BatchClient::call` takes it.
@@ -510,4 +552,91 @@ async fn the_late_end_of_a_broken_stream_leaves_the_next_stream_alone() {
     assert!(third.await.unwrap().is_ok());
     assert_eq!(transport.opens.load(Ordering::SeqCst), 2, "no third stream");
     assert_eq!(batch.in_flight(), 0);
+}
+
+/// The invariants the stream-generation hazard broke, under load over real gRPC: with a
+/// store that resets a stream on every 20th message, a request fails only with its own
+/// stream (never while the stream the store answered it on stays healthy), every caller
+/// hears back, and no abandoned stream stays open on the server (the code before stream
+/// generations left some open in about one run in three here; the deterministic
+/// reproduction is `the_late_end_of_a_broken_stream_leaves_the_next_stream_alone`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_breaking_under_load_fail_only_what_they_carried() {
+    let store = Store {
+        break_every: 20,
+        ..Default::default()
+    };
+    let (open, answered, reset) = (
+        store.open_streams.clone(),
+        store.answered.clone(),
+        store.reset.clone(),
+    );
+    let address = serve(store).await;
+    let batch = client();
+    let callers: Vec<_> = (0..16)
+        .map(|c| {
+            let (batch, address) = (batch.clone(), address.clone());
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for i in 0..150 {
+                    let key = format!("c{c}-{i}");
+                    let outcome = batch
+                        .call(&address, get(&key), Duration::from_secs(10))
+                        .await;
+                    outcomes.push((key, outcome));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    let mut succeeded = std::collections::HashSet::new();
+    for caller in callers {
+        for (key, outcome) in caller.await.unwrap() {
+            match outcome {
+                Ok(batch_commands_response::response::Cmd::RawGet(r)) => {
+                    assert_eq!(r.value, key.as_bytes(), "{key} got another's answer");
+                    succeeded.insert(key);
+                }
+                Ok(other) => panic!("{key}: wrong variant {other:?}"),
+                // NotSent (the write met a closed stream) or MaybeDelivered (the stream broke
+                // after the write); either way the store must not have answered it.
+                Err(_) => failed.push(key),
+            }
+        }
+    }
+    let reset = reset.lock().unwrap().clone();
+    assert!(reset.len() >= 2, "streams broke several times");
+    assert!(!failed.is_empty(), "the breaks failed some requests");
+    // A request may fail if the store never answered it, or answered it on a stream it
+    // reset later (the reset drops answers not yet written); not if its stream was healthy.
+    let answered = answered.lock().unwrap().clone();
+    let wrongly_failed: Vec<(&String, usize)> = failed
+        .iter()
+        .filter_map(|k| Some((k, *answered.get(k.as_bytes())?)))
+        .filter(|(_, stream)| !reset.contains(stream))
+        .collect();
+    assert!(
+        wrongly_failed.is_empty(),
+        "{} requests failed although the store answered them on a healthy stream, e.g. {:?}",
+        wrongly_failed.len(),
+        wrongly_failed.first()
+    );
+    assert_eq!(
+        succeeded.len() + failed.len(),
+        16 * 150,
+        "every caller heard back"
+    );
+    assert_eq!(batch.in_flight(), 0);
+    // The client keeps at most its two streams per store; broken ones are closed.
+    let mut waited = Duration::ZERO;
+    while open.load(Ordering::SeqCst) > 2 && waited < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    assert!(
+        open.load(Ordering::SeqCst) <= 2,
+        "{} streams still open on the server",
+        open.load(Ordering::SeqCst)
+    );
 }

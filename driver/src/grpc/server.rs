@@ -259,6 +259,17 @@ impl Responses {
             .send_data(message, false)
             .map_err(|e| Status::new(GrpcCode::Cancelled, format!("response stream failed: {e}")))
     }
+
+    /// Ends the call abruptly with `RST_STREAM` (`INTERNAL_ERROR`) instead of trailers, as a
+    /// crashing server or a proxy does: both directions fail at once, and responses not yet
+    /// written are dropped. For fault injection (the mock, tests).
+    pub fn reset(&self) {
+        let mut stream = self
+            .stream
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        stream.send_reset(h2::Reason::INTERNAL_ERROR);
+    }
 }
 
 /// Helper for services: wraps an async block into the boxed future the trait returns.
