@@ -43,13 +43,11 @@ impl Client {
     pub(crate) async fn connect(side: Side, pd: &str) -> Result<Client, String> {
         match side {
             Side::Ours | Side::OursUnary => {
-                let config = tikv_tokio::Config {
-                    batch_commands: side == Side::Ours,
-                    // client-rust runs at most 16 region requests of one call at once
-                    // (MULTI_REGION_CONCURRENCY); ours defaults to the same bound.
-                    region_concurrency: 16,
-                    ..Default::default()
-                };
+                // client-rust runs at most 16 region requests of one call at once
+                // (MULTI_REGION_CONCURRENCY); ours defaults to the same bound.
+                let config = tikv_tokio::Config::default()
+                    .with_batch_commands(side == Side::Ours)
+                    .with_region_concurrency(16);
                 tikv_tokio::RawClient::connect(&[pd], config)
                     .await
                     .map(|c| Client::Ours(c.with_timeout(CALL_TIMEOUT)))

@@ -1,6 +1,20 @@
 //! Client configuration: one value per client, no process globals.
 //!
-//! Defaults are client-go's (see the field docs for the client-go name of each).
+//! Defaults are client-go's (see the field docs for the client-go name of each). `Config` is
+//! `#[non_exhaustive]`: start from `Config::default()` and set what differs, with the
+//! chainable `with_*` methods or by assigning fields, so that new settings are not a
+//! breaking change:
+//!
+//! ```
+//! use std::time::Duration;
+//! use tikv_core::{ApiVersion, Config};
+//!
+//! let config = Config::default()
+//!     .with_api_version(ApiVersion::V2)
+//!     .with_keyspace("tenant-a")
+//!     .with_rpc_timeout(Duration::from_secs(5));
+//! assert_eq!(config.keyspace.as_deref(), Some("tenant-a"));
+//! ```
 
 use std::time::Duration;
 
@@ -15,7 +29,13 @@ pub enum ApiVersion {
 }
 
 /// TLS material for connections to TiKV and PD (PEM files), re-read on every new connection.
+///
+/// ```
+/// let tls = tikv_core::config::Security::new("ca.pem").with_client_cert("client.pem", "client.key");
+/// assert!(tls.cert.is_some());
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Security {
     /// CA certificate(s) that sign the servers' certificates.
     pub ca: std::path::PathBuf,
@@ -23,6 +43,28 @@ pub struct Security {
     pub cert: Option<std::path::PathBuf>,
     /// The private key of `cert`.
     pub key: Option<std::path::PathBuf>,
+}
+
+impl Security {
+    /// Servers verified against the CA certificate(s) in `ca`; no client certificate.
+    pub fn new(ca: impl Into<std::path::PathBuf>) -> Self {
+        Security {
+            ca: ca.into(),
+            cert: None,
+            key: None,
+        }
+    }
+
+    /// Presents `cert` (a PEM chain) with its private key `key` to servers that ask.
+    pub fn with_client_cert(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.cert = Some(cert.into());
+        self.key = Some(key.into());
+        self
+    }
 }
 
 /// Which kind of data a client works on; decides how region boundaries are written.
@@ -35,8 +77,9 @@ pub enum KeyMode {
     Txn,
 }
 
-/// Configuration of one client.
+/// Configuration of one client. See the [module docs](self) for how to build one.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct Config {
     /// How long a cached region lives after its last use (`regionCacheTTLSec`, 600 s).
     pub region_cache_ttl: Duration,
@@ -63,14 +106,9 @@ pub struct Config {
     pub region_concurrency: usize,
     /// API version of requests.
     pub api_version: ApiVersion,
-    /// RawKV or transactional data. Set by the client type (a `TransactionClient` sets `Txn`);
-    /// there is no need to set it by hand.
-    pub key_mode: KeyMode,
     /// API V2: the keyspace to work in, by name (`None`: `DEFAULT`). The client looks up its
     /// id with PD's `LoadKeyspace` when it connects.
     pub keyspace: Option<String>,
-    /// API V2: the keyspace id, filled in by the client at connect time from `keyspace`.
-    pub keyspace_id: Option<u32>,
     /// `Context.request_source` stamped on every request (for TiKV's accounting).
     pub request_source: String,
     /// `Context.resource_group_tag` stamped on every request.
@@ -90,6 +128,99 @@ pub struct Config {
     /// Seed of the client's random generator (jitter, replica choice); `None` seeds from the
     /// driver's entropy. Set it in tests for reproducible runs.
     pub rng_seed: Option<u64>,
+    /// RawKV or transactional data: set by the client type when it connects ([`bind`]).
+    ///
+    /// [`bind`]: Config::bind
+    key_mode: KeyMode,
+    /// API V2: the keyspace id, looked up by the client when it connects ([`bind`]).
+    ///
+    /// [`bind`]: Config::bind
+    keyspace_id: Option<u32>,
+}
+
+/// Chainable setters, one per setting: `Config::default().with_x(..).with_y(..)`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $setter:ident => $field:ident: $ty:ty;)*) => {
+        impl Config {
+            $(
+                #[doc = concat!("Sets [`", stringify!($field), "`](Config::", stringify!($field), ").")]
+                $(#[$doc])*
+                pub fn $setter(mut self, value: $ty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    with_region_cache_ttl => region_cache_ttl: Duration;
+    with_region_cache_ttl_jitter => region_cache_ttl_jitter: Duration;
+    with_rpc_timeout => rpc_timeout: Duration;
+    with_max_write_execution => max_write_execution: Duration;
+    with_pd_timeout => pd_timeout: Duration;
+    with_backoff_weight => backoff_weight: u32;
+    with_raw_batch_pair_count => raw_batch_pair_count: usize;
+    with_raw_batch_put_size => raw_batch_put_size: usize;
+    with_raw_scan_limit_max => raw_scan_limit_max: u32;
+    with_region_concurrency => region_concurrency: usize;
+    with_api_version => api_version: ApiVersion;
+    with_grpc_connection_count => grpc_connection_count: usize;
+    with_max_batch_size => max_batch_size: usize;
+    with_batch_commands => batch_commands: bool;
+    with_try_one_pc => try_one_pc: bool;
+}
+
+impl Config {
+    /// Sets [`keyspace`](Config::keyspace): the API V2 keyspace to work in, by name.
+    pub fn with_keyspace(mut self, name: impl Into<String>) -> Self {
+        self.keyspace = Some(name.into());
+        self
+    }
+
+    /// Sets [`request_source`](Config::request_source).
+    pub fn with_request_source(mut self, source: impl Into<String>) -> Self {
+        self.request_source = source.into();
+        self
+    }
+
+    /// Sets [`resource_group_tag`](Config::resource_group_tag).
+    pub fn with_resource_group_tag(mut self, tag: impl Into<Vec<u8>>) -> Self {
+        self.resource_group_tag = tag.into();
+        self
+    }
+
+    /// Sets [`security`](Config::security): TLS for every connection.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = Some(security);
+        self
+    }
+
+    /// Sets [`rng_seed`](Config::rng_seed), for reproducible runs.
+    pub fn with_rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
+        self
+    }
+
+    /// Whether the client works on RawKV or transactional data (set when it connects).
+    pub fn key_mode(&self) -> KeyMode {
+        self.key_mode
+    }
+
+    /// The API V2 keyspace id the client works in (`None` before it connects, and under
+    /// API V1).
+    pub fn keyspace_id(&self) -> Option<u32> {
+        self.keyspace_id
+    }
+
+    /// This configuration as a client of `mode` runs it, in keyspace `keyspace_id` (API V2).
+    /// Clients call this when they connect; there is no need to call it otherwise.
+    pub fn bind(mut self, mode: KeyMode, keyspace_id: Option<u32>) -> Self {
+        self.key_mode = mode;
+        self.keyspace_id = keyspace_id;
+        self
+    }
 }
 
 impl Default for Config {

@@ -300,8 +300,7 @@ pub fn machines_with_responses(data: &[u8]) -> usize {
     let mut config = Config::default();
     if data.first().is_some_and(|b| *b >= 128) {
         config.api_version = crate::config::ApiVersion::V2;
-        config.key_mode = crate::config::KeyMode::Txn;
-        config.keyspace_id = Some(1);
+        config = config.bind(crate::config::KeyMode::Txn, Some(1));
     }
     let codec = config.keyspace_codec();
     let mut input = Input(data);

@@ -21,12 +21,10 @@ use crate::raw::KvPair;
 /// ```
 /// use tikv_core::{ApiVersion, Config, Key, KeyMode};
 ///
-/// let config = Config {
-///     api_version: ApiVersion::V2,
-///     key_mode: KeyMode::Txn,
-///     keyspace_id: Some(1),
-///     ..Config::default()
-/// };
+/// // As a transactional client in keyspace 1 runs it.
+/// let config = Config::default()
+///     .with_api_version(ApiVersion::V2)
+///     .bind(KeyMode::Txn, Some(1));
 /// let codec = config.keyspace_codec();
 /// let stored = codec.encode(Key::from("k"));
 /// assert_eq!(stored.as_bytes(), b"x\0\0\x01k");
@@ -47,8 +45,8 @@ impl KeyspaceCodec {
         let prefix = match config.api_version {
             ApiVersion::V1 => None,
             ApiVersion::V2 => {
-                let id = config.keyspace_id.unwrap_or(0);
-                Some(match config.key_mode {
+                let id = config.keyspace_id().unwrap_or(0);
+                Some(match config.key_mode() {
                     KeyMode::Raw => KeyspacePrefix::raw(id),
                     KeyMode::Txn => KeyspacePrefix::txn(id),
                 })
@@ -189,13 +187,10 @@ mod tests {
     use super::*;
 
     fn v2(mode: KeyMode, id: u32) -> KeyspaceCodec {
-        Config {
-            api_version: ApiVersion::V2,
-            key_mode: mode,
-            keyspace_id: Some(id),
-            ..Config::default()
-        }
-        .keyspace_codec()
+        Config::default()
+            .with_api_version(ApiVersion::V2)
+            .bind(mode, Some(id))
+            .keyspace_codec()
     }
 
     #[test]
@@ -218,11 +213,9 @@ mod tests {
             b"x\0\0\x07k"
         );
         // Before the keyspace is looked up, DEFAULT (0).
-        let unresolved = Config {
-            api_version: ApiVersion::V2,
-            key_mode: KeyMode::Txn,
-            ..Config::default()
-        };
+        let unresolved = Config::default()
+            .with_api_version(ApiVersion::V2)
+            .bind(KeyMode::Txn, None);
         assert_eq!(unresolved.keyspace_codec(), v2(KeyMode::Txn, 0));
     }
 

@@ -64,7 +64,7 @@ pub fn stamp_context(ctx: &mut kvrpcpb::Context, config: &Config, options: &RpcO
         }
         ApiVersion::V2 => {
             ctx.api_version = kvrpcpb::ApiVersion::V2 as i32;
-            ctx.keyspace = Some(Keyspace::KeyspaceId(config.keyspace_id.unwrap_or(0)));
+            ctx.keyspace = Some(Keyspace::KeyspaceId(config.keyspace_id().unwrap_or(0)));
             ctx.keyspace_name = config
                 .keyspace
                 .clone()

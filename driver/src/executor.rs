@@ -56,14 +56,17 @@ pub struct ClientContext<R: Runtime> {
 
 impl<R: Runtime> ClientContext<R> {
     /// Connects to PD through `transport` and sets up caches and BatchCommands: what every
-    /// client type shares. Under API V2 it also looks up the keyspace (filling
-    /// `config.keyspace_id`).
+    /// client type shares. The configuration is bound to the client's `mode` and, under API
+    /// V2, to the keyspace's id, looked up in PD.
     pub async fn connect(
         runtime: R,
         transport: SharedTransport,
         endpoints: &[impl AsRef<str>],
-        mut config: Config,
+        config: Config,
+        mode: tikv_core::KeyMode,
     ) -> Result<Self, Error> {
+        // Region boundaries are read per mode: bind it before PD is asked for any.
+        let mut config = config.bind(mode, None);
         let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_string()).collect();
         let pd_config = crate::pd::PdConfig {
             timeout: config.pd_timeout,
@@ -77,7 +80,8 @@ impl<R: Runtime> ClientContext<R> {
                 .keyspace
                 .clone()
                 .unwrap_or_else(|| tikv_core::request::DEFAULT_KEYSPACE.to_string());
-            config.keyspace_id = Some(pd.load_keyspace(&name).await?);
+            let id = pd.load_keyspace(&name).await?;
+            config = config.bind(mode, Some(id));
             config.keyspace = Some(name);
         }
         let seed = config.rng_seed.unwrap_or_else(entropy);

@@ -81,10 +81,10 @@ impl<R: Runtime> RawClient<R> {
         runtime: R,
         transport: SharedTransport,
         pd_endpoints: &[impl AsRef<str>],
-        mut config: Config,
+        config: Config,
     ) -> Result<Self> {
-        config.key_mode = tikv_core::KeyMode::Raw;
-        let ctx = ClientContext::connect(runtime, transport, pd_endpoints, config).await?;
+        let mode = tikv_core::KeyMode::Raw;
+        let ctx = ClientContext::connect(runtime, transport, pd_endpoints, config, mode).await?;
         Ok(RawClient {
             ctx: Arc::new(ctx),
             cf: String::new(),
@@ -126,7 +126,7 @@ impl<R: Runtime> RawClient<R> {
 
     /// The API V2 keyspace id this client works in (`None` under API V1).
     pub fn keyspace_id(&self) -> Option<u32> {
-        self.ctx.config.keyspace_id
+        self.ctx.config.keyspace_id()
     }
 
     fn config(&self) -> &Config {

@@ -121,10 +121,7 @@ mod tests {
 
     #[test]
     fn missing_files_say_which() {
-        let c = SecurityConfig {
-            ca: "/nonexistent/ca.pem".into(),
-            ..Default::default()
-        };
+        let c = SecurityConfig::new("/nonexistent/ca.pem");
         let e = client_config(&c).unwrap_err();
         assert!(e.status.message.contains("/nonexistent/ca.pem"), "{e}");
     }

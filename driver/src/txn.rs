@@ -73,10 +73,10 @@ impl<R: Runtime> TransactionClient<R> {
         runtime: R,
         transport: SharedTransport,
         pd_endpoints: &[impl AsRef<str>],
-        mut config: Config,
+        config: Config,
     ) -> Result<Self> {
-        config.key_mode = KeyMode::Txn;
-        let ctx = ClientContext::connect(runtime, transport, pd_endpoints, config).await?;
+        let ctx =
+            ClientContext::connect(runtime, transport, pd_endpoints, config, KeyMode::Txn).await?;
         Ok(TransactionClient { ctx: Arc::new(ctx) })
     }
 

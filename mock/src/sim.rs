@@ -11,7 +11,7 @@
 //! let network = SimNetwork::new(runtime.clone(), cluster, Faults::lossy(), 42);
 //! let rt = runtime.clone();
 //! let out = runtime.block_on(async move {
-//!     let config = tikv_core::Config { rng_seed: Some(42), ..Default::default() };
+//!     let config = tikv_core::Config::default().with_rng_seed(42);
 //!     let client = tikv_driver::RawClient::connect_over(rt, std::sync::Arc::new(network), &[PD_ADDRESS], config)
 //!         .await
 //!         .unwrap();

@@ -63,11 +63,9 @@ where
         ..Default::default()
     }));
     let network = SimNetwork::new(runtime.clone(), cluster, Faults::lossy(), seed);
-    let config = Config {
-        rng_seed: Some(seed),
-        batch_commands: seed % 2 == 0,
-        ..Default::default()
-    };
+    let config = Config::default()
+        .with_rng_seed(seed)
+        .with_batch_commands(seed % 2 == 0);
     let main = workload(runtime.clone(), network.clone(), config);
     let verdict = match runtime.block_on(main, Duration::from_secs(3600)) {
         Ok(v) => v,
@@ -330,10 +328,7 @@ pub fn run_bank(seed: u64) -> Outcome {
     const TRANSFERS: u64 = 8;
     simulate(seed, 1, move |rt, net, config| async move {
         // Every third seed commits single-region transactions with 1PC.
-        let config = Config {
-            try_one_pc: seed % 3 == 0,
-            ..config
-        };
+        let config = config.with_try_one_pc(seed % 3 == 0);
         let client = TransactionClient::connect_over(
             rt.clone(),
             Arc::new(net.clone()),

@@ -9,11 +9,9 @@ use tikv_tokio::RawClient;
 const SPLITS: &[&str] = &["b", "d", "k", "t"];
 
 async fn client(pd: &str, batch_commands: bool) -> RawClient {
-    let config = Config {
-        batch_commands,
-        rng_seed: Some(7),
-        ..Default::default()
-    };
+    let config = Config::default()
+        .with_batch_commands(batch_commands)
+        .with_rng_seed(7);
     RawClient::connect(&[pd], config)
         .await
         .expect("client connects")

@@ -7,12 +7,10 @@ use tikv_integration_tests::mock_cluster;
 use tikv_tokio::RawClient;
 
 async fn v2_client(pd: &str, keyspace: Option<&str>) -> RawClient {
-    let config = Config {
-        api_version: ApiVersion::V2,
-        keyspace: keyspace.map(str::to_string),
-        rng_seed: Some(3),
-        ..Default::default()
-    };
+    let mut config = Config::default()
+        .with_api_version(ApiVersion::V2)
+        .with_rng_seed(3);
+    config.keyspace = keyspace.map(str::to_string);
     RawClient::connect(&[pd], config).await.unwrap()
 }
 
@@ -71,11 +69,9 @@ async fn keyspaces_are_isolated_and_prefixes_invisible() {
 #[tokio::test]
 async fn unknown_keyspace_is_a_clear_error() {
     let mock = mock_cluster(1, &[]).await;
-    let config = Config {
-        api_version: ApiVersion::V2,
-        keyspace: Some("nope".into()),
-        ..Default::default()
-    };
+    let config = Config::default()
+        .with_api_version(ApiVersion::V2)
+        .with_keyspace("nope");
     let e = RawClient::connect(&[mock.pd_address()], config)
         .await
         .err()

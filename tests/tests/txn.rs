@@ -11,15 +11,9 @@ use tikv_proto::tikvpb::tikv_service;
 use tikv_tokio::TransactionClient;
 
 async fn client(mock: &MockServer) -> TransactionClient {
-    TransactionClient::connect(
-        &[mock.pd_address()],
-        Config {
-            rng_seed: Some(5),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
+    TransactionClient::connect(&[mock.pd_address()], Config::default().with_rng_seed(5))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -270,11 +264,7 @@ async fn bank_transfers_conserve_money() {
 #[tokio::test]
 async fn one_pc_commits_single_region_transactions_in_one_round_trip() {
     let mock = mock_txn_cluster(3, &["m"]).await;
-    let config = Config {
-        try_one_pc: true,
-        rng_seed: Some(5),
-        ..Default::default()
-    };
+    let config = Config::default().with_try_one_pc(true).with_rng_seed(5);
     let c = TransactionClient::connect(&[mock.pd_address()], config)
         .await
         .unwrap();

@@ -8,12 +8,11 @@ use tikv_integration_tests::mock_cluster;
 use tikv_tokio::{RawClient, TransactionClient};
 
 fn v2(keyspace: Option<&str>) -> Config {
-    Config {
-        api_version: ApiVersion::V2,
-        keyspace: keyspace.map(str::to_string),
-        rng_seed: Some(11),
-        ..Default::default()
-    }
+    let mut config = Config::default()
+        .with_api_version(ApiVersion::V2)
+        .with_rng_seed(11);
+    config.keyspace = keyspace.map(str::to_string);
+    config
 }
 
 #[tokio::test]

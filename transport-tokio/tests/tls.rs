@@ -138,11 +138,7 @@ async fn mutual_tls_round_trip() {
     let (cert, key) = pki.issue("client", &["client"]);
     let ch = connect(
         &address,
-        SecurityConfig {
-            ca: pki.ca_path(),
-            cert: Some(cert),
-            key: Some(key),
-        },
+        SecurityConfig::new(pki.ca_path()).with_client_cert(cert, key),
     )
     .await
     .unwrap();
@@ -168,11 +164,7 @@ async fn wrong_ca_is_reported() {
     let (cert, key) = other.issue("client", &["client"]);
     let e = connect(
         &address,
-        SecurityConfig {
-            ca: other.ca_path(),
-            cert: Some(cert),
-            key: Some(key),
-        },
+        SecurityConfig::new(other.ca_path()).with_client_cert(cert, key),
     )
     .await
     .unwrap_err();
@@ -185,15 +177,7 @@ async fn missing_client_certificate_is_refused() {
     let pki = Pki::new("mtls");
     let address = tls_server(&pki).await;
     let result = async {
-        let ch = connect(
-            &address,
-            SecurityConfig {
-                ca: pki.ca_path(),
-                cert: None,
-                key: None,
-            },
-        )
-        .await?;
+        let ch = connect(&address, SecurityConfig::new(pki.ca_path())).await?;
         ch.unary(
             &TokioRuntime::current(),
             "/echo.Echo/Unary",

@@ -312,10 +312,7 @@ async fn connect(
     args: &BenchArgs,
     keys: &Keys,
 ) -> Result<(RawClient, Option<MockServer>), CliError> {
-    let config = tikv_tokio::Config {
-        batch_commands: !args.unary,
-        ..Default::default()
-    };
+    let config = tikv_tokio::Config::default().with_batch_commands(!args.unary);
     if !global.pd.is_empty() {
         return Ok((
             cluster::connect_with(&global.pd, global.timeout, config).await?,

@@ -20,12 +20,9 @@ const START: Timestamp = Timestamp::compose(5000, 0);
 
 /// Keyspace 1, transactional mode: stored keys start with `x\0\0\x01`.
 fn v2_config() -> Config {
-    Config {
-        api_version: ApiVersion::V2,
-        key_mode: KeyMode::Txn,
-        keyspace_id: Some(1),
-        ..Config::default()
-    }
+    Config::default()
+        .with_api_version(ApiVersion::V2)
+        .bind(KeyMode::Txn, Some(1))
 }
 
 fn codec() -> KeyspaceCodec {
