@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use tikv_core::Config;
 use tikv_mock::ClusterConfig;
 use tikv_mock::server::MockServer;
+use tikv_tokio::Config;
 use tikv_tokio::{RawClient, TokioRuntime};
 
 use crate::error::CliError;

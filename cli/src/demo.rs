@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tikv_core::{Key, KeyRange, Region};
 use tikv_mock::server::MockServer;
 use tikv_tokio::RawClient;
+use tikv_tokio::{Key, KeyRange, Region};
 use tokio::sync::Notify;
 
 use crate::error::{CliError, Context};
@@ -745,7 +745,7 @@ impl<'a> Demo<'a> {
         const TTL: u64 = 600;
         let key = self.key("ttl", 0);
         let plain = self.key("ttl", 1);
-        let result: Result<(Option<u64>, Option<u64>), tikv_core::Error> = async {
+        let result: Result<(Option<u64>, Option<u64>), tikv_tokio::Error> = async {
             c.put_with_ttl(key.clone(), "expiring", TTL).await?;
             c.put(plain.clone(), "lasting").await?;
             Ok((

@@ -45,7 +45,7 @@ pub(crate) trait Context<T> {
     fn context(self, what: impl fmt::Display) -> Result<T, CliError>;
 }
 
-impl<T> Context<T> for Result<T, tikv_core::Error> {
+impl<T> Context<T> for Result<T, tikv_tokio::Error> {
     fn context(self, what: impl fmt::Display) -> Result<T, CliError> {
         self.map_err(|e| CliError::msg(format!("{what}: {e}")))
     }

@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use tikv_core::{Key, KeyRange};
 use tikv_mock::server::MockServer;
 use tikv_tokio::RawClient;
+use tikv_tokio::{Key, KeyRange, KvPair};
 
 use crate::error::{CliError, Context};
 use crate::format::{Out, json_bytes, json_str, parse_bytes, show};
@@ -279,7 +279,7 @@ fn keys_of(keys: Vec<Key>) -> Vec<(Key, Option<Vec<u8>>)> {
     keys.into_iter().map(|k| (k, None)).collect()
 }
 
-fn pairs_of(pairs: Vec<tikv_core::raw::KvPair>) -> Vec<(Key, Option<Vec<u8>>)> {
+fn pairs_of(pairs: Vec<KvPair>) -> Vec<(Key, Option<Vec<u8>>)> {
     pairs
         .into_iter()
         .map(|p| (p.key, Some(p.value.to_vec())))

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod executor;
+pub mod facade;
 pub mod grpc;
 pub mod pd;
 pub mod pool;
@@ -21,3 +22,6 @@ pub use runtime::Runtime;
 pub use tikv_core::raw::{CasResult, Checksum, KvPair};
 pub use tikv_core::{Config, Error, Key, KeyRange, Result, Timestamp};
 pub use txn::{Snapshot, Transaction, TransactionClient};
+
+#[doc(hidden)]
+pub use facade::exports as __facade;

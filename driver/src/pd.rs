@@ -268,6 +268,8 @@ impl<R: Runtime> PdClient<R> {
     }
 
     /// Calls `M` on the leader, rediscovering and retrying once when the leader changed.
+    /// (The typed methods cover what users need; this is for the driver and tests.)
+    #[doc(hidden)]
     pub async fn call<M>(&self, request: M::Request) -> Result<M::Response, Error>
     where
         M: Method,

@@ -11,8 +11,9 @@
 //! let network = SimNetwork::new(runtime.clone(), cluster, Faults::lossy(), 42);
 //! let rt = runtime.clone();
 //! let out = runtime.block_on(async move {
-//!     let config = tikv_core::Config::default().with_rng_seed(42);
-//!     let client = tikv_driver::RawClient::connect_over(rt, std::sync::Arc::new(network), &[PD_ADDRESS], config)
+//!     let config = tikv_mock::sim::client::Config::default().with_rng_seed(42);
+//!     let network = std::sync::Arc::new(network);
+//!     let client = tikv_mock::sim::client::RawClient::connect_over(rt, network, &[PD_ADDRESS], config)
 //!         .await
 //!         .unwrap();
 //!     client.put("k", "v").await.unwrap();
@@ -26,3 +27,10 @@ mod runtime;
 
 pub use network::{Faults, PD_ADDRESS, SimNetwork, pd_member_address};
 pub use runtime::{SimRuntime, SimSleep, SimStop};
+
+/// The client API on the simulator's runtime, the same surface as `tikv_tokio` and
+/// `tikv_async_std`: connect with `connect_over(runtime, Arc::new(network), &[PD_ADDRESS],
+/// config)` to run a workload on virtual time.
+pub mod client {
+    tikv_driver::facade!(super::SimRuntime);
+}

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tikv_core::{Config, Rng};
-use tikv_driver::{RawClient, Runtime};
+use tikv_core::Rng;
 use tikv_mock::server::SharedCluster;
+use tikv_mock::sim::client::{Config, Error, RawClient, Runtime};
 use tikv_mock::sim::{Faults, PD_ADDRESS, SimNetwork, SimRuntime};
 use tikv_mock::{Cluster, ClusterConfig};
 
@@ -169,10 +169,7 @@ pub fn run(seed: u64) -> Outcome {
     })
 }
 
-async fn check<R: Runtime>(
-    client: &RawClient<R>,
-    regs: &Mutex<BTreeMap<String, Register>>,
-) -> Result<(), String> {
+async fn check(client: &RawClient, regs: &Mutex<BTreeMap<String, Register>>) -> Result<(), String> {
     let registers = regs.lock().unwrap().clone();
     for (k, reg) in &registers {
         let got = client
@@ -322,7 +319,7 @@ pub fn run_cas(seed: u64) -> Outcome {
 /// Concurrent bank transfers through the transactional client under faults, splits and leader
 /// moves; the total must be conserved whatever committed, aborted or stayed undetermined.
 pub fn run_bank(seed: u64) -> Outcome {
-    use tikv_driver::TransactionClient;
+    use tikv_mock::sim::client::TransactionClient;
     const ACCOUNTS: u64 = 5;
     const WORKERS: u64 = 3;
     const TRANSFERS: u64 = 8;
@@ -381,7 +378,7 @@ pub fn run_bank(seed: u64) -> Outcome {
                         match t.commit().await {
                             Ok(_) => break,
                             // Undetermined: it may have happened; the invariant holds either way.
-                            Err(tikv_core::Error::Undetermined { .. }) => break,
+                            Err(Error::Undetermined { .. }) => break,
                             Err(_) => continue,
                         }
                     }

@@ -1,8 +1,7 @@
 //! RawClient on async-io (async-std's and smol's reactor) against the mock cluster, which runs
 //! on its own tokio thread as a separate server would.
 
-use tikv_async_std::{AsyncIoRuntime, RawClient};
-use tikv_core::Config;
+use tikv_async_std::{AsyncIoRuntime, Config, RawClient};
 use tikv_integration_tests::mock_cluster;
 
 /// Starts the mock on a background tokio runtime; returns its PD address and keeps it alive.

@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use tikv_core::Config;
 use tikv_integration_tests::mock_cluster;
-use tikv_tokio::RawClient;
+use tikv_tokio::{Config, Error, RawClient};
 
 const SPLITS: &[&str] = &["b", "d", "k", "t"];
 
@@ -133,11 +132,11 @@ async fn bad_input_is_a_clear_error() {
     let c = client(mock.pd_address(), true).await;
     assert!(matches!(
         c.scan("b".."a", 10).await,
-        Err(tikv_core::Error::InvalidArgument(_))
+        Err(Error::InvalidArgument(_))
     ));
     assert!(matches!(
         c.scan(.., 1_000_000).await,
-        Err(tikv_core::Error::InvalidArgument(_))
+        Err(Error::InvalidArgument(_))
     ));
     assert!(c.scan(.., 0).await.unwrap().is_empty());
     let huge = vec![0u8; 10 * 1024];

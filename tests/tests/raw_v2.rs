@@ -2,9 +2,8 @@
 //! keyspace, region boundaries in memcomparable form (split while the client works).
 
 use tikv_core::codec::encode_memcomparable;
-use tikv_core::{ApiVersion, Config};
 use tikv_integration_tests::mock_cluster;
-use tikv_tokio::RawClient;
+use tikv_tokio::{ApiVersion, Config, RawClient};
 
 async fn v2_client(pd: &str, keyspace: Option<&str>) -> RawClient {
     let mut config = Config::default()

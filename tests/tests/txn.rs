@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use tikv_core::{Config, Error};
 use tikv_integration_tests::{mock_cluster, mock_txn_cluster};
 use tikv_mock::server::MockServer;
 use tikv_proto::kvrpcpb;
 use tikv_proto::tikvpb::tikv_service;
-use tikv_tokio::TransactionClient;
+use tikv_tokio::{Config, Error, PdErrorKind, TransactionClient};
 
 async fn client(mock: &MockServer) -> TransactionClient {
     TransactionClient::connect(&[mock.pd_address()], Config::default().with_rng_seed(5))
@@ -378,7 +377,7 @@ async fn an_invalid_region_boundary_from_pd_fails_fast_and_names_pd() {
                 message,
                 ..
             } => {
-                assert_eq!(*kind, tikv_core::PdErrorKind::InvalidResponse, "{e}");
+                assert_eq!(*kind, PdErrorKind::InvalidResponse, "{e}");
                 assert_eq!(address, mock.pd_address(), "{e}");
                 assert!(message.contains("not memcomparable"), "{e}");
             }

@@ -3,9 +3,8 @@
 //! and RawKV data isolated from each other.
 
 use tikv_core::codec::encode_memcomparable;
-use tikv_core::{ApiVersion, Config, Error, Key};
 use tikv_integration_tests::mock_cluster;
-use tikv_tokio::{RawClient, TransactionClient};
+use tikv_tokio::{ApiVersion, Config, Error, Key, RawClient, TransactionClient};
 
 fn v2(keyspace: Option<&str>) -> Config {
     let mut config = Config::default()

@@ -25,13 +25,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tikv_driver::runtime::BoxFuture;
-pub use tikv_driver::{
-    CasResult, Checksum, Config, Error, Key, KeyRange, KvPair, Result, Runtime, grpc,
-};
+tikv_driver::facade!(AsyncIoRuntime);
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
-
-/// The RawKV client for async-std and smol apps.
-pub type RawClient = tikv_driver::RawClient<AsyncIoRuntime>;
 
 type Spawner = Arc<dyn Fn(BoxFuture<'static, ()>) + Send + Sync>;
 

@@ -42,19 +42,8 @@ use std::io;
 use std::time::Duration;
 
 use tikv_driver::runtime::BoxFuture;
-pub use tikv_driver::{
-    CasResult, Checksum, Config, Error, Key, KeyRange, KvPair, Result, Runtime, grpc,
-};
+tikv_driver::facade!(TokioRuntime);
 
-/// The RawKV client on tokio: `RawClient::connect(&["127.0.0.1:2379"], Config::default())`
-/// inside a tokio runtime.
-pub type RawClient = tikv_driver::RawClient<TokioRuntime>;
-
-/// The transactional client on tokio.
-pub type TransactionClient = tikv_driver::TransactionClient<TokioRuntime>;
-
-/// A transaction on tokio.
-pub type Transaction = tikv_driver::Transaction<TokioRuntime>;
 use tokio::net::TcpStream;
 
 /// tokio as a [`Runtime`].

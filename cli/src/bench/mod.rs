@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tikv_core::KeyRange;
 use tikv_mock::server::MockServer;
+use tikv_tokio::KeyRange;
 use tikv_tokio::RawClient;
 
 use self::keygen::{KeyChooser, ScrambledZipfian, SplitMix64};

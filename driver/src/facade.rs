@@ -1,0 +1,51 @@
+//! The user-facing API, declared once for every runtime crate.
+//!
+//! `tikv-tokio` and `tikv-async-std` each expand [`facade!`](crate::facade) with their runtime
+//! type, so the two export the same clients, transactions, options, errors and data types by
+//! construction: a program written against one compiles against the other by changing the
+//! crate name. Nothing a user needs to name lives only in `tikv-driver` or `tikv-core`.
+
+/// Declares the user-facing API for runtime `$rt` in the calling crate (see the module docs).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! facade {
+    ($rt:ty) => {
+        pub use $crate::__facade::{
+            ApiVersion, Bytes, CasResult, Checksum, Config, Delivery, Error, GrpcCode, Key,
+            KeyRange, KvPair, PdErrorKind, PdErrorType, Peer, PeerRole, Region, RegionEpoch,
+            RegionId, RegionVerId, Result, Runtime, Security, Store, StoreId, StoreState, Target,
+            Timestamp,
+        };
+
+        /// The RawKV client. Cheap to clone; clones share connections and caches.
+        pub type RawClient = $crate::RawClient<$rt>;
+
+        /// The transactional client. Cheap to clone.
+        pub type TransactionClient = $crate::TransactionClient<$rt>;
+
+        /// A transaction: reads at its start timestamp, writes buffered until `commit`.
+        pub type Transaction = $crate::Transaction<$rt>;
+
+        /// Reads as of one timestamp.
+        pub type Snapshot = $crate::Snapshot<$rt>;
+
+        /// The PD client a [`RawClient`] or [`TransactionClient`] runs on (`client.pd()`):
+        /// timestamps, regions and stores.
+        pub type PdClient = $crate::pd::PdClient<$rt>;
+    };
+}
+
+/// What [`facade!`](crate::facade) re-exports, gathered in one place.
+#[doc(hidden)]
+pub mod exports {
+    pub use bytes::Bytes;
+    pub use tikv_core::config::Security;
+    pub use tikv_core::raw::{CasResult, Checksum, KvPair};
+    pub use tikv_core::{
+        ApiVersion, Config, Delivery, Error, GrpcCode, Key, KeyRange, PdErrorKind, PdErrorType,
+        Peer, PeerRole, Region, RegionEpoch, RegionId, RegionVerId, Result, Store, StoreId,
+        StoreState, Target, Timestamp,
+    };
+
+    pub use crate::runtime::Runtime;
+}
