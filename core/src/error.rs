@@ -244,6 +244,11 @@ pub enum Error {
     /// The client was shut down or the operation was cancelled.
     #[error("cancelled: {0}")]
     Cancelled(String),
+
+    /// An option or feature this client does not implement yet (named in the message);
+    /// the operation was not started.
+    #[error("not supported yet: {0}")]
+    Unsupported(String),
 }
 
 impl Error {
@@ -273,7 +278,8 @@ impl Error {
             | Error::KeyError { .. }
             | Error::Undetermined { .. }
             | Error::Protocol { .. }
-            | Error::Cancelled(_) => false,
+            | Error::Cancelled(_)
+            | Error::Unsupported(_) => false,
         }
     }
 }

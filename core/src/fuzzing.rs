@@ -160,6 +160,7 @@ fn drive<M: Machine>(mut machine: M, input: &mut Input<'_>) -> usize {
     let mut regions = RegionCache::new(config.region_cache_ttl, config.region_cache_ttl_jitter);
     let mut stores = StoreCache::new();
     let txn_statuses = crate::txn::TxnStatusCache::default();
+    let context = crate::options::ContextOptions::default();
     let mut rng = Rng::seeded(u64::from(input.u8()));
     let mut ids = 0;
     let mut now = Instant::ZERO;
@@ -175,6 +176,7 @@ fn drive<M: Machine>(mut machine: M, input: &mut Input<'_>) -> usize {
                 regions: &mut regions,
                 stores: &mut stores,
                 txn_statuses: &txn_statuses,
+                context: &context,
                 ids: &mut ids,
                 backoff: &mut backoff,
             };
@@ -253,6 +255,7 @@ fn drive<M: Machine>(mut machine: M, input: &mut Input<'_>) -> usize {
             regions: &mut regions,
             stores: &mut stores,
             txn_statuses: &txn_statuses,
+            context: &context,
             ids: &mut ids,
             backoff: &mut backoff,
         };

@@ -37,6 +37,7 @@ pub mod id_map;
 pub mod key;
 pub mod keyspace;
 pub mod machine;
+pub mod options;
 pub mod pd;
 pub mod plan;
 pub mod raw;

@@ -38,6 +38,7 @@ use crate::backoff::Backoffer;
 use crate::config::Config;
 use crate::error::{Delivery, Error};
 use crate::key::Key;
+use crate::options::ContextOptions;
 use crate::region::{Region, RegionId, Store, StoreId};
 use crate::region_cache::RegionCache;
 use crate::rng::Rng;
@@ -283,6 +284,9 @@ pub struct Cx<'a> {
     pub stores: &'a StoreCache,
     /// Decided transaction outcomes, shared by every lock resolution (likewise).
     pub txn_statuses: &'a TxnStatusCache,
+    /// The `Context` fields every request of this operation carries (priority, isolation,
+    /// request source, ...), from its options.
+    pub context: &'a ContextOptions,
     /// The next effect id to hand out.
     pub ids: &'a mut u64,
     /// The budget that retries of the current machine sleep against.
@@ -306,6 +310,7 @@ impl Cx<'_> {
             regions: self.regions,
             stores: self.stores,
             txn_statuses: self.txn_statuses,
+            context: self.context,
             ids: self.ids,
             backoff,
         }

@@ -53,7 +53,8 @@ pub const NULL_KEYSPACE_ID: u32 = 0xffff_ffff;
 /// The keyspace API V2 clients use when none is configured.
 pub const DEFAULT_KEYSPACE: &str = "DEFAULT";
 
-/// Fills the fields of `ctx` that come from the client's configuration.
+/// Fills the fields of `ctx` that come from the client's configuration (the operation's own
+/// [`ContextOptions`](crate::options::ContextOptions) are applied after, and win).
 pub fn stamp_context(ctx: &mut kvrpcpb::Context, config: &Config, options: &RpcOptions) {
     use kvrpcpb::context::Keyspace;
     match config.api_version {
@@ -224,6 +225,7 @@ impl RegionRpc {
                     ctx.region_epoch = fresh.region_epoch;
                     ctx.peer = fresh.peer;
                     stamp_context(ctx, cx.config, &self.options);
+                    cx.context.apply(ctx);
                 }
                 let id = cx.next_id();
                 let sent = SentTo {
@@ -866,6 +868,31 @@ mod tests {
             panic!("unexpected {e:?}")
         });
         assert_eq!(again.unwrap().id, 2);
+    }
+
+    #[test]
+    fn the_operations_context_options_are_stamped_on_every_request() {
+        let mut h = Harness::new(1).with_stores(1);
+        h.context = crate::options::ContextOptions {
+            priority: crate::options::Priority::High,
+            request_source: Some("checkout".into()),
+            task_id: 9,
+            ..Default::default()
+        };
+        let r = region(7, "", "", &[1]);
+        h.cache(r.clone());
+        let mut sent = None;
+        let out = h.run(rpc(r, get("k"), RpcOptions::READ), |e| {
+            if let Effect::Rpc { request, .. } = e {
+                sent = request.clone().context_mut().cloned();
+            }
+            Outcome::Response(Box::new(TikvResponse::RawGet(Default::default())))
+        });
+        assert!(matches!(out, RegionRpcResult::Response(_)));
+        let ctx = sent.expect("a request with a context");
+        assert_eq!(ctx.priority, kvrpcpb::CommandPri::High as i32);
+        assert_eq!((ctx.request_source.as_str(), ctx.task_id), ("checkout", 9));
+        assert_eq!(ctx.region_id, 7, "and the routing fields still");
     }
 
     #[test]

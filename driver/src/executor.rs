@@ -13,7 +13,7 @@ use tikv_core::backoff::{Backoffer, budget};
 use tikv_core::machine::{Cx, Detached, Effect, EffectId, LocateQuery, Machine, Outcome, Step};
 use tikv_core::{
     Config, Delivery, Error, RegionCache, Rng, RngForks, StoreCache, Target, TikvRequest,
-    txn::TxnStatusCache,
+    options::ContextOptions, txn::TxnStatusCache,
 };
 use tracing::debug;
 
@@ -130,6 +130,7 @@ impl<R: Runtime> ClientContext<R> {
             regions: &self.regions,
             stores: &self.stores,
             txn_statuses: &self.txn_statuses,
+            context: &op.context,
             ids: &mut op.ids,
             backoff: &mut op.backoff,
         };
@@ -137,12 +138,13 @@ impl<R: Runtime> ClientContext<R> {
     }
 
     /// The state of a new operation: its own RNG, so that what runs beside it does not
-    /// change its draws.
-    fn start_op(&self) -> OpState {
+    /// change its draws, and the request context its options give.
+    fn start_op(&self, context: Arc<ContextOptions>) -> OpState {
         OpState {
             ids: 0,
             rng: self.rng.fork(),
             backoff: Backoffer::new("operation", self.config.budget(budget::RAWKV)),
+            context,
         }
     }
 }
@@ -154,19 +156,31 @@ struct OpState {
     /// The budget of machines that do not bring their own (top-level operations wrap
     /// themselves in `Budgeted`).
     backoff: Backoffer,
+    /// What every request of the operation carries in its `Context`.
+    context: Arc<ContextOptions>,
 }
 
-/// Runs `machine` to completion. Background tasks it spawns run on the runtime, each until it
-/// finishes or the client is dropped.
-pub async fn run<R: Runtime, M: Machine>(ctx: &Arc<ClientContext<R>>, mut machine: M) -> M::Output {
-    let mut op = ctx.start_op();
+/// Runs `machine` to completion with the default request context. Background tasks it
+/// spawns run on the runtime, each until it finishes or the client is dropped.
+pub async fn run<R: Runtime, M: Machine>(ctx: &Arc<ClientContext<R>>, machine: M) -> M::Output {
+    run_with(ctx, machine, Arc::default()).await
+}
+
+/// Runs `machine` to completion, its requests carrying `context` (and so do those of the
+/// background tasks it spawns, e.g. a transaction's secondary commits).
+pub async fn run_with<R: Runtime, M: Machine>(
+    ctx: &Arc<ClientContext<R>>,
+    mut machine: M,
+    context: Arc<ContextOptions>,
+) -> M::Output {
+    let mut op = ctx.start_op(context.clone());
     let mut inflight: FuturesUnordered<BoxFuture<'_, (EffectId, Outcome)>> =
         FuturesUnordered::new();
     loop {
         let step = ctx.with_cx(&mut op, |cx| {
             loop {
                 match machine.poll(cx) {
-                    Step::Effect(Effect::Spawn { task, .. }) => spawn(ctx, task),
+                    Step::Effect(Effect::Spawn { task, .. }) => spawn(ctx, task, context.clone()),
                     Step::Effect(effect) => inflight.push(Box::pin(execute(ctx, effect))),
                     Step::Wait => return None,
                     Step::Done(output) => return Some(output),
@@ -189,17 +203,21 @@ pub async fn run<R: Runtime, M: Machine>(ctx: &Arc<ClientContext<R>>, mut machin
 /// Runs a detached machine as a task of its own. It holds the client only weakly between
 /// steps: once every handle of the client is gone, the task stops at its next step (effects
 /// already in flight finish first, as they hold the client while they run).
-fn spawn<R: Runtime>(ctx: &Arc<ClientContext<R>>, task: Detached) {
+fn spawn<R: Runtime>(ctx: &Arc<ClientContext<R>>, task: Detached, context: Arc<ContextOptions>) {
     let weak = Arc::downgrade(ctx);
-    ctx.runtime.spawn(run_detached(weak, task));
+    ctx.runtime.spawn(run_detached(weak, task, context));
 }
 
-async fn run_detached<R: Runtime>(client: Weak<ClientContext<R>>, mut machine: Detached) {
+async fn run_detached<R: Runtime>(
+    client: Weak<ClientContext<R>>,
+    mut machine: Detached,
+    context: Arc<ContextOptions>,
+) {
     let name = machine.name();
     let Some(ctx) = client.upgrade() else {
         return;
     };
-    let mut op = ctx.start_op();
+    let mut op = ctx.start_op(context.clone());
     drop(ctx);
     let mut inflight: FuturesUnordered<BoxFuture<'static, (EffectId, Outcome)>> =
         FuturesUnordered::new();
@@ -211,7 +229,7 @@ async fn run_detached<R: Runtime>(client: Weak<ClientContext<R>>, mut machine: D
         let done = ctx.with_cx(&mut op, |cx| {
             loop {
                 match machine.poll(cx) {
-                    Step::Effect(Effect::Spawn { task, .. }) => spawn(&ctx, task),
+                    Step::Effect(Effect::Spawn { task, .. }) => spawn(&ctx, task, context.clone()),
                     Step::Effect(effect) => {
                         let ctx = ctx.clone();
                         inflight.push(Box::pin(async move { execute(&ctx, effect).await }));

@@ -11,10 +11,11 @@
 macro_rules! facade {
     ($rt:ty) => {
         pub use $crate::__facade::{
-            ApiVersion, Bytes, CasResult, Checksum, Config, Delivery, Error, GrpcCode, Key,
-            KeyRange, KvPair, PdErrorKind, PdErrorType, Peer, PeerRole, Region, RegionEpoch,
-            RegionId, RegionVerId, Result, Runtime, Security, Store, StoreId, StoreState, Target,
-            Timestamp,
+            ApiVersion, AssertionLevel, Bytes, CasResult, Checksum, Config, Delivery, DiskFullOpt,
+            Error, GrpcCode, IsolationLevel, Key, KeyRange, KvPair, PdErrorKind, PdErrorType, Peer,
+            PeerRole, Priority, ReadOptions, Region, RegionEpoch, RegionId, RegionVerId,
+            ReplicaRead, Result, Runtime, Security, Store, StoreId, StoreState, Target, Timestamp,
+            TransactionOptions, TxnMode,
         };
 
         /// The RawKV client. Cheap to clone; clones share connections and caches.
@@ -40,6 +41,10 @@ macro_rules! facade {
 pub mod exports {
     pub use bytes::Bytes;
     pub use tikv_core::config::Security;
+    pub use tikv_core::options::{
+        AssertionLevel, DiskFullOpt, IsolationLevel, Priority, ReadOptions, ReplicaRead,
+        TransactionOptions, TxnMode,
+    };
     pub use tikv_core::raw::{CasResult, Checksum, KvPair};
     pub use tikv_core::{
         ApiVersion, Config, Delivery, Error, GrpcCode, Key, KeyRange, PdErrorKind, PdErrorType,

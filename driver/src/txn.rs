@@ -7,8 +7,8 @@
 //! let client = TransactionClient::<R>::connect(&["127.0.0.1:2379"], Default::default()).await?;
 //! let mut txn = client.begin().await?;
 //! let balance = txn.get("alice").await?;
-//! txn.put("alice", "90");
-//! txn.put("bob", "110");
+//! txn.put("alice", "90").await?;
+//! txn.put("bob", "110").await?;
 //! let commit_ts = txn.commit().await?; // both or neither, at commit_ts
 //! # let _ = (balance, commit_ts);
 //! # Ok(()) }
@@ -19,19 +19,27 @@
 //! committed a write to one of the same keys first makes `commit` fail with
 //! [`Error::WriteConflict`] (retry the whole transaction); an undetermined outcome (the reply
 //! to the commit point was lost) is [`Error::Undetermined`], never guessed.
+//!
+//! [`TransactionClient::begin_with`] takes [`TransactionOptions`] (priority, request source,
+//! resource group, 1PC, read options, ...); [`TransactionClient::snapshot_with`] takes
+//! [`ReadOptions`]. Options this client does not implement yet fail with
+//! [`Error::Unsupported`] instead of being ignored.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tikv_core::backoff::{Backoffer, budget};
 use tikv_core::machine::Budgeted;
+use tikv_core::options::{ContextOptions, ReadOptions, TransactionOptions};
 use tikv_core::raw::KvPair;
 use tikv_core::txn::{
     Committer, Mutation, SnapshotBatchGet, SnapshotGet, SnapshotScan, WriteBuffer,
 };
-use tikv_core::{Config, Error, Key, KeyMode, KeyRange, Result, Timestamp};
+use tikv_core::{Config, Error, Key, KeyMode, KeyRange, Machine, Result, Timestamp};
+use tracing::warn;
 
-use crate::executor::{ClientContext, run};
+use crate::executor::{ClientContext, run_with};
 use crate::pd::PdClient;
 use crate::raw::CurrentRuntime;
 use crate::runtime::Runtime;
@@ -87,20 +95,56 @@ impl<R: Runtime> TransactionClient<R> {
 
     /// Starts an optimistic transaction at a fresh timestamp.
     pub async fn begin(&self) -> Result<Transaction<R>> {
-        let start_ts = self.current_timestamp().await?;
+        self.begin_with(TransactionOptions::default()).await
+    }
+
+    /// Starts a transaction with `options` (at `options.start_ts`, or a fresh timestamp).
+    /// Fails with [`Error::Unsupported`] if an option is not implemented yet.
+    ///
+    /// ```no_run
+    /// # async fn demo<R: tikv_driver::Runtime>(client: tikv_driver::TransactionClient<R>) -> tikv_core::Result<()> {
+    /// use tikv_core::options::{Priority, TransactionOptions};
+    ///
+    /// let options = TransactionOptions::default()
+    ///     .with_priority(Priority::High)
+    ///     .with_request_source("checkout");
+    /// let mut txn = client.begin_with(options).await?;
+    /// txn.put("order-1", "paid").await?;
+    /// txn.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn begin_with(&self, options: TransactionOptions) -> Result<Transaction<R>> {
+        options.check()?;
+        let start_ts = match options.start_ts {
+            Some(ts) => ts,
+            None => self.current_timestamp().await?,
+        };
         Ok(Transaction {
-            ctx: self.ctx.clone(),
-            start_ts,
+            reads: Reads::new(&self.ctx, start_ts, &options.read, options.read_context()),
+            write_context: Arc::new(options.context()),
+            try_one_pc: options.try_one_pc.unwrap_or(self.ctx.config.try_one_pc),
             buffer: WriteBuffer::new(),
+            finished: false,
         })
     }
 
     /// A read-only view of the database as of `ts`.
     pub fn snapshot(&self, ts: Timestamp) -> Snapshot<R> {
+        let options = ReadOptions::default();
+        let context = options.context();
         Snapshot {
-            ctx: self.ctx.clone(),
-            ts,
+            reads: Reads::new(&self.ctx, ts, &options, context),
         }
+    }
+
+    /// A read-only view as of `ts`, read with `options`. Fails with [`Error::Unsupported`]
+    /// if an option is not implemented yet.
+    pub fn snapshot_with(&self, ts: Timestamp, options: ReadOptions) -> Result<Snapshot<R>> {
+        options.check()?;
+        let context = options.context();
+        Ok(Snapshot {
+            reads: Reads::new(&self.ctx, ts, &options, context),
+        })
     }
 
     /// The PD client underneath.
@@ -109,21 +153,95 @@ impl<R: Runtime> TransactionClient<R> {
     }
 }
 
-/// Reads as of one timestamp.
-pub struct Snapshot<R: Runtime> {
+/// How one snapshot (or transaction) reads: its timestamp, request context and limits.
+struct Reads<R: Runtime> {
     ctx: Arc<ClientContext<R>>,
     ts: Timestamp,
+    context: Arc<ContextOptions>,
+    key_only: bool,
+    timeout: Option<Duration>,
+}
+
+impl<R: Runtime> Reads<R> {
+    fn new(
+        ctx: &Arc<ClientContext<R>>,
+        ts: Timestamp,
+        options: &ReadOptions,
+        context: ContextOptions,
+    ) -> Self {
+        Reads {
+            ctx: ctx.clone(),
+            ts,
+            context: Arc::new(context),
+            key_only: options.key_only,
+            timeout: options.timeout,
+        }
+    }
+
+    /// Runs one read, within the read timeout if one is set.
+    async fn run<M: Machine<Output = Result<T>>, T>(&self, machine: M) -> Result<T> {
+        let read = run_with(&self.ctx, machine, self.context.clone());
+        match self.timeout {
+            None => read.await,
+            Some(t) => crate::runtime::timeout(&self.ctx.runtime, t, read)
+                .await
+                .unwrap_or_else(|| Err(Error::Cancelled(format!("read timed out after {t:?}")))),
+        }
+    }
+
+    async fn get(&self, key: Key) -> Result<Option<Bytes>> {
+        let codec = self.ctx.config.keyspace_codec();
+        let backoff = Backoffer::new("get", self.ctx.config.budget(budget::GET));
+        self.run(Budgeted::new(
+            backoff,
+            SnapshotGet::new(codec, key, self.ts),
+        ))
+        .await
+    }
+
+    async fn batch_get(&self, keys: Vec<Key>) -> Result<Vec<KvPair>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let config = &self.ctx.config;
+        let backoff = Backoffer::new("batch get", config.budget(budget::BATCH_GET));
+        let get = SnapshotBatchGet::new(
+            config.keyspace_codec(),
+            keys,
+            self.ts,
+            config.raw_batch_pair_count,
+        );
+        self.run(Budgeted::new(backoff, get)).await
+    }
+
+    async fn scan(&self, range: KeyRange, limit: u32, reverse: bool) -> Result<Vec<KvPair>> {
+        if range.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "empty or inverted range {range}"
+            )));
+        }
+        let config = &self.ctx.config;
+        let backoff = Backoffer::new("scan", config.budget(budget::SCAN));
+        let codec = config.keyspace_codec();
+        let scan = SnapshotScan::new(codec, self.ts, range, limit, self.key_only, reverse);
+        self.run(Budgeted::new(backoff, scan)).await
+    }
+}
+
+/// Reads as of one timestamp.
+pub struct Snapshot<R: Runtime> {
+    reads: Reads<R>,
 }
 
 impl<R: Runtime> Snapshot<R> {
     /// The snapshot's timestamp.
     pub fn timestamp(&self) -> Timestamp {
-        self.ts
+        self.reads.ts
     }
 
     /// The value of `key` as of the snapshot.
     pub async fn get(&self, key: impl Into<Key>) -> Result<Option<Bytes>> {
-        snapshot_get(&self.ctx, self.ts, key.into()).await
+        self.reads.get(key.into()).await
     }
 
     /// The pairs among `keys` that exist as of the snapshot, in key order.
@@ -131,17 +249,15 @@ impl<R: Runtime> Snapshot<R> {
         &self,
         keys: impl IntoIterator<Item = impl Into<Key>>,
     ) -> Result<Vec<KvPair>> {
-        snapshot_batch_get(
-            &self.ctx,
-            self.ts,
-            keys.into_iter().map(Into::into).collect(),
-        )
-        .await
+        self.reads
+            .batch_get(keys.into_iter().map(Into::into).collect())
+            .await
     }
 
-    /// Up to `limit` pairs of `range` as of the snapshot, ascending.
+    /// Up to `limit` pairs of `range` as of the snapshot, ascending (values empty with
+    /// [`ReadOptions::key_only`]).
     pub async fn scan(&self, range: impl Into<KeyRange>, limit: u32) -> Result<Vec<KvPair>> {
-        snapshot_scan(&self.ctx, self.ts, range.into(), limit, false).await
+        self.reads.scan(range.into(), limit, false).await
     }
 
     /// Up to `limit` pairs of `range` as of the snapshot, descending from its end.
@@ -150,69 +266,31 @@ impl<R: Runtime> Snapshot<R> {
         range: impl Into<KeyRange>,
         limit: u32,
     ) -> Result<Vec<KvPair>> {
-        snapshot_scan(&self.ctx, self.ts, range.into(), limit, true).await
+        self.reads.scan(range.into(), limit, true).await
     }
 }
 
-async fn snapshot_scan<R: Runtime>(
-    ctx: &Arc<ClientContext<R>>,
-    ts: Timestamp,
-    range: KeyRange,
-    limit: u32,
-    reverse: bool,
-) -> Result<Vec<KvPair>> {
-    if range.is_empty() {
-        return Err(Error::InvalidArgument(format!(
-            "empty or inverted range {range}"
-        )));
-    }
-    let backoff = Backoffer::new("scan", ctx.config.budget(budget::SCAN));
-    let codec = ctx.config.keyspace_codec();
-    let scan = SnapshotScan::new(codec, ts, range, limit, false, reverse);
-    run(ctx, Budgeted::new(backoff, scan)).await
-}
-
-async fn snapshot_get<R: Runtime>(
-    ctx: &Arc<ClientContext<R>>,
-    ts: Timestamp,
-    key: Key,
-) -> Result<Option<Bytes>> {
-    let backoff = Backoffer::new("get", ctx.config.budget(budget::GET));
-    run(
-        ctx,
-        Budgeted::new(
-            backoff,
-            SnapshotGet::new(ctx.config.keyspace_codec(), key, ts),
-        ),
-    )
-    .await
-}
-
-async fn snapshot_batch_get<R: Runtime>(
-    ctx: &Arc<ClientContext<R>>,
-    ts: Timestamp,
-    keys: Vec<Key>,
-) -> Result<Vec<KvPair>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let backoff = Backoffer::new("batch get", ctx.config.budget(budget::BATCH_GET));
-    let codec = ctx.config.keyspace_codec();
-    let get = SnapshotBatchGet::new(codec, keys, ts, ctx.config.raw_batch_pair_count);
-    run(ctx, Budgeted::new(backoff, get)).await
-}
-
-/// An optimistic transaction: reads at its start timestamp, writes buffered until `commit`.
+/// A transaction: reads at its start timestamp, writes buffered until [`commit`].
+///
+/// Dropping a transaction that has writes and was neither committed nor rolled back
+/// discards them (with a warning in the log): an optimistic transaction has written
+/// nothing to TiKV before `commit`.
+///
+/// [`commit`]: Transaction::commit
 pub struct Transaction<R: Runtime> {
-    ctx: Arc<ClientContext<R>>,
-    start_ts: Timestamp,
+    reads: Reads<R>,
+    /// The request context of the transaction's writes.
+    write_context: Arc<ContextOptions>,
+    try_one_pc: bool,
     buffer: WriteBuffer,
+    /// Committed or rolled back: nothing to warn about on drop.
+    finished: bool,
 }
 
 impl<R: Runtime> Transaction<R> {
     /// The start timestamp: what the transaction reads as of.
     pub fn start_ts(&self) -> Timestamp {
-        self.start_ts
+        self.reads.ts
     }
 
     /// The value of `key`: the transaction's own write if any, else the snapshot's.
@@ -220,7 +298,7 @@ impl<R: Runtime> Transaction<R> {
         let key = key.into();
         match self.buffer.get(&key) {
             Some(own) => Ok(own.cloned()),
-            None => snapshot_get(&self.ctx, self.start_ts, key).await,
+            None => self.reads.get(key).await,
         }
     }
 
@@ -232,7 +310,7 @@ impl<R: Runtime> Transaction<R> {
         let (own, remote) = self
             .buffer
             .partition_reads(keys.into_iter().map(Into::into));
-        let snapshot = snapshot_batch_get(&self.ctx, self.start_ts, remote).await?;
+        let snapshot = self.reads.batch_get(remote).await?;
         Ok(WriteBuffer::merge_reads(own, snapshot))
     }
 
@@ -254,35 +332,60 @@ impl<R: Runtime> Transaction<R> {
 
     async fn scan_merged(&self, range: KeyRange, limit: u32, reverse: bool) -> Result<Vec<KvPair>> {
         let wanted = self.buffer.scan_limit(&range, limit);
-        let snapshot =
-            snapshot_scan(&self.ctx, self.start_ts, range.clone(), wanted, reverse).await?;
-        Ok(self.buffer.overlay_scan(&range, snapshot, limit, reverse))
+        let snapshot = self.reads.scan(range.clone(), wanted, reverse).await?;
+        let mut pairs = self.buffer.overlay_scan(&range, snapshot, limit, reverse);
+        if self.reads.key_only {
+            // The transaction's own values are not read back either.
+            pairs.iter_mut().for_each(|p| p.value = Bytes::new());
+        }
+        Ok(pairs)
     }
 
     /// Sets `key` to `value` (buffered until commit).
-    pub fn put(&mut self, key: impl Into<Key>, value: impl Into<Bytes>) {
+    pub async fn put(&mut self, key: impl Into<Key>, value: impl Into<Bytes>) -> Result<()> {
         self.buffer.set(key.into(), Mutation::Put(value.into()));
+        Ok(())
     }
 
     /// Sets `key` to `value`, making the commit fail with [`Error::KeyExists`] if the key
     /// exists by then.
-    pub fn insert(&mut self, key: impl Into<Key>, value: impl Into<Bytes>) {
+    pub async fn insert(&mut self, key: impl Into<Key>, value: impl Into<Bytes>) -> Result<()> {
         self.buffer.set(key.into(), Mutation::Insert(value.into()));
+        Ok(())
     }
 
     /// Deletes `key` (buffered until commit).
-    pub fn delete(&mut self, key: impl Into<Key>) {
+    pub async fn delete(&mut self, key: impl Into<Key>) -> Result<()> {
         self.buffer.set(key.into(), Mutation::Delete);
+        Ok(())
     }
 
     /// Commits the buffered writes; returns the commit timestamp (the start timestamp for a
     /// transaction that wrote nothing).
-    pub async fn commit(self) -> Result<Timestamp> {
-        let committer = Committer::new(&self.ctx.config, self.start_ts, &self.buffer);
-        run(&self.ctx, committer).await
+    pub async fn commit(mut self) -> Result<Timestamp> {
+        self.finished = true;
+        let ctx = &self.reads.ctx;
+        let committer =
+            Committer::new(&ctx.config, self.reads.ts, &self.buffer).with_one_pc(self.try_one_pc);
+        run_with(ctx, committer, self.write_context.clone()).await
     }
 
-    /// Abandons the transaction. Nothing was written to TiKV yet, so this only drops the
-    /// buffer.
-    pub fn rollback(self) {}
+    /// Abandons the transaction. An optimistic transaction has written nothing to TiKV
+    /// before commit, so this only drops its buffered writes.
+    pub async fn rollback(mut self) -> Result<()> {
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl<R: Runtime> Drop for Transaction<R> {
+    fn drop(&mut self) {
+        if !self.finished && !self.buffer.is_empty() {
+            warn!(
+                start_ts = %self.reads.ts,
+                writes = self.buffer.len(),
+                "transaction dropped without commit or rollback; its writes are discarded"
+            );
+        }
+    }
 }

@@ -346,7 +346,9 @@ pub fn run_bank(seed: u64) -> Outcome {
         loop {
             let mut t = client.begin().await.map_err(|e| format!("begin: {e}"))?;
             for i in 0..ACCOUNTS {
-                t.put(account(i), "100");
+                t.put(account(i), "100")
+                    .await
+                    .map_err(|e| format!("put: {e}"))?;
             }
             if t.commit().await.is_ok() {
                 break;
@@ -373,8 +375,11 @@ pub fn run_bank(seed: u64) -> Outcome {
                         let (Ok(x), Ok(y)) = (parse(x), parse(y)) else {
                             continue;
                         };
-                        t.put(account(a), (x - 1).to_string());
-                        t.put(account(b), (y + 1).to_string());
+                        let debit = t.put(account(a), (x - 1).to_string()).await;
+                        let credit = t.put(account(b), (y + 1).to_string()).await;
+                        if debit.is_err() || credit.is_err() {
+                            continue;
+                        }
                         match t.commit().await {
                             Ok(_) => break,
                             // Undetermined: it may have happened; the invariant holds either way.

@@ -7,7 +7,9 @@ use tikv_integration_tests::{mock_cluster, mock_txn_cluster};
 use tikv_mock::server::MockServer;
 use tikv_proto::kvrpcpb;
 use tikv_proto::tikvpb::tikv_service;
-use tikv_tokio::{Config, Error, PdErrorKind, TransactionClient};
+use tikv_tokio::{
+    Config, Error, IsolationLevel, PdErrorKind, ReadOptions, TransactionClient, TransactionOptions,
+};
 
 async fn client(mock: &MockServer) -> TransactionClient {
     TransactionClient::connect(&[mock.pd_address()], Config::default().with_rng_seed(5))
@@ -21,8 +23,8 @@ async fn commit_then_read_and_snapshots_stay_put() {
     let c = client(&mock).await;
     let before = c.current_timestamp().await.unwrap();
     let mut t = c.begin().await.unwrap();
-    t.put("a", "1");
-    t.put("b", "2");
+    t.put("a", "1").await.unwrap();
+    t.put("b", "2").await.unwrap();
     assert_eq!(
         t.get("a").await.unwrap().as_deref(),
         Some(&b"1"[..]),
@@ -41,7 +43,7 @@ async fn commit_then_read_and_snapshots_stay_put() {
     );
 
     let mut t3 = c.begin().await.unwrap();
-    t3.delete("a");
+    t3.delete("a").await.unwrap();
     t3.commit().await.unwrap();
     assert_eq!(c.begin().await.unwrap().get("a").await.unwrap(), None);
 }
@@ -52,8 +54,8 @@ async fn concurrent_writers_conflict() {
     let c = client(&mock).await;
     let mut t1 = c.begin().await.unwrap();
     let mut t2 = c.begin().await.unwrap();
-    t1.put("k", "from t1");
-    t2.put("k", "from t2");
+    t1.put("k", "from t1").await.unwrap();
+    t2.put("k", "from t2").await.unwrap();
     t1.commit().await.unwrap();
     match t2.commit().await {
         Err(e @ Error::WriteConflict { .. }) => assert!(e.is_retryable()),
@@ -70,10 +72,10 @@ async fn insert_of_an_existing_key_fails() {
     let mock = mock_cluster(1, &[]).await;
     let c = client(&mock).await;
     let mut t = c.begin().await.unwrap();
-    t.insert("u", "1");
+    t.insert("u", "1").await.unwrap();
     t.commit().await.unwrap();
     let mut t = c.begin().await.unwrap();
-    t.insert("u", "2");
+    t.insert("u", "2").await.unwrap();
     assert!(matches!(t.commit().await, Err(Error::KeyExists { .. })));
 }
 
@@ -184,7 +186,7 @@ async fn readers_resolve_locks_of_crashed_transactions() {
     abandoned_transaction(&mock, &c, &["p3"], false, 1).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
     let mut w = c.begin().await.unwrap();
-    w.put("p3", "mine");
+    w.put("p3", "mine").await.unwrap();
     w.commit().await.unwrap();
     assert_eq!(
         c.begin().await.unwrap().get("p3").await.unwrap().as_deref(),
@@ -199,7 +201,7 @@ async fn bank_transfers_conserve_money() {
     const ACCOUNTS: u32 = 8;
     let mut setup = c.begin().await.unwrap();
     for i in 0..ACCOUNTS {
-        setup.put(format!("acct-{i}"), "100");
+        setup.put(format!("acct-{i}"), "100").await.unwrap();
     }
     setup.commit().await.unwrap();
     let workers: Vec<_> = (0..4u32)
@@ -219,8 +221,12 @@ async fn bank_transfers_conserve_money() {
                         };
                         let a = read(t.get(format!("acct-{from}")).await.unwrap());
                         let b = read(t.get(format!("acct-{to}")).await.unwrap());
-                        t.put(format!("acct-{from}"), (a - 1).to_string());
-                        t.put(format!("acct-{to}"), (b + 1).to_string());
+                        t.put(format!("acct-{from}"), (a - 1).to_string())
+                            .await
+                            .unwrap();
+                        t.put(format!("acct-{to}"), (b + 1).to_string())
+                            .await
+                            .unwrap();
                         match t.commit().await {
                             Ok(_) => {
                                 committed += 1;
@@ -271,8 +277,8 @@ async fn one_pc_commits_single_region_transactions_in_one_round_trip() {
 
     let mut t = c.begin().await.unwrap();
     let start = t.start_ts();
-    t.put("a", "1");
-    t.put("b", "2");
+    t.put("a", "1").await.unwrap();
+    t.put("b", "2").await.unwrap();
     let ts = t.commit().await.unwrap();
     assert!(ts > start, "1PC commits after the start timestamp");
     assert_eq!(
@@ -293,8 +299,8 @@ async fn one_pc_commits_single_region_transactions_in_one_round_trip() {
 
     // Keys in two regions need two requests: 1PC is not asked for, 2PC runs.
     let mut t = c.begin().await.unwrap();
-    t.put("c", "3");
-    t.put("x", "4");
+    t.put("c", "3").await.unwrap();
+    t.put("x", "4").await.unwrap();
     t.commit().await.unwrap();
     assert!(commits() > 0);
     assert_eq!(
@@ -315,7 +321,7 @@ async fn scans_cross_regions_resolve_locks_and_merge_own_writes() {
     let c = client(&mock).await;
     let mut setup = c.begin().await.unwrap();
     for i in 0..9 {
-        setup.put(format!("k{i}"), format!("v{i}"));
+        setup.put(format!("k{i}"), format!("v{i}")).await.unwrap();
     }
     setup.commit().await.unwrap();
     // A crashed transaction committed at its primary, with a secondary lock mid-range.
@@ -335,9 +341,9 @@ async fn scans_cross_regions_resolve_locks_and_merge_own_writes() {
     );
 
     let mut w = c.begin().await.unwrap();
-    w.delete("k0");
-    w.delete("k1");
-    w.put("k1a", "mine");
+    w.delete("k0").await.unwrap();
+    w.delete("k1").await.unwrap();
+    w.put("k1a", "mine").await.unwrap();
     let first = w.scan(.., 3).await.unwrap();
     assert_eq!(
         first.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
@@ -365,7 +371,7 @@ async fn an_invalid_region_boundary_from_pd_fails_fast_and_names_pd() {
         .await
         .expect("the read fails instead of retrying");
     let mut t = c.begin().await.unwrap();
-    t.put("a", "1");
+    t.put("a", "1").await.unwrap();
     let commit = tokio::time::timeout(guard, t.commit())
         .await
         .expect("the commit fails instead of retrying");
@@ -384,4 +390,74 @@ async fn an_invalid_region_boundary_from_pd_fails_fast_and_names_pd() {
             other => panic!("expected PD's invalid answer, got {other}"),
         }
     }
+}
+
+/// Read options reach TiKV: read committed ignores a live lock that a snapshot-isolation
+/// read has to wait for (which the read timeout then cuts short); key-only scans carry no
+/// values; options the client does not implement yet fail before anything is sent.
+#[tokio::test]
+async fn read_options_reach_tikv_and_unsupported_ones_fail_loudly() {
+    let mock = mock_cluster(1, &[]).await;
+    let c = client(&mock).await;
+    let mut t = c.begin().await.unwrap();
+    t.put("k", "old").await.unwrap();
+    t.put("l", "other").await.unwrap();
+    t.commit().await.unwrap();
+    // A running transaction's lock on k, alive for a minute.
+    abandoned_transaction(&mock, &c, &["k"], false, 60_000).await;
+    let now = c.current_timestamp().await.unwrap();
+
+    let rc = ReadOptions::default().with_isolation(IsolationLevel::ReadCommitted);
+    let read_committed = c.snapshot_with(now, rc).unwrap();
+    assert_eq!(
+        read_committed.get("k").await.unwrap().as_deref(),
+        Some(&b"old"[..]),
+        "read committed does not wait for the lock"
+    );
+    let si = ReadOptions::default().with_timeout(Duration::from_millis(300));
+    let snapshot = c.snapshot_with(now, si).unwrap();
+    assert!(
+        matches!(snapshot.get("k").await, Err(Error::Cancelled(_))),
+        "snapshot isolation waits for the lock, until the read timeout"
+    );
+
+    let keys_only = ReadOptions::default().with_key_only(true);
+    let mut t = c
+        .begin_with(TransactionOptions::default().with_read(keys_only))
+        .await
+        .unwrap();
+    t.put("m", "mine").await.unwrap();
+    let pairs = t.scan("l".."n", 10).await.unwrap();
+    assert_eq!(
+        pairs
+            .iter()
+            .map(|p| (p.key.clone(), p.value.is_empty()))
+            .collect::<Vec<_>>(),
+        vec![("l".into(), true), ("m".into(), true)]
+    );
+    t.rollback().await.unwrap();
+
+    for options in [
+        TransactionOptions::pessimistic(),
+        TransactionOptions::default().with_async_commit(true),
+    ] {
+        assert!(matches!(
+            c.begin_with(options).await,
+            Err(Error::Unsupported(_))
+        ));
+    }
+    let stale = ReadOptions::default().with_stale_read(true);
+    assert!(matches!(
+        c.snapshot_with(now, stale),
+        Err(Error::Unsupported(_))
+    ));
+}
+
+/// Transactions move between tasks.
+#[test]
+fn transactions_and_snapshots_are_send() {
+    fn send<T: Send>() {}
+    send::<tikv_tokio::Transaction>();
+    send::<tikv_tokio::Snapshot>();
+    send::<TransactionClient>();
 }

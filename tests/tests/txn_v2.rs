@@ -38,11 +38,11 @@ async fn transactions_work_inside_a_keyspace_and_only_there() {
 
     let mut t = tenant.begin().await.unwrap();
     for c in b'a'..=b'z' {
-        t.put(vec![c], vec![c, c]);
+        t.put(vec![c], vec![c, c]).await.unwrap();
     }
     t.commit().await.unwrap();
     let mut d = default.begin().await.unwrap();
-    d.put("a", "default's a");
+    d.put("a", "default's a").await.unwrap();
     d.commit().await.unwrap();
     raw.put("a", "raw a").await.unwrap();
 
@@ -89,21 +89,21 @@ async fn errors_name_the_callers_keys() {
     let pd = [mock.pd_address()];
     let c = TransactionClient::connect(&pd, v2(None)).await.unwrap();
     let mut seed = c.begin().await.unwrap();
-    seed.put("taken", "1");
+    seed.put("taken", "1").await.unwrap();
     seed.commit().await.unwrap();
 
     let mut slow = c.begin().await.unwrap();
     let mut fast = c.begin().await.unwrap();
-    fast.put("k", "fast");
+    fast.put("k", "fast").await.unwrap();
     fast.commit().await.unwrap();
-    slow.put("k", "slow");
+    slow.put("k", "slow").await.unwrap();
     match slow.commit().await {
         Err(Error::WriteConflict { key, .. }) => assert_eq!(key, Key::from("k")),
         other => panic!("expected a write conflict on k, got {other:?}"),
     }
 
     let mut t = c.begin().await.unwrap();
-    t.insert("taken", "again");
+    t.insert("taken", "again").await.unwrap();
     match t.commit().await {
         Err(Error::KeyExists { key }) => assert_eq!(key, Key::from("taken")),
         other => panic!("expected KeyExists on taken, got {other:?}"),

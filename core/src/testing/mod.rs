@@ -49,6 +49,8 @@ pub struct Harness {
     pub stores: StoreCache,
     /// The shared cache of decided transaction outcomes.
     pub txn_statuses: crate::txn::TxnStatusCache,
+    /// The request context operations run with.
+    pub context: crate::options::ContextOptions,
     /// The budget machines run within unless they bring their own ([`crate::machine::Budgeted`]);
     /// 20 s, like a RawKV operation.
     pub backoff: Backoffer,
@@ -77,6 +79,7 @@ impl Harness {
             regions: RegionCache::new(config.region_cache_ttl, config.region_cache_ttl_jitter),
             stores: StoreCache::new(),
             txn_statuses: crate::txn::TxnStatusCache::default(),
+            context: crate::options::ContextOptions::default(),
             config,
             backoff: Backoffer::new("test", budget::RAWKV),
             effects: Vec::new(),
@@ -112,6 +115,7 @@ impl Harness {
             regions: &mut self.regions,
             stores: &mut self.stores,
             txn_statuses: &self.txn_statuses,
+            context: &self.context,
             ids: &mut self.ids,
             backoff: &mut self.backoff,
         }

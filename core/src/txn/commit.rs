@@ -171,6 +171,8 @@ pub struct Committer {
     write_options: RpcOptions,
     /// Whether the first prewrite asks for 1PC.
     try_one_pc: bool,
+    /// Whether the writes fit one prewrite request (1PC needs that).
+    fits_one_request: bool,
     state: State,
 }
 
@@ -190,6 +192,7 @@ impl Committer {
             .map(|(k, _)| k.clone())
             .unwrap_or_default();
         let keys = mutations.iter().map(|(k, _)| k.clone()).collect();
+        let fits_one_request = buffer.size() <= COMMIT_BATCH_SIZE;
         Committer {
             codec,
             start_ts,
@@ -210,9 +213,17 @@ impl Committer {
                 idempotent: true,
                 max_execution: Some(config.max_write_execution),
             },
-            try_one_pc: config.try_one_pc && buffer.size() <= COMMIT_BATCH_SIZE,
+            try_one_pc: config.try_one_pc && fits_one_request,
+            fits_one_request,
             state: State::StartPrewrite(mutations),
         }
+    }
+
+    /// Whether to ask for 1PC (when the writes fit one prewrite request), overriding the
+    /// client's `Config::try_one_pc`.
+    pub fn with_one_pc(mut self, try_one_pc: bool) -> Self {
+        self.try_one_pc = try_one_pc && self.fits_one_request;
+        self
     }
 
     /// The primary key as stored (empty for an empty transaction).
