@@ -18,6 +18,9 @@ macro_rules! facade {
             TransactionOptions, TxnMode,
         };
 
+        /// The runtime this crate's clients run on (what `connect_with` takes).
+        pub type ClientRuntime = $rt;
+
         /// The RawKV client. Cheap to clone; clones share connections and caches.
         pub type RawClient = $crate::RawClient<$rt>;
 
