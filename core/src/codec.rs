@@ -138,19 +138,6 @@ impl KeyspacePrefix {
         Key::from(b.freeze())
     }
 
-    /// The user key of a stored key; an error if it is not in this keyspace.
-    pub fn decode(&self, stored: &[u8]) -> Result<Key, Error> {
-        stored
-            .strip_prefix(&self.0[..])
-            .map(Key::from)
-            .ok_or_else(|| Error::Protocol {
-                target: crate::error::Target::Pd {
-                    address: String::new(),
-                },
-                detail: format!("key {} is outside keyspace {:?}", Key::from(stored), self.0),
-            })
-    }
-
     /// The stored form of a user range: an unbounded end becomes the end of the keyspace.
     pub fn encode_range(&self, range: &KeyRange) -> KeyRange {
         let start = self.encode(range.start());
@@ -207,8 +194,6 @@ mod tests {
         assert_eq!(p.as_bytes(), b"r\x01\x02\x03");
         let k = p.encode(&Key::from("k"));
         assert_eq!(k.as_bytes(), b"r\x01\x02\x03k");
-        assert_eq!(p.decode(k.as_bytes()).unwrap(), Key::from("k"));
-        assert!(p.decode(b"r\x01\x02\x04k").is_err());
         let all = p.encode_range(&KeyRange::all());
         assert_eq!(
             (all.start().as_bytes(), all.end().as_bytes()),

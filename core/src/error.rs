@@ -284,6 +284,15 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether the operation may or may not have taken effect (a lost reply to a
+    /// non-idempotent request such as a primary commit or a compare-and-swap): check before
+    /// retrying.
+    pub fn is_undetermined(&self) -> bool {
+        matches!(self, Error::Undetermined { .. })
+    }
+}
+
 /// The client's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

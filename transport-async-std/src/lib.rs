@@ -15,6 +15,26 @@
 //!
 //! The async-std crate itself is discontinued, so this crate does not depend on it (only its
 //! tests do, to prove the client runs under async-std's executor).
+//!
+//! ```no_run
+//! use tikv_async_std::{Config, TransactionClient};
+//!
+//! # fn main() -> tikv_async_std::Result<()> {
+//! smol::block_on(async {
+//!     let client = TransactionClient::connect(&["127.0.0.1:2379"], Config::default()).await?;
+//!     let mut txn = client.begin().await?;
+//!     txn.put("k", "v").await?;
+//!     txn.commit().await?;
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! This crate exports the same API as `tikv_tokio` (and the simulator's
+//! `tikv_mock::sim::client`): a program written against one compiles against the other.
+//!
+
+#![doc = include_str!("../../docs/guide.md")]
 
 use std::fmt;
 use std::future::Future;

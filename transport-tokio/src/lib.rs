@@ -30,12 +30,15 @@
 //! # }
 //! ```
 //!
-//! [`TokioRuntime`] implements `tikv-driver`'s [`Runtime`] with tokio's tasks, timers and TCP
-//! (with `TCP_NODELAY`). It must be created inside a tokio runtime (it captures the current
-//! handle), and works on both the current-thread and the multi-thread schedulers. Configure
-//! the client with [`Config`] (TLS through `Config::security`, API V2 keyspaces through
-//! `Config::api_version` and `Config::keyspace`); errors are [`Error`], whose
-//! `is_retryable()` says whether trying again may help.
+//! [`TokioRuntime`] implements [`Runtime`] with tokio's tasks, timers and TCP (with
+//! `TCP_NODELAY`). It must be created inside a tokio runtime (it captures the current
+//! handle), and works on both the current-thread and the multi-thread schedulers.
+//!
+//! This crate exports the same API as `tikv_async_std` (and the simulator's
+//! `tikv_mock::sim::client`): a program written against one compiles against the other.
+//!
+
+#![doc = include_str!("../../docs/guide.md")]
 
 use std::future::Future;
 use std::io;
