@@ -191,6 +191,27 @@ impl KeyRange {
         self.end.is_empty()
     }
 
+    /// What is left of the range after a scan in key order (descending when `reverse`)
+    /// that stopped at `last`: the keys after it, or (reverse) before it.
+    ///
+    /// ```
+    /// use tikv_core::{Key, KeyRange};
+    ///
+    /// let range = KeyRange::new("a", "z");
+    /// assert_eq!(range.after(&Key::from("m"), false), KeyRange::new("m\0", "z"));
+    /// assert_eq!(range.after(&Key::from("m"), true), KeyRange::new("a", "m"));
+    /// ```
+    pub fn after(&self, last: &Key, reverse: bool) -> KeyRange {
+        if reverse {
+            KeyRange::new(self.start.clone(), last.clone())
+        } else {
+            KeyRange {
+                start: last.next_key(),
+                end: self.end.clone(),
+            }
+        }
+    }
+
     /// Whether the range holds no key at all (`start >= end` with a bounded end).
     pub fn is_empty(&self) -> bool {
         !self.end.is_empty() && self.start >= self.end

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod executor;
 pub mod facade;
 pub mod grpc;
+pub mod paging;
 pub mod pd;
 pub mod pool;
 pub mod raw;

@@ -24,11 +24,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{Stream, StreamExt};
+
 use bytes::Bytes;
 use tikv_core::raw::{self, CasResult, Checksum, KvPair, PutItem};
 use tikv_core::{Config, Error, Key, KeyRange, Result};
 
 use crate::executor::{ClientContext, run};
+use crate::paging::{Page, SCAN_PAGE, paged};
 use crate::pd::PdClient;
 use crate::runtime::Runtime;
 use crate::transport::SharedTransport;
@@ -311,6 +314,65 @@ impl<R: Runtime> RawClient<R> {
             return Ok(Vec::new());
         }
         self.exec(machine).await
+    }
+
+    /// Every pair of `range`, ascending, as a stream read [`SCAN_PAGE`] pairs at a time: a
+    /// scan of any size holds one page in memory. The stream ends after the last pair or the
+    /// first error.
+    ///
+    /// ```no_run
+    /// # async fn demo<R: tikv_driver::Runtime>(client: tikv_driver::RawClient<R>) -> tikv_core::Result<()> {
+    /// use futures_util::StreamExt;
+    ///
+    /// let mut pairs = std::pin::pin!(client.scan_stream("user/"..));
+    /// while let Some(pair) = pairs.next().await {
+    ///     let pair = pair?;
+    ///     println!("{:?} = {:?}", pair.key, pair.value);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn scan_stream(
+        &self,
+        range: impl Into<KeyRange>,
+    ) -> impl Stream<Item = Result<KvPair>> + Send + 'static {
+        self.paged_scan(range.into(), false, false)
+    }
+
+    /// Every key of `range`, ascending, streamed like [`scan_stream`](Self::scan_stream)
+    /// (values are not transferred).
+    pub fn scan_keys_stream(
+        &self,
+        range: impl Into<KeyRange>,
+    ) -> impl Stream<Item = Result<Key>> + Send + 'static {
+        self.paged_scan(range.into(), true, false)
+            .map(|pair| pair.map(|p| p.key))
+    }
+
+    /// Every pair of `range`, descending from its end, streamed like
+    /// [`scan_stream`](Self::scan_stream).
+    pub fn reverse_scan_stream(
+        &self,
+        range: impl Into<KeyRange>,
+    ) -> impl Stream<Item = Result<KvPair>> + Send + 'static {
+        self.paged_scan(range.into(), false, true)
+    }
+
+    fn paged_scan(
+        &self,
+        range: KeyRange,
+        key_only: bool,
+        reverse: bool,
+    ) -> impl Stream<Item = Result<KvPair>> + Send + 'static {
+        let client = self.clone();
+        paged(range, move |range| {
+            let client = client.clone();
+            async move {
+                let pairs = client
+                    .scan_inner(range.clone(), SCAN_PAGE, key_only, reverse)
+                    .await?;
+                Ok(Page::of(&range, pairs, SCAN_PAGE, reverse))
+            }
+        })
     }
 
     /// Scans several ranges, up to `each_limit` pairs from each, concatenated in order.

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::Stream;
 use tikv_core::backoff::{Backoffer, budget};
 use tikv_core::machine::Budgeted;
 use tikv_core::options::{ContextOptions, ReadOptions, TransactionOptions};
@@ -40,6 +41,7 @@ use tikv_core::{Config, Error, Key, KeyMode, KeyRange, Machine, Result, Timestam
 use tracing::warn;
 
 use crate::executor::{ClientContext, run_with};
+use crate::paging::{Page, SCAN_PAGE, paged};
 use crate::pd::PdClient;
 use crate::raw::CurrentRuntime;
 use crate::runtime::Runtime;
@@ -154,12 +156,25 @@ impl<R: Runtime> TransactionClient<R> {
 }
 
 /// How one snapshot (or transaction) reads: its timestamp, request context and limits.
+/// Cheap to clone (streamed scans hold a clone).
 struct Reads<R: Runtime> {
     ctx: Arc<ClientContext<R>>,
     ts: Timestamp,
     context: Arc<ContextOptions>,
     key_only: bool,
     timeout: Option<Duration>,
+}
+
+impl<R: Runtime> Clone for Reads<R> {
+    fn clone(&self) -> Self {
+        Reads {
+            ctx: self.ctx.clone(),
+            ts: self.ts,
+            context: self.context.clone(),
+            key_only: self.key_only,
+            timeout: self.timeout,
+        }
+    }
 }
 
 impl<R: Runtime> Reads<R> {
@@ -268,6 +283,40 @@ impl<R: Runtime> Snapshot<R> {
     ) -> Result<Vec<KvPair>> {
         self.reads.scan(range.into(), limit, true).await
     }
+
+    /// Every pair of `range` as of the snapshot, ascending, as a stream read [`SCAN_PAGE`]
+    /// pairs at a time (one page in memory at once). Ends after the last pair or the first
+    /// error.
+    pub fn scan_stream(
+        &self,
+        range: impl Into<KeyRange>,
+    ) -> impl Stream<Item = Result<KvPair>> + Send + 'static {
+        self.paged(range.into(), false)
+    }
+
+    /// Every pair of `range` as of the snapshot, descending from its end, streamed like
+    /// [`scan_stream`](Self::scan_stream).
+    pub fn reverse_scan_stream(
+        &self,
+        range: impl Into<KeyRange>,
+    ) -> impl Stream<Item = Result<KvPair>> + Send + 'static {
+        self.paged(range.into(), true)
+    }
+
+    fn paged(
+        &self,
+        range: KeyRange,
+        reverse: bool,
+    ) -> impl Stream<Item = Result<KvPair>> + Send + 'static {
+        let reads = self.reads.clone();
+        paged(range, move |range| {
+            let reads = reads.clone();
+            async move {
+                let pairs = reads.scan(range.clone(), SCAN_PAGE, reverse).await?;
+                Ok(Page::of(&range, pairs, SCAN_PAGE, reverse))
+            }
+        })
+    }
 }
 
 /// A transaction: reads at its start timestamp, writes buffered until [`commit`].
@@ -339,6 +388,56 @@ impl<R: Runtime> Transaction<R> {
             pairs.iter_mut().for_each(|p| p.value = Bytes::new());
         }
         Ok(pairs)
+    }
+
+    /// Every pair of `range` the transaction sees (the snapshot with its own writes),
+    /// ascending, as a stream read a page at a time. Borrows the transaction: its writes
+    /// cannot change while the stream runs.
+    pub fn scan_stream(
+        &self,
+        range: impl Into<KeyRange>,
+    ) -> impl Stream<Item = Result<KvPair>> + Send + '_ {
+        self.paged(range.into(), false)
+    }
+
+    /// Every pair of `range` the transaction sees, descending from its end, streamed like
+    /// [`scan_stream`](Self::scan_stream).
+    pub fn reverse_scan_stream(
+        &self,
+        range: impl Into<KeyRange>,
+    ) -> impl Stream<Item = Result<KvPair>> + Send + '_ {
+        self.paged(range.into(), true)
+    }
+
+    fn paged(
+        &self,
+        range: KeyRange,
+        reverse: bool,
+    ) -> impl Stream<Item = Result<KvPair>> + Send + '_ {
+        paged(range, move |range| async move {
+            // A page of the snapshot, sized so that SCAN_PAGE survive the buffer's deletes;
+            // the buffer is overlaid on the part of the range that page covers.
+            let wanted = self.buffer.scan_limit(&range, SCAN_PAGE);
+            let snapshot = self.reads.scan(range.clone(), wanted, reverse).await?;
+            let read = Page::of(&range, snapshot, wanted, reverse);
+            let covered = match (&read.rest, read.pairs.last()) {
+                (Some(_), Some(last)) if reverse => {
+                    KeyRange::new(last.key.clone(), range.end().clone())
+                }
+                (Some(_), Some(last)) => KeyRange::new(range.start().clone(), last.key.next_key()),
+                _ => range.clone(),
+            };
+            let mut pairs = self
+                .buffer
+                .overlay_scan(&covered, read.pairs, u32::MAX, reverse);
+            if self.reads.key_only {
+                pairs.iter_mut().for_each(|p| p.value = Bytes::new());
+            }
+            Ok(Page {
+                pairs,
+                rest: read.rest,
+            })
+        })
     }
 
     /// Sets `key` to `value` (buffered until commit).

@@ -217,3 +217,40 @@ async fn pd_leader_change_is_followed() {
     );
     assert_eq!(c.scan(.., 10).await.unwrap().len(), 3);
 }
+
+/// Streamed scans page through any number of pairs across regions, in order both ways, and
+/// report a bad range as their one item.
+#[tokio::test]
+async fn streamed_scans_cover_large_ranges_in_pages() {
+    use futures_util::StreamExt;
+    let mock = mock_cluster(3, SPLITS).await;
+    let c = client(mock.pd_address(), true).await;
+    // 700 keys over five regions: several pages of 256.
+    let keys: Vec<String> = (0..700)
+        .map(|i| format!("{}{i:04}", ["a", "c", "h", "p", "w"][i % 5]))
+        .collect();
+    c.batch_put(keys.iter().map(|k| (k.clone(), "v")))
+        .await
+        .unwrap();
+    let mut sorted = keys.clone();
+    sorted.sort();
+
+    let forward: Vec<String> = c
+        .scan_stream(..)
+        .map(|p| String::from_utf8(p.unwrap().key.to_bytes().to_vec()).unwrap())
+        .collect()
+        .await;
+    assert_eq!(forward, sorted);
+    let keys_only: Vec<_> = c.scan_keys_stream("c".."p").collect().await;
+    assert_eq!(keys_only.len(), 280, "the c and h keys");
+    let backward: Vec<String> = c
+        .reverse_scan_stream(..)
+        .map(|p| String::from_utf8(p.unwrap().key.to_bytes().to_vec()).unwrap())
+        .collect()
+        .await;
+    sorted.reverse();
+    assert_eq!(backward, sorted);
+
+    let inverted: Vec<_> = c.scan_stream("z".."a").collect().await;
+    assert!(matches!(inverted[..], [Err(Error::InvalidArgument(_))]));
+}

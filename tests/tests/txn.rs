@@ -461,3 +461,42 @@ fn transactions_and_snapshots_are_send() {
     send::<tikv_tokio::Snapshot>();
     send::<TransactionClient>();
 }
+
+/// A transaction's streamed scan is the snapshot with its own writes, page after page: what
+/// the limit-bounded scan returns for the whole range, in both directions.
+#[tokio::test]
+async fn streamed_transaction_scans_overlay_own_writes() {
+    use futures_util::StreamExt;
+    let mock = mock_txn_cluster(3, &["k0300", "k0600"]).await;
+    let c = client(&mock).await;
+    let mut setup = c.begin().await.unwrap();
+    for i in 0..800 {
+        setup.put(format!("k{i:04}"), "v").await.unwrap();
+    }
+    setup.commit().await.unwrap();
+
+    let mut t = c.begin().await.unwrap();
+    // Own deletes around page boundaries, own puts between and past committed keys.
+    for i in (250..270).chain(500..520) {
+        t.delete(format!("k{i:04}")).await.unwrap();
+    }
+    for k in ["k0255x", "k0511x", "k9999"] {
+        t.put(k, "mine").await.unwrap();
+    }
+    let expected = t.scan(.., 10_000).await.unwrap();
+    assert_eq!(expected.len(), 800 - 40 + 3);
+    let streamed: Vec<_> = t.scan_stream(..).map(Result::unwrap).collect().await;
+    assert_eq!(streamed, expected);
+    let mut reversed: Vec<_> = t
+        .reverse_scan_stream(..)
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    reversed.reverse();
+    assert_eq!(reversed, expected);
+
+    let snapshot = c.snapshot(t.start_ts());
+    let committed: Vec<_> = snapshot.scan_stream(..).collect().await;
+    assert_eq!(committed.len(), 800, "the snapshot alone");
+    t.rollback().await.unwrap();
+}
