@@ -49,14 +49,17 @@ fn after_resolve<R>(resolved: Resolved) -> Phase<R> {
     }
 }
 
+/// Sleeps before reading again; `key` is one of the keys still locked (it names the wait
+/// in the error if the budget runs out).
 fn sleep_step<R, T>(
     resolved: Resolved,
+    key: Key,
     cx: &mut Cx<'_>,
     phase: &mut Phase<R>,
 ) -> Step<Result<T, Error>> {
     let cap = std::time::Duration::from_millis(resolved.wait_ms.max(1));
     let why = Error::KeyError {
-        key: Key::EMPTY,
+        key,
         message: format!(
             "{} lock(s) still held by running transactions",
             resolved.alive
@@ -155,7 +158,7 @@ impl SnapshotGet {
                 Phase::Ready => self.phase = Phase::Reading(Box::new(self.read())),
                 Phase::Backoff(resolved) => {
                     let resolved = *resolved;
-                    return sleep_step(resolved, cx, &mut self.phase);
+                    return sleep_step(resolved, self.key.clone(), cx, &mut self.phase);
                 }
                 Phase::Reading(m) => {
                     let reply = ready!(m.poll(cx));
@@ -321,7 +324,8 @@ impl SnapshotBatchGet {
                 }
                 Phase::Backoff(resolved) => {
                     let resolved = *resolved;
-                    return sleep_step(resolved, cx, &mut self.phase);
+                    let key = self.remaining.first().cloned().unwrap_or_default();
+                    return sleep_step(resolved, key, cx, &mut self.phase);
                 }
                 Phase::Reading(m) => {
                     let replies = ready!(m.poll(cx));
