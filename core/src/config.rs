@@ -115,6 +115,19 @@ pub struct Config {
     pub resource_group_tag: Vec<u8>,
     /// Connections (and BatchCommands streams) per TiKV store (`GrpcConnectionCount`, 4).
     pub grpc_connection_count: usize,
+    /// How often an open connection with calls in flight is pinged (`GrpcKeepAliveTime`,
+    /// 10 s; zero turns keepalive off).
+    pub grpc_keepalive_time: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is dropped
+    /// (`GrpcKeepAliveTimeout`, 3 s).
+    pub grpc_keepalive_timeout: Duration,
+    /// HTTP/2 flow-control window per stream, in bytes (`GrpcInitialWindowSize`, 128 MiB).
+    pub grpc_initial_window_size: u32,
+    /// HTTP/2 flow-control window per connection, in bytes (`GrpcInitialConnWindowSize`,
+    /// 128 MiB).
+    pub grpc_initial_conn_window_size: u32,
+    /// Time limit for opening a connection (TCP, TLS and HTTP/2 handshakes; 5 s).
+    pub grpc_connect_timeout: Duration,
     /// Most requests per BatchCommands message (`MaxBatchSize`, 128).
     pub max_batch_size: usize,
     /// Send batchable requests inside BatchCommands streams (client-go's default); `false`
@@ -167,6 +180,11 @@ setters! {
     with_region_concurrency => region_concurrency: usize;
     with_api_version => api_version: ApiVersion;
     with_grpc_connection_count => grpc_connection_count: usize;
+    with_grpc_keepalive_time => grpc_keepalive_time: Duration;
+    with_grpc_keepalive_timeout => grpc_keepalive_timeout: Duration;
+    with_grpc_initial_window_size => grpc_initial_window_size: u32;
+    with_grpc_initial_conn_window_size => grpc_initial_conn_window_size: u32;
+    with_grpc_connect_timeout => grpc_connect_timeout: Duration;
     with_max_batch_size => max_batch_size: usize;
     with_batch_commands => batch_commands: bool;
     with_try_one_pc => try_one_pc: bool;
@@ -243,6 +261,11 @@ impl Default for Config {
             request_source: String::new(),
             resource_group_tag: Vec::new(),
             grpc_connection_count: 4,
+            grpc_keepalive_time: Duration::from_secs(10),
+            grpc_keepalive_timeout: Duration::from_secs(3),
+            grpc_initial_window_size: 1 << 27,
+            grpc_initial_conn_window_size: 1 << 27,
+            grpc_connect_timeout: Duration::from_secs(5),
             max_batch_size: 128,
             batch_commands: true,
             try_one_pc: false,

@@ -111,6 +111,11 @@ impl<R: Runtime> ClientContext<R> {
     pub fn grpc_transport(runtime: &R, config: &Config) -> SharedTransport {
         let channel = crate::grpc::ChannelConfig {
             tls: config.security.clone(),
+            stream_window: config.grpc_initial_window_size,
+            connection_window: config.grpc_initial_conn_window_size,
+            keepalive_interval: config.grpc_keepalive_time,
+            keepalive_timeout: config.grpc_keepalive_timeout,
+            connect_timeout: config.grpc_connect_timeout,
             ..Default::default()
         };
         std::sync::Arc::new(crate::transport::GrpcTransport::new(
