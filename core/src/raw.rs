@@ -51,12 +51,12 @@ fn write_options(config: &Config) -> RpcOptions {
     }
 }
 
-/// A reply of the wrong kind. The router already fails those naming the store
-/// ([`RegionRpc`](crate::request::RegionRpc) checks every reply against its request), so this
-/// only keeps the plans total.
-fn unexpected(response: &TikvResponse, wanted: &str) -> Error {
+/// A reply of the wrong kind for a request about `key`. The router already fails those
+/// naming the store ([`RegionRpc`](crate::request::RegionRpc) checks every reply against its
+/// request), so this only keeps the plans total.
+fn unexpected(key: &Key, response: &TikvResponse, wanted: &str) -> Error {
     Error::KeyError {
-        key: Key::EMPTY,
+        key: key.clone(),
         message: format!(
             "expected a {wanted} response, got {}",
             response.method_name()
@@ -117,7 +117,7 @@ pub fn get(
                     key_error(&key, &resp.error)?;
                     Ok((!resp.not_found).then_some(resp.value))
                 }
-                other => Err(unexpected(&other, "RawGet")),
+                other => Err(unexpected(&key, &other, "RawGet")),
             },
         ),
     )
@@ -148,7 +148,7 @@ pub fn put(
             single(config, key.clone(), request, write_options(config)),
             move |r: Result<TikvResponse>| match r? {
                 TikvResponse::RawPut(resp) => key_error(&key, &resp.error),
-                other => Err(unexpected(&other, "RawPut")),
+                other => Err(unexpected(&key, &other, "RawPut")),
             },
         ),
     )
@@ -175,7 +175,7 @@ pub fn delete(
             single(config, key.clone(), request, write_options(config)),
             move |r: Result<TikvResponse>| match r? {
                 TikvResponse::RawDelete(resp) => key_error(&key, &resp.error),
-                other => Err(unexpected(&other, "RawDelete")),
+                other => Err(unexpected(&key, &other, "RawDelete")),
             },
         ),
     )
@@ -203,7 +203,7 @@ pub fn get_key_ttl(
                     key_error(&key, &resp.error)?;
                     Ok((!resp.not_found).then_some(resp.ttl))
                 }
-                other => Err(unexpected(&other, "RawGetKeyTTL")),
+                other => Err(unexpected(&key, &other, "RawGetKeyTTL")),
             },
         ),
     )
@@ -253,7 +253,7 @@ pub fn compare_and_swap(
                         previous: (!resp.previous_not_exist).then_some(resp.previous_value),
                     })
                 }
-                other => Err(unexpected(&other, "RawCompareAndSwap")),
+                other => Err(unexpected(&key, &other, "RawCompareAndSwap")),
             },
         ),
     )
@@ -312,9 +312,10 @@ pub fn batch_get(
 /// The pairs of `RawBatchGet` replies, in key order.
 fn batch_get_pairs(r: Result<Vec<(Vec<Key>, TikvResponse)>>) -> Result<Vec<KvPair>> {
     let mut pairs = Vec::new();
-    for (_, response) in r? {
+    for (keys, response) in r? {
         let TikvResponse::RawBatchGet(resp) = response else {
-            return Err(unexpected(&response, "RawBatchGet"));
+            let first = keys.first().cloned().unwrap_or_default();
+            return Err(unexpected(&first, &response, "RawBatchGet"));
         };
         for p in resp.pairs {
             if let Some(e) = p.error {
@@ -420,7 +421,7 @@ pub fn batch_put(
         for (items, response) in r? {
             match response {
                 TikvResponse::RawBatchPut(resp) => key_error(&items[0].key, &resp.error)?,
-                other => return Err(unexpected(&other, "RawBatchPut")),
+                other => return Err(unexpected(&items[0].key, &other, "RawBatchPut")),
             }
         }
         Ok(())
@@ -477,7 +478,7 @@ pub fn batch_delete(
         for (keys, response) in r? {
             match response {
                 TikvResponse::RawBatchDelete(resp) => key_error(&keys[0], &resp.error)?,
-                other => return Err(unexpected(&other, "RawBatchDelete")),
+                other => return Err(unexpected(&keys[0], &other, "RawBatchDelete")),
             }
         }
         Ok(())
@@ -529,9 +530,9 @@ impl RangePlan for ScanPlan {
         })
     }
 
-    fn absorb(&mut self, _region: &Region, response: TikvResponse) -> Result<bool> {
+    fn absorb(&mut self, region: &Region, response: TikvResponse) -> Result<bool> {
         let TikvResponse::RawScan(resp) = response else {
-            return Err(unexpected(&response, "RawScan"));
+            return Err(unexpected(region.range.start(), &response, "RawScan"));
         };
         for p in resp.kvs {
             if let Some(e) = p.error {
@@ -613,7 +614,11 @@ impl RangePlan for DeleteRangePlan {
 
     fn absorb(&mut self, region: &Region, response: TikvResponse) -> Result<bool> {
         let TikvResponse::RawDeleteRange(resp) = response else {
-            return Err(unexpected(&response, "RawDeleteRange"));
+            return Err(unexpected(
+                region.range.start(),
+                &response,
+                "RawDeleteRange",
+            ));
         };
         key_error(region.range.start(), &resp.error)?;
         Ok(true)
@@ -667,7 +672,7 @@ impl RangePlan for ChecksumPlan {
 
     fn absorb(&mut self, region: &Region, response: TikvResponse) -> Result<bool> {
         let TikvResponse::RawChecksum(resp) = response else {
-            return Err(unexpected(&response, "RawChecksum"));
+            return Err(unexpected(region.range.start(), &response, "RawChecksum"));
         };
         key_error(region.range.start(), &resp.error)?;
         self.sum.crc64_xor ^= resp.checksum;

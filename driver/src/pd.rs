@@ -568,7 +568,7 @@ async fn tso_round<R: Runtime>(
             Some(l) => l,
             None => match pd.discover().await.map(|()| pd.leader_address()) {
                 Ok(Some(l)) => l,
-                Ok(None) => return (String::new(), Err(no_leader())),
+                Ok(None) => return (String::new(), Err(no_leader(pd))),
                 Err(e) => return (String::new(), Err(e)),
             },
         };
@@ -578,7 +578,7 @@ async fn tso_round<R: Runtime>(
         }
     }
     let Some((address, sender, receiver)) = stream.as_mut() else {
-        return (String::new(), Err(no_leader()));
+        return (String::new(), Err(no_leader(pd)));
     };
     let address = address.clone();
     if let Err(e) = sender.send(Bytes::from(request.encode_to_vec())) {
@@ -610,11 +610,13 @@ async fn tso_round<R: Runtime>(
     (address, reply)
 }
 
-fn no_leader() -> Error {
+/// No member named a leader: the error lists the members asked.
+fn no_leader<R: Runtime>(pd: &PdClient<R>) -> Error {
+    let members = lock(&pd.inner.session).endpoints().join(",");
     Error::Pd {
         method: "Tso",
-        address: String::new(),
+        address: members,
         kind: PdErrorKind::NotLeader,
-        message: "no PD leader known".into(),
+        message: "no PD member names a leader".into(),
     }
 }

@@ -33,9 +33,11 @@ enum Phase<R> {
     Done,
 }
 
-fn unexpected(what: &str) -> Error {
+/// A reply of the wrong kind for a read of `key` (the router already fails those naming the
+/// store; this keeps the machines total).
+fn unexpected(key: &Key, what: &str) -> Error {
     Error::KeyError {
-        key: Key::EMPTY,
+        key: key.clone(),
         message: format!("unexpected reply to {what}"),
     }
 }
@@ -115,7 +117,7 @@ impl SnapshotGet {
     /// What the read's reply means: the value, or a lock to resolve.
     fn on_reply(&self, reply: TikvResponse) -> Result<Result<Option<Bytes>, Lock>, Error> {
         let TikvResponse::KvGet(r) = reply else {
-            return Err(unexpected("KvGet"));
+            return Err(unexpected(&self.key, "KvGet"));
         };
         match &r.error {
             None => Ok(Ok((!r.not_found).then_some(r.value))),
@@ -239,7 +241,10 @@ impl SnapshotBatchGet {
         let mut locks = Vec::new();
         for (keys, reply) in replies {
             let TikvResponse::KvBatchGet(r) = reply else {
-                return Err(unexpected("KvBatchGet"));
+                return Err(unexpected(
+                    &keys.first().cloned().unwrap_or_default(),
+                    "KvBatchGet",
+                ));
             };
             if let Some(e) = &r.error {
                 match key_error(e, self.start_ts) {
