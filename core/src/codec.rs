@@ -9,7 +9,6 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::error::Error;
 use crate::key::{Key, KeyRange};
 
 const GROUP: usize = 8;
@@ -78,33 +77,40 @@ impl RegionKeys {
         }
     }
 
-    /// The stored key a region boundary stands for.
-    pub fn decode(self, boundary: &[u8]) -> Result<Bytes, Error> {
+    /// The stored key a region boundary stands for; the boundary itself if it does not
+    /// decode (the caller knows who sent it and reports it).
+    pub fn decode(self, boundary: &[u8]) -> Result<Bytes, InvalidBoundary> {
         match self {
             RegionKeys::Raw => Ok(Bytes::copy_from_slice(boundary)),
             RegionKeys::MemComparable if boundary.is_empty() => Ok(Bytes::new()),
             RegionKeys::MemComparable => decode_memcomparable(boundary)
                 .map(Bytes::from)
-                .ok_or_else(|| Error::Protocol {
-                    target: crate::error::Target::Pd {
-                        address: String::new(),
-                    },
-                    detail: format!(
-                        "region boundary {} is not memcomparable",
-                        Key::from(boundary)
-                    ),
-                }),
+                .ok_or_else(|| InvalidBoundary(Key::from(boundary))),
         }
     }
 
     /// Decodes the boundaries of a region description in place.
-    pub fn decode_region(self, region: &mut tikv_proto::metapb::Region) -> Result<(), Error> {
+    pub fn decode_region(
+        self,
+        region: &mut tikv_proto::metapb::Region,
+    ) -> Result<(), InvalidBoundary> {
         if self == RegionKeys::Raw {
             return Ok(());
         }
         region.start_key = self.decode(&region.start_key)?;
         region.end_key = self.decode(&region.end_key)?;
         Ok(())
+    }
+}
+
+/// A region boundary that is not in the form the cluster's key mode writes (not
+/// memcomparable where it must be).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidBoundary(pub Key);
+
+impl std::fmt::Display for InvalidBoundary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "region boundary {} is not memcomparable", self.0)
     }
 }
 

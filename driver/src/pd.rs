@@ -307,15 +307,11 @@ impl<R: Runtime> PdClient<R> {
             return Ok(None);
         };
         if let Err(e) = self.inner.config.region_keys.decode_region(&mut region) {
-            let detail = match e {
-                Error::Protocol { detail, .. } => detail,
-                other => other.to_string(),
-            };
             return Err(Error::Pd {
                 method,
                 address: self.leader_address().unwrap_or_default(),
                 kind: PdErrorKind::InvalidResponse,
-                message: format!("region {}: {detail}", region.id),
+                message: format!("region {}: {e}", region.id),
             });
         }
         Ok(Some(Region::from_meta(&region, leader)))
