@@ -11,11 +11,11 @@
 macro_rules! facade {
     ($rt:ty) => {
         pub use $crate::__facade::{
-            ApiVersion, AssertionLevel, Bytes, CasResult, Checksum, Config, Delivery, DiskFullOpt,
-            Error, GrpcCode, IsolationLevel, Key, KeyRange, KvPair, PdErrorKind, PdErrorType, Peer,
-            PeerRole, Priority, ReadOptions, Region, RegionEpoch, RegionId, RegionVerId,
-            ReplicaRead, Result, Runtime, Security, Store, StoreId, StoreState, Target, Timestamp,
-            TransactionOptions, TxnMode,
+            ApiVersion, AssertionLevel, BoxFuture, Bytes, CasResult, Checksum, Config, Delivery,
+            DiskFullOpt, Error, GrpcCode, Instant, IsolationLevel, Key, KeyRange, KvPair,
+            PdErrorKind, PdErrorType, Peer, PeerRole, Priority, ReadOptions, Region, RegionEpoch,
+            RegionId, RegionVerId, ReplicaRead, Result, Runtime, Security, Store, StoreId,
+            StoreState, Target, Timestamp, TransactionOptions, TxnMode,
         };
 
         /// The runtime this crate's clients run on (what `connect_with` takes).
@@ -50,10 +50,10 @@ pub mod exports {
     };
     pub use tikv_core::raw::{CasResult, Checksum, KvPair};
     pub use tikv_core::{
-        ApiVersion, Config, Delivery, Error, GrpcCode, Key, KeyRange, PdErrorKind, PdErrorType,
-        Peer, PeerRole, Region, RegionEpoch, RegionId, RegionVerId, Result, Store, StoreId,
-        StoreState, Target, Timestamp,
+        ApiVersion, Config, Delivery, Error, GrpcCode, Instant, Key, KeyRange, PdErrorKind,
+        PdErrorType, Peer, PeerRole, Region, RegionEpoch, RegionId, RegionVerId, Result, Store,
+        StoreId, StoreState, Target, Timestamp,
     };
 
-    pub use crate::runtime::Runtime;
+    pub use crate::runtime::{BoxFuture, Runtime};
 }

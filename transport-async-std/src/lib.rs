@@ -44,7 +44,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tikv_driver::runtime::BoxFuture;
 tikv_driver::facade!(AsyncIoRuntime);
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 

@@ -44,7 +44,6 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use tikv_driver::runtime::BoxFuture;
 tikv_driver::facade!(TokioRuntime);
 
 use tokio::net::TcpStream;
