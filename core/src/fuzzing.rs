@@ -340,8 +340,21 @@ pub fn machines_with_responses(data: &[u8]) -> usize {
                 txn_size: 2,
                 use_async_commit: false,
                 lock_type: 0,
+                for_update_ts: Timestamp::ZERO,
+                min_commit_ts: Timestamp::ZERO,
             };
-            drive(ResolveLocks::new(vec![lock.clone(), lock], ts), &mut input)
+            let async_commit = Lock {
+                key: "q".into(),
+                start_ts: Timestamp::compose(901, 0),
+                use_async_commit: true,
+                ..lock.clone()
+            };
+            let locks = vec![lock.clone(), async_commit, lock];
+            if input.u8() & 1 == 1 {
+                drive(ResolveLocks::for_write(locks, ts), &mut input)
+            } else {
+                drive(ResolveLocks::for_read(locks, ts), &mut input)
+            }
         }
     }
 }

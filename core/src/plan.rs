@@ -116,6 +116,14 @@ pub struct BatchLimits {
     pub max_bytes: usize,
 }
 
+impl BatchLimits {
+    /// No limit: one request per region.
+    pub const UNLIMITED: BatchLimits = BatchLimits {
+        max_items: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+}
+
 /// How a batch operation turns a region's items into a request.
 pub trait BatchPlan {
     /// One unit of work: a key, or a key with its value.

@@ -35,7 +35,7 @@ use tikv_core::machine::Budgeted;
 use tikv_core::options::{ContextOptions, ReadOptions, TransactionOptions};
 use tikv_core::raw::KvPair;
 use tikv_core::txn::{
-    Committer, Mutation, SnapshotBatchGet, SnapshotGet, SnapshotScan, WriteBuffer,
+    Committer, Mutation, ReadBypass, SnapshotBatchGet, SnapshotGet, SnapshotScan, WriteBuffer,
 };
 use tikv_core::{Config, Error, Key, KeyMode, KeyRange, Machine, Result, Timestamp};
 use tracing::warn;
@@ -163,6 +163,8 @@ struct Reads<R: Runtime> {
     context: Arc<ContextOptions>,
     key_only: bool,
     timeout: Option<Duration>,
+    /// Lock owners these reads may pass, learnt by any of them.
+    bypass: ReadBypass,
 }
 
 impl<R: Runtime> Clone for Reads<R> {
@@ -173,6 +175,7 @@ impl<R: Runtime> Clone for Reads<R> {
             context: self.context.clone(),
             key_only: self.key_only,
             timeout: self.timeout,
+            bypass: self.bypass.clone(),
         }
     }
 }
@@ -190,6 +193,7 @@ impl<R: Runtime> Reads<R> {
             context: Arc::new(context),
             key_only: options.key_only,
             timeout: options.timeout,
+            bypass: ReadBypass::default(),
         }
     }
 
@@ -209,7 +213,7 @@ impl<R: Runtime> Reads<R> {
         let backoff = Backoffer::new("get", self.ctx.config.budget(budget::GET));
         self.run(Budgeted::new(
             backoff,
-            SnapshotGet::new(codec, key, self.ts),
+            SnapshotGet::new(codec, key, self.ts).with_bypass(self.bypass.clone()),
         ))
         .await
     }
@@ -225,7 +229,8 @@ impl<R: Runtime> Reads<R> {
             keys,
             self.ts,
             config.raw_batch_pair_count,
-        );
+        )
+        .with_bypass(self.bypass.clone());
         self.run(Budgeted::new(backoff, get)).await
     }
 
@@ -238,7 +243,8 @@ impl<R: Runtime> Reads<R> {
         let config = &self.ctx.config;
         let backoff = Backoffer::new("scan", config.budget(budget::SCAN));
         let codec = config.keyspace_codec();
-        let scan = SnapshotScan::new(codec, self.ts, range, limit, self.key_only, reverse);
+        let scan = SnapshotScan::new(codec, self.ts, range, limit, self.key_only, reverse)
+            .with_bypass(self.bypass.clone());
         self.run(Budgeted::new(backoff, scan)).await
     }
 }

@@ -82,6 +82,8 @@ replies! {
     BatchRollbackResponse => KvBatchRollback;
     CheckTxnStatusResponse => KvCheckTxnStatus;
     ResolveLockResponse => KvResolveLock;
+    CheckSecondaryLocksResponse => KvCheckSecondaryLocks;
+    PessimisticRollbackResponse => KvPessimisticRollback;
     RawGetResponse => RawGet;
     RawBatchGetResponse => RawBatchGet;
     RawScanResponse => RawScan;
@@ -104,10 +106,17 @@ single_key_error!(
     CommitResponse,
     BatchRollbackResponse,
     CheckTxnStatusResponse,
-    ResolveLockResponse
+    ResolveLockResponse,
+    CheckSecondaryLocksResponse
 );
 
 impl HasKeyError for kvrpcpb::PrewriteResponse {
+    fn add_key_error(&mut self, e: kvrpcpb::KeyError) {
+        self.errors.push(e);
+    }
+}
+
+impl HasKeyError for kvrpcpb::PessimisticRollbackResponse {
     fn add_key_error(&mut self, e: kvrpcpb::KeyError) {
         self.errors.push(e);
     }
@@ -310,6 +319,26 @@ impl Resp<kvrpcpb::CheckTxnStatusResponse> {
         self.with(|r| r.lock_ttl = ttl_ms).ok()
     }
 
+    /// The transaction is running and TiKV keeps its primary lock (given here): an
+    /// async-commit primary, whose fate is in its secondaries.
+    pub fn alive_with(self, ttl_ms: u64, primary: LockBuilder) -> Outcome {
+        self.with(|r| {
+            r.lock_ttl = ttl_ms;
+            r.lock_info = Some(primary.0);
+        })
+        .ok()
+    }
+
+    /// The transaction is running, but its `min_commit_ts` is now above the caller's start
+    /// timestamp: its locks cannot hide anything from the caller.
+    pub fn pushed(self, ttl_ms: u64) -> Outcome {
+        self.with(|r| {
+            r.lock_ttl = ttl_ms;
+            r.action = kvrpcpb::Action::MinCommitTsPushed as i32;
+        })
+        .ok()
+    }
+
     /// No lock and no commit record for the transaction at its primary.
     pub fn txn_not_found(self, start_ts: Timestamp, primary: &str) -> Outcome {
         self.key_error(kvrpcpb::KeyError {
@@ -320,6 +349,30 @@ impl Resp<kvrpcpb::CheckTxnStatusResponse> {
             ..Default::default()
         })
     }
+}
+
+/// A `KvCheckSecondaryLocks` reply builder.
+pub fn check_secondary_locks() -> Resp<kvrpcpb::CheckSecondaryLocksResponse> {
+    Resp::default()
+}
+
+impl Resp<kvrpcpb::CheckSecondaryLocksResponse> {
+    /// Every key asked about is still locked (by these locks).
+    pub fn still_locked(self, locks: impl IntoIterator<Item = LockBuilder>) -> Outcome {
+        self.with(|r| r.locks = locks.into_iter().map(|l| l.0).collect())
+            .ok()
+    }
+
+    /// A key is no longer locked: the transaction committed at `commit_ts` (zero: rolled
+    /// back).
+    pub fn missing(self, commit_ts: Timestamp) -> Outcome {
+        self.with(|r| r.commit_ts = commit_ts.as_u64()).ok()
+    }
+}
+
+/// A `KvPessimisticRollback` reply builder.
+pub fn pessimistic_rollback() -> Resp<kvrpcpb::PessimisticRollbackResponse> {
+    Resp::default()
 }
 
 /// A `RawGet` reply builder.
@@ -469,6 +522,27 @@ impl LockBuilder {
     /// The owner uses async commit.
     pub fn async_commit(mut self) -> Self {
         self.0.use_async_commit = true;
+        self
+    }
+
+    /// The owner's smallest commit timestamp.
+    pub fn min_commit_ts(mut self, ts: Timestamp) -> Self {
+        self.0.min_commit_ts = ts.as_u64();
+        self
+    }
+
+    /// The owner's secondaries (recorded on an async-commit primary).
+    pub fn secondaries(mut self, keys: &[&str]) -> Self {
+        self.0.secondaries = keys
+            .iter()
+            .map(|k| Bytes::copy_from_slice(k.as_bytes()))
+            .collect();
+        self
+    }
+
+    /// A pessimistic lock (taken by `lock_keys`, not yet prewritten).
+    pub fn pessimistic(mut self) -> Self {
+        self.0.lock_type = kvrpcpb::Op::PessimisticLock as i32;
         self
     }
 
@@ -687,6 +761,8 @@ pub fn keys_of(request: &TikvRequest) -> Vec<Key> {
         TikvRequest::KvBatchRollback(r) => keys(&r.keys),
         TikvRequest::KvResolveLock(r) => keys(&r.keys),
         TikvRequest::KvCheckTxnStatus(r) => vec![Key::from(r.primary_key.clone())],
+        TikvRequest::KvCheckSecondaryLocks(r) => keys(&r.keys),
+        TikvRequest::KvPessimisticRollback(r) => keys(&r.keys),
         TikvRequest::RawGet(r) => vec![Key::from(r.key.clone())],
         TikvRequest::RawBatchGet(r) => keys(&r.keys),
         TikvRequest::RawScan(r) => vec![r.start_key.clone().into(), r.end_key.clone().into()],

@@ -28,7 +28,7 @@ use crate::rpc::{TikvRequest, TikvResponse};
 use crate::timestamp::Timestamp;
 use crate::txn::buffer::{Mutation, WriteBuffer};
 use crate::txn::lock::{KeyErrorKind, Lock, key_error};
-use crate::txn::resolve::{ResolveLocks, Resolved};
+use crate::txn::resolve::{Blocked, ResolveLocks};
 
 /// Bytes per prewrite/commit request (client-go's `TxnCommitBatchSize`, 16 KiB).
 pub const COMMIT_BATCH_SIZE: usize = 16 * 1024;
@@ -49,7 +49,7 @@ pub fn lock_ttl_ms(size: usize) -> u64 {
 type Item = (Key, Mutation);
 
 /// Locks met by a prewrite, and the items to prewrite again once they are resolved.
-type Blocked = (Vec<Lock>, Vec<Item>);
+type LockedItems = (Vec<Lock>, Vec<Item>);
 
 /// Batch plan: `KvPrewrite`.
 #[derive(Debug)]
@@ -78,6 +78,10 @@ impl BatchPlan for PrewritePlan {
             start_version: self.start_ts.as_u64(),
             lock_ttl: self.lock_ttl,
             txn_size: self.txn_size,
+            // Never below start_ts + 1 (client-go does the same): with a min_commit_ts set,
+            // TiKV can push it above a reader's timestamp, so that readers pass the lock
+            // (`MinCommitTsPushed`) instead of waiting for this transaction.
+            min_commit_ts: self.start_ts.next().as_u64(),
             try_one_pc: self.try_one_pc && items.len() as u64 == self.txn_size,
             ..Default::default()
         })
@@ -133,7 +137,7 @@ enum State {
     StartPrewrite(Vec<Item>),
     Prewriting(Box<MultiKey<PrewritePlan>>),
     Resolving(Box<ResolveLocks>, Vec<Item>),
-    WaitBeforeRetry(Resolved, Vec<Item>),
+    WaitBeforeRetry(Blocked, Vec<Item>),
     Sleeping(EffectId, AfterSleep),
     NeedCommitTs,
     GettingCommitTs(EffectId),
@@ -249,7 +253,10 @@ impl Committer {
 
     /// Reads the prewrite replies: locks to resolve (and the items to prewrite again), or the
     /// error that aborts the transaction.
-    fn prewrite_results(&self, replies: Vec<(Vec<Item>, TikvResponse)>) -> Result<Blocked, Error> {
+    fn prewrite_results(
+        &self,
+        replies: Vec<(Vec<Item>, TikvResponse)>,
+    ) -> Result<LockedItems, Error> {
         let mut locks = Vec::new();
         let mut retry = Vec::new();
         for (items, reply) in replies {
@@ -299,7 +306,7 @@ impl Committer {
         match self.prewrite_results(replies) {
             Ok((locks, _)) if locks.is_empty() => self.state = State::NeedCommitTs,
             Ok((locks, retry)) => {
-                let resolver = ResolveLocks::new(locks, self.start_ts);
+                let resolver = ResolveLocks::for_write(locks, self.start_ts);
                 self.state = State::Resolving(Box::new(resolver), retry);
             }
             Err(e) => self.rollback(e),
@@ -414,22 +421,17 @@ impl Machine for Committer {
                 State::Resolving(m, retry) => {
                     let result = ready!(m.poll(&mut cx.with_backoff(&mut self.prewrite_backoff)));
                     let retry = std::mem::take(retry);
-                    match result {
-                        Ok(resolved) if resolved.alive == 0 => {
-                            self.state = State::StartPrewrite(retry)
-                        }
-                        Ok(resolved) => self.state = State::WaitBeforeRetry(resolved, retry),
+                    match result.map(|r| r.must_wait()) {
+                        Ok(None) => self.state = State::StartPrewrite(retry),
+                        Ok(Some(blocked)) => self.state = State::WaitBeforeRetry(blocked, retry),
                         Err(e) => self.rollback(e),
                     }
                 }
-                State::WaitBeforeRetry(resolved, retry) => {
-                    let cap = Duration::from_millis(resolved.wait_ms.max(1));
+                State::WaitBeforeRetry(blocked, retry) => {
+                    let cap = Duration::from_millis(blocked.wait_ms.max(1));
                     let why = Error::KeyError {
                         key: retry.first().map(|(k, _)| k.clone()).unwrap_or_default(),
-                        message: format!(
-                            "{} key(s) locked by running transactions",
-                            resolved.alive
-                        ),
+                        message: format!("{} key(s) locked by running transactions", blocked.alive),
                     };
                     let retry = std::mem::take(retry);
                     let mut cx = cx.with_backoff(&mut self.prewrite_backoff);

@@ -24,6 +24,10 @@ pub struct Lock {
     pub use_async_commit: bool,
     /// The lock's kind (put, delete, lock, pessimistic lock).
     pub lock_type: i32,
+    /// For a pessimistic lock, the `for_update_ts` it was taken at (zero otherwise).
+    pub for_update_ts: Timestamp,
+    /// The smallest timestamp the owner may commit at (zero when the owner set none).
+    pub min_commit_ts: Timestamp,
 }
 
 impl From<&kvrpcpb::LockInfo> for Lock {
@@ -36,6 +40,8 @@ impl From<&kvrpcpb::LockInfo> for Lock {
             txn_size: l.txn_size,
             use_async_commit: l.use_async_commit,
             lock_type: l.lock_type,
+            for_update_ts: Timestamp::from_u64(l.lock_for_update_ts),
+            min_commit_ts: Timestamp::from_u64(l.min_commit_ts),
         }
     }
 }
@@ -44,6 +50,13 @@ impl Lock {
     /// Whether the lock's TTL has run out by `now` (judged on TSO time, the only clock).
     pub fn expired(&self, now: Timestamp) -> bool {
         now.physical_ms() >= self.start_ts.physical_ms().saturating_add(self.ttl_ms)
+    }
+
+    /// Whether this is a pessimistic lock (taken by `lock_keys`, not yet prewritten). It
+    /// never blocks reads, and a dead owner's pessimistic lock is removed with
+    /// `PessimisticRollback`, not `ResolveLock`.
+    pub fn is_pessimistic(&self) -> bool {
+        self.lock_type == kvrpcpb::Op::PessimisticLock as i32
     }
 }
 
@@ -212,6 +225,8 @@ mod tests {
             txn_size: 1,
             use_async_commit: false,
             lock_type: 0,
+            for_update_ts: Timestamp::ZERO,
+            min_commit_ts: Timestamp::ZERO,
         };
         assert!(!l.expired(Timestamp::compose(3999, 5)));
         assert!(l.expired(Timestamp::compose(4000, 0)));

@@ -1,170 +1,738 @@
 //! The lock resolver: decides the fate of other transactions' locks and cleans them up.
 //!
-//! For each lock: take a current timestamp (TSO), ask the owner's primary for the
-//! transaction's status (`KvCheckTxnStatus`, allowed to roll back a transaction whose lock has
-//! expired and that never wrote its primary), then — if the owner committed or rolled back —
-//! apply that to the lock (`KvResolveLock` on the lock's key). Statuses are remembered, so many
-//! locks of one transaction cost one check: within one resolution every status, and across
-//! the client's operations the decided ones (in the shared
-//! [`TxnStatusCache`](crate::txn::TxnStatusCache) the context carries). Locks of transactions still alive are counted, with
-//! how long until the earliest of them expires, so the caller can back off that long and read
-//! again.
+//! Locks are handled one owning transaction at a time (many locks of one transaction cost one
+//! status check), in the order they were met:
 //!
-//! Locks of async-commit transactions need `KvCheckSecondaryLocks` to be decided; until that
-//! lands they are treated as alive (the reader waits for their owner to finish).
+//! 1. **Status.** A decided outcome is taken from the client-wide
+//!    [`TxnStatusCache`](crate::txn::TxnStatusCache); otherwise the owner's primary is asked
+//!    (`KvCheckTxnStatus` at a current TSO timestamp). TiKV rolls back an expired primary
+//!    there, and pushes a live primary's `min_commit_ts` above a reader's start timestamp.
+//! 2. **Async commit.** A live primary of an async-commit transaction whose TTL ran out is
+//!    never rolled back by TiKV: its fate is in its secondaries. They are checked
+//!    (`KvCheckSecondaryLocks`, per region, concurrently): if every one is still locked the
+//!    transaction committed at the largest `min_commit_ts`; a missing one tells its outcome.
+//!    A secondary that turns out not to be async-commit sends the check back to step 1 with
+//!    `force_sync_commit`.
+//! 3. **Cleanup.** A committed or rolled-back owner's locks are resolved per region:
+//!    `KvResolveLock` on the exact keys for small transactions (client-go's lite resolve,
+//!    under 512 keys), region-wide for large ones; pessimistic locks with
+//!    `KvPessimisticRollback`. The primary needs nothing: its status check settled it.
+//!
+//! **Reads** ([`ResolveLocks::for_read`]) get more than cleanup: the transactions whose locks
+//! they may now pass — rolled back, committed after the reader's timestamp, or pushed past
+//! it (`MinCommitTsPushed`) — in [`Resolved::bypass`], and those committed before it in
+//! [`Resolved::committed`]. The reader sends them with its retries (`Context.resolved_locks`
+//! and `committed_locks`), so TiKV lets it through even where a lock is still in place; a read
+//! therefore never waits for a live transaction that cannot affect it, and a failed cleanup
+//! does not fail the read (the next reader tries again). **Writes**
+//! ([`ResolveLocks::for_write`]) must see the locks gone: a live owner means waiting.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tikv_proto::kvrpcpb;
 
 use crate::backoff::BackoffKind;
 use crate::error::Error;
+use crate::key::Key;
 use crate::machine::{Cx, Effect, EffectId, Machine, Outcome, Step};
-use crate::plan::SingleKey;
+use crate::plan::{BatchLimits, BatchPlan, MultiKey, SingleKey};
 use crate::ready;
 use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
 use crate::timestamp::Timestamp;
 use crate::txn::lock::{KeyErrorKind, Lock, TxnStatus, key_error};
 
+/// Transactions of at most this many keys have their locks resolved key by key; larger ones
+/// region by region (client-go's `ResolveLockLiteThreshold`).
+pub const RESOLVE_LITE_THRESHOLD: u64 = 512;
+
 /// What resolving a set of locks achieved.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resolved {
-    /// Locks committed or rolled back by us (the reader may retry at once).
+    /// Locks committed or rolled back by us.
     pub cleaned: usize,
-    /// Locks whose owners are still running (the reader must wait).
+    /// Locks whose owners are still running and block the caller (it must wait).
     pub alive: usize,
-    /// Milliseconds until the earliest live lock expires (0 if none is alive).
+    /// Milliseconds until the earliest blocking lock expires (0 if none blocks).
     pub wait_ms: u64,
+    /// Reads only: owners whose locks the reader may pass (`Context.resolved_locks`).
+    pub bypass: Vec<Timestamp>,
+    /// Reads only: owners committed at or before the reader's timestamp, whose locks the
+    /// reader may read through (`Context.committed_locks`).
+    pub committed: Vec<Timestamp>,
+}
+
+impl Resolved {
+    /// Whether the caller must wait before trying again (some owner is still running).
+    pub fn must_wait(&self) -> Option<Blocked> {
+        (self.alive > 0).then_some(Blocked {
+            alive: self.alive,
+            wait_ms: self.wait_ms,
+        })
+    }
+}
+
+/// Locks that still block a caller after resolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    /// How many.
+    pub alive: usize,
+    /// Milliseconds until the earliest of them expires.
+    pub wait_ms: u64,
+}
+
+/// The lock owners a snapshot has learnt it may pass, shared by all of its reads and sent
+/// with each of their requests (client-go's per-snapshot `resolvedLocks` /
+/// `committedLocks`): once one read has found that a transaction cannot affect the snapshot,
+/// no other read of that snapshot waits for or re-checks its locks.
+///
+/// A cheap handle: clones share the same lists. The lists only grow, and only with facts
+/// that hold for the snapshot's timestamp, so sharing them between concurrent reads is safe.
+#[derive(Clone, Debug, Default)]
+pub struct ReadBypass {
+    known: Arc<Mutex<Known>>,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    resolved: Vec<u64>,
+    committed: Vec<u64>,
+}
+
+impl ReadBypass {
+    fn known(&self) -> MutexGuard<'_, Known> {
+        // A panic elsewhere cannot leave the lists half-updated (each push is whole).
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds what a resolution found.
+    pub fn absorb(&self, r: &Resolved) {
+        if r.bypass.is_empty() && r.committed.is_empty() {
+            return;
+        }
+        let mut known = self.known();
+        for ts in &r.bypass {
+            if !known.resolved.contains(&ts.as_u64()) {
+                known.resolved.push(ts.as_u64());
+            }
+        }
+        for ts in &r.committed {
+            if !known.committed.contains(&ts.as_u64()) {
+                known.committed.push(ts.as_u64());
+            }
+        }
+    }
+
+    /// Whether nothing is known yet.
+    pub fn is_empty(&self) -> bool {
+        let known = self.known();
+        known.resolved.is_empty() && known.committed.is_empty()
+    }
+
+    /// A request context carrying the lists (`None` when they are empty: the request then
+    /// needs no context of its own).
+    pub fn context(&self) -> Option<kvrpcpb::Context> {
+        let known = self.known();
+        if known.resolved.is_empty() && known.committed.is_empty() {
+            return None;
+        }
+        Some(kvrpcpb::Context {
+            resolved_locks: known.resolved.clone(),
+            committed_locks: known.committed.clone(),
+            ..Default::default()
+        })
+    }
+}
+
+/// Whether locks are resolved for a read or for a write (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Read,
+    Write,
+}
+
+/// The locks of one owning transaction, and how far its status check has got.
+#[derive(Debug)]
+struct Owner {
+    start_ts: Timestamp,
+    primary: Key,
+    locks: Vec<Lock>,
+    /// Check again with `force_sync_commit`: a secondary was not async-commit.
+    force_sync: bool,
+    /// Ask TiKV to roll back a primary that is not there (only once the lock expired).
+    rollback_if_not_exist: bool,
+}
+
+impl Owner {
+    /// The lock that speaks for the owner in a status check: a prewrite lock if there is one
+    /// (the transaction is then committing and its primary cannot change).
+    fn representative(&self) -> &Lock {
+        self.locks
+            .iter()
+            .find(|l| !l.is_pessimistic())
+            .unwrap_or(&self.locks[0]) // an owner is created with its first lock
+    }
+
+    fn is_small(&self) -> bool {
+        self.locks
+            .iter()
+            .all(|l| l.txn_size < RESOLVE_LITE_THRESHOLD)
+    }
+}
+
+/// A status check's answer.
+#[derive(Debug)]
+struct Checked {
+    status: TxnStatus,
+    action: kvrpcpb::Action,
+    /// The primary lock, when TiKV left it in place (async-commit recovery needs it).
+    primary_lock: Option<kvrpcpb::LockInfo>,
+}
+
+/// Batch plan: `KvCheckSecondaryLocks` for one transaction.
+#[derive(Debug)]
+pub struct CheckSecondariesPlan {
+    start_ts: Timestamp,
+}
+
+impl BatchPlan for CheckSecondariesPlan {
+    type Item = Key;
+    fn key(item: &Key) -> &Key {
+        item
+    }
+    fn size(item: &Key) -> usize {
+        item.len()
+    }
+    fn build(&self, items: &[Key]) -> TikvRequest {
+        TikvRequest::KvCheckSecondaryLocks(kvrpcpb::CheckSecondaryLocksRequest {
+            keys: items.iter().map(Key::to_bytes).collect(),
+            start_version: self.start_ts.as_u64(),
+            ..Default::default()
+        })
+    }
+}
+
+/// How a cleanup request names what it cleans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cleanup {
+    /// `KvResolveLock` of exactly these keys.
+    Keys,
+    /// `KvResolveLock` of every lock of the transaction in the keys' region.
+    Region,
+    /// `KvPessimisticRollback` of these keys.
+    Pessimistic,
+}
+
+/// Batch plan: the cleanup of one transaction's locks.
+#[derive(Debug)]
+pub struct CleanupPlan {
+    start_ts: Timestamp,
+    /// Zero rolls back.
+    commit_ts: Timestamp,
+    /// For pessimistic rollback: the locks' `for_update_ts` (`u64::MAX` covers any).
+    for_update_ts: u64,
+    how: Cleanup,
+}
+
+impl BatchPlan for CleanupPlan {
+    type Item = Key;
+    fn key(item: &Key) -> &Key {
+        item
+    }
+    fn size(item: &Key) -> usize {
+        item.len()
+    }
+    fn build(&self, items: &[Key]) -> TikvRequest {
+        let keys = || items.iter().map(Key::to_bytes).collect();
+        match self.how {
+            Cleanup::Pessimistic => {
+                TikvRequest::KvPessimisticRollback(kvrpcpb::PessimisticRollbackRequest {
+                    start_version: self.start_ts.as_u64(),
+                    for_update_ts: self.for_update_ts,
+                    keys: keys(),
+                    ..Default::default()
+                })
+            }
+            Cleanup::Keys | Cleanup::Region => {
+                TikvRequest::KvResolveLock(kvrpcpb::ResolveLockRequest {
+                    start_version: self.start_ts.as_u64(),
+                    commit_version: self.commit_ts.as_u64(),
+                    // No keys: every lock of the transaction in the region.
+                    keys: if self.how == Cleanup::Keys {
+                        keys()
+                    } else {
+                        Vec::new()
+                    },
+                    ..Default::default()
+                })
+            }
+        }
+    }
+}
+
+/// What the secondaries of an async-commit transaction say (client-go's `asyncResolveData`).
+#[derive(Debug, Default)]
+struct SecondaryCheck {
+    /// The commit timestamp: the largest `min_commit_ts` while every lock is present, or the
+    /// one TiKV reports once a lock is missing (zero: rolled back).
+    commit_ts: u64,
+    /// Some secondary was no longer locked: the transaction was decided.
+    missing: bool,
+    /// Secondaries still locked, to resolve.
+    keys: Vec<Key>,
+}
+
+/// What the secondary check found out.
+enum SecondaryVerdict {
+    Decided(TxnStatus),
+    /// A secondary is not async-commit: check the primary again with `force_sync_commit`.
+    NotAsyncCommit,
+}
+
+impl SecondaryCheck {
+    fn absorb(
+        &mut self,
+        start_ts: Timestamp,
+        sent: usize,
+        r: kvrpcpb::CheckSecondaryLocksResponse,
+    ) -> Result<bool, String> {
+        if let Some(e) = r.error {
+            return Err(format!("key error {e:?}"));
+        }
+        if r.locks.len() < sent {
+            // A lock is gone: the transaction was committed (at `commit_ts`) or rolled back.
+            if !self.missing {
+                if r.commit_ts != 0 && r.commit_ts < self.commit_ts {
+                    return Err(format!(
+                        "commit ts {} is below a secondary's min commit ts {}",
+                        r.commit_ts, self.commit_ts
+                    ));
+                }
+                self.commit_ts = r.commit_ts;
+            }
+            self.missing = true;
+            if self.commit_ts != r.commit_ts {
+                return Err(format!(
+                    "secondaries disagree on the commit ts: {} and {}",
+                    self.commit_ts, r.commit_ts
+                ));
+            }
+            return Ok(true);
+        }
+        for lock in r.locks {
+            if lock.lock_version != start_ts.as_u64() {
+                return Err(format!(
+                    "a secondary lock of {} belongs to {}",
+                    start_ts.as_u64(),
+                    lock.lock_version
+                ));
+            }
+            if !lock.use_async_commit {
+                return Ok(false);
+            }
+            if !self.missing && lock.min_commit_ts > self.commit_ts {
+                self.commit_ts = lock.min_commit_ts;
+            }
+            self.keys.push(Key::from(lock.key));
+        }
+        Ok(true)
+    }
+
+    fn verdict(&self) -> TxnStatus {
+        if self.commit_ts == 0 {
+            TxnStatus::RolledBack
+        } else {
+            TxnStatus::Committed(Timestamp::from_u64(self.commit_ts))
+        }
+    }
 }
 
 // Sub-machines are boxed: this state sits inside every reader and the committer.
 #[derive(Debug)]
 enum State {
+    /// Take the next owner.
+    Next,
     NeedTs,
     WaitingTs(EffectId),
-    Next,
     /// TSO failed: back off `pdRPC` within the budget and ask again.
     TsoFailed(Box<Error>),
     SleepingBeforeTs(EffectId),
-    Checking(Box<SingleKey>, Lock),
-    Resolving(Box<SingleKey>, Lock),
+    /// Check the current owner's status (a timestamp is at hand).
+    Check,
+    Checking(Box<SingleKey>),
+    CheckingSecondaries(Box<MultiKey<CheckSecondariesPlan>>, SecondaryCheck),
+    /// Run the queued cleanups of the current owner, one kind after another.
+    Cleaning(Box<MultiKey<CleanupPlan>>),
     Done,
 }
 
 /// Resolves locks met by a transaction started at `caller_start_ts`.
 #[derive(Debug)]
 pub struct ResolveLocks {
-    locks: VecDeque<Lock>,
+    purpose: Purpose,
+    owners: Vec<Owner>,
+    /// The owner being handled (`owners` are popped from the back; they were reversed).
+    current: Option<Owner>,
+    cleanups: Vec<MultiKey<CleanupPlan>>,
     caller_start_ts: Timestamp,
     current_ts: Timestamp,
-    statuses: BTreeMap<Timestamp, TxnStatus>,
     result: Resolved,
     state: State,
 }
 
 impl ResolveLocks {
-    /// Resolves `locks` (duplicates and locks of one transaction are handled once), retrying
-    /// within the context's budget.
-    pub fn new(locks: Vec<Lock>, caller_start_ts: Timestamp) -> Self {
+    /// Resolves locks a read at `caller_start_ts` met (see the module docs for what a read
+    /// learns besides).
+    pub fn for_read(locks: Vec<Lock>, caller_start_ts: Timestamp) -> Self {
+        Self::new(Purpose::Read, locks, caller_start_ts)
+    }
+
+    /// Resolves locks a write of the transaction started at `caller_start_ts` met: they must
+    /// be gone before it writes again.
+    pub fn for_write(locks: Vec<Lock>, caller_start_ts: Timestamp) -> Self {
+        Self::new(Purpose::Write, locks, caller_start_ts)
+    }
+
+    fn new(purpose: Purpose, locks: Vec<Lock>, caller_start_ts: Timestamp) -> Self {
+        // Group by owner, in the order they were met; duplicates are dropped.
+        let mut owners: Vec<Owner> = Vec::new();
+        let mut index: BTreeMap<Timestamp, usize> = BTreeMap::new();
+        for lock in locks {
+            match index.get(&lock.start_ts) {
+                Some(&i) => {
+                    if !owners[i].locks.iter().any(|l| l.key == lock.key) {
+                        owners[i].locks.push(lock);
+                    }
+                }
+                None => {
+                    index.insert(lock.start_ts, owners.len());
+                    owners.push(Owner {
+                        start_ts: lock.start_ts,
+                        primary: lock.primary.clone(),
+                        locks: vec![lock],
+                        force_sync: false,
+                        rollback_if_not_exist: false,
+                    });
+                }
+            }
+        }
+        owners.reverse();
         ResolveLocks {
-            locks: locks.into(),
+            purpose,
+            owners,
+            current: None,
+            cleanups: Vec::new(),
             caller_start_ts,
             current_ts: Timestamp::ZERO,
-            statuses: BTreeMap::new(),
             result: Resolved::default(),
-            state: State::NeedTs,
+            state: State::Next,
         }
     }
 
-    /// Acts on `lock` given its owner's `status`.
-    fn act(&mut self, lock: Lock, status: TxnStatus) {
-        let commit_version = match status {
-            TxnStatus::Committed(ts) => ts.as_u64(),
-            TxnStatus::RolledBack => 0,
-            TxnStatus::Alive { ttl_ms } => {
-                let expires_at = lock.start_ts.physical_ms().saturating_add(ttl_ms);
-                let wait = expires_at.saturating_sub(self.current_ts.physical_ms());
-                self.result.alive += 1;
-                self.result.wait_ms = if self.result.alive == 1 {
-                    wait
-                } else {
-                    self.result.wait_ms.min(wait)
-                };
-                self.state = State::Next;
-                return;
-            }
+    fn options() -> RpcOptions {
+        RpcOptions::READ
+    }
+
+    fn check_request(&self, owner: &Owner) -> SingleKey {
+        let lock = owner.representative();
+        // A lock with TTL 0 is TiKV telling a pessimistic prewrite to resolve it at once:
+        // judge it against the end of time, as client-go does.
+        let current_ts = if lock.ttl_ms == 0 {
+            Timestamp::MAX
+        } else {
+            self.current_ts
         };
-        let request = TikvRequest::KvResolveLock(kvrpcpb::ResolveLockRequest {
-            start_version: lock.start_ts.as_u64(),
-            commit_version,
-            keys: vec![lock.key.to_bytes()],
-            ..Default::default()
-        });
-        let machine = SingleKey::new(lock.key.clone(), request, RpcOptions::READ);
-        self.state = State::Resolving(Box::new(machine), lock);
-    }
-
-    fn check(&mut self, lock: Lock) {
         let request = TikvRequest::KvCheckTxnStatus(kvrpcpb::CheckTxnStatusRequest {
-            primary_key: lock.primary.to_bytes(),
-            lock_ts: lock.start_ts.as_u64(),
+            primary_key: owner.primary.to_bytes(),
+            lock_ts: owner.start_ts.as_u64(),
             caller_start_ts: self.caller_start_ts.as_u64(),
-            current_ts: self.current_ts.as_u64(),
-            // Only an expired lock may lead to rolling back a primary that is not there yet
-            // (its prewrite may still be on the way otherwise).
-            rollback_if_not_exist: lock.expired(self.current_ts),
+            current_ts: current_ts.as_u64(),
+            rollback_if_not_exist: owner.rollback_if_not_exist,
+            force_sync_commit: owner.force_sync,
+            resolving_pessimistic_lock: lock.is_pessimistic(),
+            verify_is_primary: true,
             ..Default::default()
         });
-        let machine = SingleKey::new(lock.primary.clone(), request, RpcOptions::READ);
-        self.state = State::Checking(Box::new(machine), lock);
+        SingleKey::new(owner.primary.clone(), request, Self::options())
     }
 
-    /// The status in a CheckTxnStatus reply, and whether it is decided for good (and so may
-    /// be shared with the client's other operations).
-    fn status(&self, lock: &Lock, response: TikvResponse) -> Result<(TxnStatus, bool), Error> {
+    /// Reads a status check's reply. `Ok(None)`: ask again (with `rollback_if_not_exist`).
+    fn checked(&self, owner: &mut Owner, response: TikvResponse) -> Result<Option<Checked>, Error> {
         let TikvResponse::KvCheckTxnStatus(r) = response else {
             return Err(Error::KeyError {
-                key: lock.primary.clone(),
+                key: owner.primary.clone(),
                 message: "unexpected reply to CheckTxnStatus".into(),
             });
         };
+        let lock = owner.representative();
+        let expired = lock.ttl_ms == 0 || lock.expired(self.current_ts);
         if let Some(e) = &r.error {
-            if e.txn_not_found.is_some() && !lock.expired(self.current_ts) {
-                // The primary is not written yet and may still be: wait for the lock's TTL.
-                let status = TxnStatus::Alive {
-                    ttl_ms: lock.ttl_ms,
-                };
-                return Ok((status, false));
+            if e.txn_not_found.is_some() {
+                if expired && !owner.rollback_if_not_exist {
+                    // The lock outlived its TTL and its primary never arrived: have TiKV
+                    // write a rollback so that the primary cannot arrive later.
+                    owner.rollback_if_not_exist = true;
+                    return Ok(None);
+                }
+                // The primary may still be on its way (prewrites of other regions can be
+                // faster): wait for the lock's TTL.
+                return Ok(Some(Checked {
+                    status: TxnStatus::Alive {
+                        ttl_ms: lock.ttl_ms,
+                    },
+                    action: kvrpcpb::Action::NoAction,
+                    primary_lock: None,
+                }));
             }
-            return Err(match key_error(e, lock.start_ts) {
+            if e.primary_mismatch.is_some() && lock.is_pessimistic() {
+                // The pessimistic lock names a primary that is not its transaction's (any
+                // more): the lock is stale, roll it back.
+                return Ok(Some(Checked {
+                    status: TxnStatus::RolledBack,
+                    action: kvrpcpb::Action::TtlExpirePessimisticRollback,
+                    primary_lock: None,
+                }));
+            }
+            return Err(match key_error(e, owner.start_ts) {
                 KeyErrorKind::Fail(e) => e,
                 other => Error::KeyError {
-                    key: lock.primary.clone(),
+                    key: owner.primary.clone(),
                     message: format!("CheckTxnStatus: {other:?}"),
                 },
             });
         }
-        if r.commit_version > 0 {
-            let status = TxnStatus::Committed(Timestamp::from_u64(r.commit_version));
-            return Ok((status, true));
-        }
-        if r.lock_ttl > 0 {
-            return Ok((TxnStatus::Alive { ttl_ms: r.lock_ttl }, false));
-        }
-        // Gone without a commit. Only a rollback record makes that final (client-go's
-        // `IsRolledBack`); a pessimistic rollback or a lock TiKV left alone is not, so those
-        // are acted on here but not shared.
-        use kvrpcpb::Action;
-        let decided = matches!(
-            Action::try_from(r.action),
-            Ok(Action::NoAction | Action::TtlExpireRollback | Action::LockNotExistRollback)
-        );
-        Ok((TxnStatus::RolledBack, decided))
+        let action = kvrpcpb::Action::try_from(r.action).unwrap_or(kvrpcpb::Action::NoAction);
+        let status = if r.commit_version > 0 {
+            TxnStatus::Committed(Timestamp::from_u64(r.commit_version))
+        } else if r.lock_ttl > 0 {
+            TxnStatus::Alive { ttl_ms: r.lock_ttl }
+        } else {
+            TxnStatus::RolledBack
+        };
+        Ok(Some(Checked {
+            status,
+            action,
+            primary_lock: r.lock_info,
+        }))
     }
-}
 
-impl ResolveLocks {
+    /// Whether a checked status is final (and may be shared through the client's cache):
+    /// committed, or rolled back with a rollback record (client-go's `IsRolledBack`); a
+    /// pessimistic rollback or a lock TiKV left alone is not.
+    fn decided(checked: &Checked) -> bool {
+        use kvrpcpb::Action;
+        match checked.status {
+            TxnStatus::Committed(_) => true,
+            TxnStatus::RolledBack => matches!(
+                checked.action,
+                Action::NoAction | Action::TtlExpireRollback | Action::LockNotExistRollback
+            ),
+            TxnStatus::Alive { .. } => false,
+        }
+    }
+
+    /// Acts on the current owner's checked status.
+    fn act(&mut self, cx: &mut Cx<'_>, checked: Checked) {
+        let Some(owner) = self.current.as_ref() else {
+            self.state = State::Next;
+            return;
+        };
+        if Self::decided(&checked) {
+            cx.txn_statuses.insert(owner.start_ts, checked.status);
+        }
+        match checked.status {
+            TxnStatus::Alive { ttl_ms } => {
+                let expires_at = owner.start_ts.physical_ms().saturating_add(ttl_ms);
+                let expired = self.current_ts.physical_ms() >= expires_at;
+                let recover = expired && !owner.force_sync;
+                if let Some(primary) = checked
+                    .primary_lock
+                    .filter(|p| recover && p.use_async_commit)
+                {
+                    self.check_secondaries(owner.start_ts, primary);
+                    return;
+                }
+                if self.purpose == Purpose::Read
+                    && checked.action == kvrpcpb::Action::MinCommitTsPushed
+                {
+                    // It will commit above our timestamp: invisible to us, pass it.
+                    self.result.bypass.push(owner.start_ts);
+                } else {
+                    let wait = expires_at.saturating_sub(self.current_ts.physical_ms());
+                    let blocked = owner.locks.len();
+                    self.result.wait_ms = if self.result.alive == 0 {
+                        wait
+                    } else {
+                        self.result.wait_ms.min(wait)
+                    };
+                    self.result.alive += blocked;
+                }
+                self.state = State::Next;
+            }
+            status => self.clean(status, None),
+        }
+    }
+
+    fn check_secondaries(&mut self, start_ts: Timestamp, primary: kvrpcpb::LockInfo) {
+        let check = SecondaryCheck {
+            commit_ts: primary.min_commit_ts,
+            ..Default::default()
+        };
+        let secondaries: Vec<Key> = primary.secondaries.into_iter().map(Key::from).collect();
+        let plan = CheckSecondariesPlan { start_ts };
+        let m = MultiKey::new(plan, secondaries, BatchLimits::UNLIMITED, Self::options());
+        self.state = State::CheckingSecondaries(Box::new(m), check);
+    }
+
+    fn after_secondaries(
+        &self,
+        replies: Vec<(Vec<Key>, TikvResponse)>,
+        check: &mut SecondaryCheck,
+    ) -> Result<SecondaryVerdict, Error> {
+        let start_ts = self
+            .current
+            .as_ref()
+            .map_or(Timestamp::ZERO, |o| o.start_ts);
+        for (keys, reply) in replies {
+            let first = keys.first().cloned().unwrap_or_default();
+            let TikvResponse::KvCheckSecondaryLocks(r) = reply else {
+                return Err(Error::KeyError {
+                    key: first,
+                    message: format!("CheckSecondaryLocks answered with {}", reply.method_name()),
+                });
+            };
+            match check.absorb(start_ts, keys.len(), r) {
+                Ok(true) => {}
+                Ok(false) => return Ok(SecondaryVerdict::NotAsyncCommit),
+                Err(message) => {
+                    return Err(Error::KeyError {
+                        key: first,
+                        message: format!(
+                            "async-commit recovery of {}: {message}",
+                            start_ts.as_u64()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(SecondaryVerdict::Decided(check.verdict()))
+    }
+
+    /// Queues the cleanup of the current owner's locks for a decided `status`; `async_keys`
+    /// are the still-locked keys of an async-commit transaction (resolved with its primary).
+    fn clean(&mut self, status: TxnStatus, async_keys: Option<Vec<Key>>) {
+        let Some(owner) = self.current.as_ref() else {
+            self.state = State::Next;
+            return;
+        };
+        let commit_ts = match status {
+            TxnStatus::Committed(ts) => ts,
+            _ => Timestamp::ZERO,
+        };
+        if self.purpose == Purpose::Read {
+            if !commit_ts.is_zero() && commit_ts <= self.caller_start_ts {
+                self.result.committed.push(owner.start_ts);
+            } else {
+                self.result.bypass.push(owner.start_ts);
+            }
+        }
+        let plan = |how, for_update_ts| CleanupPlan {
+            start_ts: owner.start_ts,
+            commit_ts,
+            for_update_ts,
+            how,
+        };
+        let mut cleanups = Vec::new();
+        if let Some(mut keys) = async_keys {
+            // Every lock of an async-commit transaction, the primary included: TiKV did not
+            // touch it in the status check.
+            keys.push(owner.primary.clone());
+            keys.sort();
+            keys.dedup();
+            cleanups.push((plan(Cleanup::Keys, 0), keys));
+        } else {
+            // The status check settled the primary itself.
+            let met = owner.locks.iter().filter(|l| l.key != owner.primary);
+            let (pessimistic, prewritten): (Vec<&Lock>, Vec<&Lock>) =
+                met.partition(|l| l.is_pessimistic());
+            if !prewritten.is_empty() {
+                let how = if owner.is_small() {
+                    Cleanup::Keys
+                } else {
+                    Cleanup::Region
+                };
+                let keys = prewritten.iter().map(|l| l.key.clone()).collect();
+                cleanups.push((plan(how, 0), keys));
+            }
+            if !pessimistic.is_empty() {
+                // One request covers every for_update_ts only with u64::MAX (client-go uses
+                // the lock's own when it knows it).
+                let for_update_ts = match pessimistic.as_slice() {
+                    [one] if !one.for_update_ts.is_zero() => one.for_update_ts.as_u64(),
+                    _ => u64::MAX,
+                };
+                let keys = pessimistic.iter().map(|l| l.key.clone()).collect();
+                cleanups.push((plan(Cleanup::Pessimistic, for_update_ts), keys));
+            }
+        }
+        let options = RpcOptions {
+            idempotent: true,
+            max_execution: None,
+        };
+        // Popped from the back.
+        self.cleanups = cleanups
+            .into_iter()
+            .rev()
+            .map(|(plan, keys)| {
+                let limits = if plan.how == Cleanup::Region {
+                    // One request per region, however many keys route there.
+                    BatchLimits::UNLIMITED
+                } else {
+                    BatchLimits {
+                        max_items: usize::MAX,
+                        max_bytes: crate::txn::commit::COMMIT_BATCH_SIZE,
+                    }
+                };
+                MultiKey::new(plan, keys, limits, options)
+            })
+            .collect();
+        self.result.cleaned += owner.locks.len();
+        self.next_cleanup();
+    }
+
+    fn next_cleanup(&mut self) {
+        self.state = match self.cleanups.pop() {
+            Some(m) => State::Cleaning(Box::new(m)),
+            None => State::Next,
+        };
+    }
+
+    /// A cleanup's replies: a key error fails a write's resolution (its locks must go); a
+    /// read has already learnt what it needs, and the next reader cleans up again.
+    fn after_cleanup(&self, replies: Vec<(Vec<Key>, TikvResponse)>) -> Result<(), Error> {
+        if self.purpose == Purpose::Read {
+            return Ok(());
+        }
+        for (keys, reply) in replies {
+            let failure = match reply {
+                TikvResponse::KvResolveLock(r) => r.error.map(|e| format!("ResolveLock: {e:?}")),
+                TikvResponse::KvPessimisticRollback(r) => r
+                    .errors
+                    .first()
+                    .map(|e| format!("PessimisticRollback: {e:?}")),
+                other => Some(format!("unexpected reply {}", other.method_name())),
+            };
+            if let Some(message) = failure {
+                return Err(Error::KeyError {
+                    key: keys.first().cloned().unwrap_or_default(),
+                    message,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn finish(&mut self, result: Result<Resolved, Error>) -> Step<Result<Resolved, Error>> {
         self.state = State::Done;
         Step::Done(result)
@@ -180,10 +748,30 @@ impl Machine for ResolveLocks {
                 State::Done | State::WaitingTs(_) | State::SleepingBeforeTs(_) => {
                     return Step::Wait;
                 }
-                State::NeedTs => {
-                    if self.locks.is_empty() {
-                        return self.finish(Ok(self.result));
+                State::Next => {
+                    let Some(owner) = self.owners.pop() else {
+                        self.current = None;
+                        let result = std::mem::take(&mut self.result);
+                        return self.finish(Ok(result));
+                    };
+                    let known = cx.txn_statuses.get(owner.start_ts);
+                    // A TTL-0 lock is judged against the end of time: no timestamp needed.
+                    let needs_ts = self.current_ts.is_zero() && owner.representative().ttl_ms != 0;
+                    self.current = Some(owner);
+                    match known {
+                        Some(status) => {
+                            let checked = Checked {
+                                status,
+                                action: kvrpcpb::Action::NoAction,
+                                primary_lock: None,
+                            };
+                            self.act(cx, checked);
+                        }
+                        None if needs_ts => self.state = State::NeedTs,
+                        None => self.state = State::Check,
                     }
+                }
+                State::NeedTs => {
                     let id = cx.next_id();
                     self.state = State::WaitingTs(id);
                     return Step::Effect(Effect::Tso { id, count: 1 });
@@ -198,46 +786,57 @@ impl Machine for ResolveLocks {
                         Err(e) => return self.finish(Err(e)),
                     }
                 }
-                State::Next => {
-                    let Some(lock) = self.locks.pop_front() else {
-                        return self.finish(Ok(self.result));
+                State::Check => {
+                    let Some(owner) = self.current.as_ref() else {
+                        self.state = State::Next;
+                        continue;
                     };
-                    let known = self.statuses.get(&lock.start_ts).copied();
-                    match known.or_else(|| cx.txn_statuses.get(lock.start_ts)) {
-                        Some(status) => self.act(lock, status),
-                        None => self.check(lock),
+                    self.state = State::Checking(Box::new(self.check_request(owner)));
+                }
+                State::Checking(m) => {
+                    let reply = ready!(m.poll(cx));
+                    let Some(mut owner) = self.current.take() else {
+                        self.state = State::Next;
+                        continue;
+                    };
+                    let checked = reply.and_then(|r| self.checked(&mut owner, r));
+                    self.current = Some(owner);
+                    match checked {
+                        Ok(Some(checked)) => self.act(cx, checked),
+                        Ok(None) => self.state = State::Check,
+                        Err(e) => return self.finish(Err(e)),
                     }
                 }
-                State::Checking(m, lock) => {
-                    let reply = ready!(m.poll(cx));
-                    let lock = lock.clone();
-                    match reply.and_then(|r| self.status(&lock, r)) {
-                        Ok((status, decided)) => {
-                            if decided {
-                                cx.txn_statuses.insert(lock.start_ts, status);
+                State::CheckingSecondaries(m, _) => {
+                    let replies = ready!(m.poll(cx));
+                    let State::CheckingSecondaries(_, mut check) =
+                        std::mem::replace(&mut self.state, State::Next)
+                    else {
+                        continue; // matched just above
+                    };
+                    match replies.and_then(|r| self.after_secondaries(r, &mut check)) {
+                        Ok(SecondaryVerdict::Decided(status)) => {
+                            if let Some(owner) = &self.current {
+                                cx.txn_statuses.insert(owner.start_ts, status);
                             }
-                            self.statuses.insert(lock.start_ts, status);
-                            self.act(lock, status);
+                            self.clean(status, Some(check.keys));
+                        }
+                        Ok(SecondaryVerdict::NotAsyncCommit) => {
+                            if let Some(owner) = self.current.as_mut() {
+                                owner.force_sync = true;
+                            }
+                            self.state = State::Check;
                         }
                         Err(e) => return self.finish(Err(e)),
                     }
                 }
-                State::Resolving(m, lock) => {
-                    let reply = ready!(m.poll(cx));
-                    let failure = match reply {
-                        Ok(TikvResponse::KvResolveLock(r)) => r.error.map(|e| format!("{e:?}")),
-                        Ok(other) => Some(format!("unexpected reply {}", other.method_name())),
+                State::Cleaning(m) => {
+                    let replies = ready!(m.poll(cx));
+                    match replies.and_then(|r| self.after_cleanup(r)) {
+                        Ok(()) => self.next_cleanup(),
+                        Err(_) if self.purpose == Purpose::Read => self.next_cleanup(),
                         Err(e) => return self.finish(Err(e)),
-                    };
-                    if let Some(message) = failure {
-                        let key = lock.key.clone();
-                        return self.finish(Err(Error::KeyError {
-                            key,
-                            message: format!("ResolveLock: {message}"),
-                        }));
                     }
-                    self.result.cleaned += 1;
-                    self.state = State::Next;
                 }
             }
         }
@@ -248,14 +847,15 @@ impl Machine for ResolveLocks {
             State::WaitingTs(want) if *want == id => match outcome {
                 Outcome::Timestamps(Ok(ts)) => {
                     self.current_ts = ts;
-                    self.state = State::Next;
+                    self.state = State::Check;
                 }
                 Outcome::Timestamps(Err(e)) => self.state = State::TsoFailed(Box::new(e)),
                 _ => {}
             },
             State::SleepingBeforeTs(want) if *want == id => self.state = State::NeedTs,
-            State::Checking(m, _) => m.handle(cx, id, outcome),
-            State::Resolving(m, _) => m.handle(cx, id, outcome),
+            State::Checking(m) => m.handle(cx, id, outcome),
+            State::CheckingSecondaries(m, _) => m.handle(cx, id, outcome),
+            State::Cleaning(m) => m.handle(cx, id, outcome),
             _ => {}
         }
     }

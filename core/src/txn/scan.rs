@@ -23,7 +23,7 @@ use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
 use crate::timestamp::Timestamp;
 use crate::txn::lock::{KeyErrorKind, Lock, key_error};
-use crate::txn::resolve::{ResolveLocks, Resolved};
+use crate::txn::resolve::{Blocked, ReadBypass, ResolveLocks};
 
 /// Range plan: `KvScan` at a timestamp until `limit` pairs or the first lock.
 #[derive(Debug)]
@@ -36,6 +36,8 @@ pub struct KvScanPlan {
     locks: Vec<Lock>,
     /// Where to resume after resolving `locks`: the first locked key.
     resume: Option<Key>,
+    /// Owners whose locks the scan may pass.
+    bypass: ReadBypass,
 }
 
 impl RangePlan for KvScanPlan {
@@ -56,6 +58,7 @@ impl RangePlan for KvScanPlan {
             (part.start().to_bytes(), part.end().to_bytes())
         };
         TikvRequest::KvScan(kvrpcpb::ScanRequest {
+            context: self.bypass.context(),
             start_key,
             end_key,
             limit: remaining,
@@ -132,7 +135,7 @@ impl RangePlan for KvScanPlan {
 enum Phase {
     Walking(Box<RangeWalk<KvScanPlan>>),
     Resolving(Box<ResolveLocks>),
-    Backoff(Resolved),
+    Backoff(Blocked),
     Sleeping(EffectId),
     Resume,
     Done,
@@ -149,6 +152,7 @@ pub struct SnapshotScan {
     key_only: bool,
     reverse: bool,
     pairs: Vec<KvPair>,
+    bypass: ReadBypass,
     phase: Phase,
 }
 
@@ -171,8 +175,15 @@ impl SnapshotScan {
             key_only,
             reverse,
             pairs: Vec::new(),
+            bypass: ReadBypass::default(),
             phase: Phase::Resume,
         }
+    }
+
+    /// Shares what the reads of one snapshot learn about lock owners (see [`ReadBypass`]).
+    pub fn with_bypass(mut self, bypass: ReadBypass) -> Self {
+        self.bypass = bypass;
+        self
     }
 
     fn walk(&self) -> RangeWalk<KvScanPlan> {
@@ -184,6 +195,7 @@ impl SnapshotScan {
             pairs: Vec::new(),
             locks: Vec::new(),
             resume: None,
+            bypass: self.bypass.clone(),
         };
         RangeWalk::new(plan, self.range.clone(), self.reverse, RpcOptions::READ)
     }
@@ -231,12 +243,17 @@ impl Machine for SnapshotScan {
                     } else {
                         KeyRange::new(resume, self.range.end().clone())
                     };
-                    let resolver = ResolveLocks::new(plan.locks, self.start_ts);
+                    let resolver = ResolveLocks::for_read(plan.locks, self.start_ts);
                     self.phase = Phase::Resolving(Box::new(resolver));
                 }
                 Phase::Resolving(m) => match ready!(m.poll(cx)) {
-                    Ok(r) if r.alive == 0 => self.phase = Phase::Resume,
-                    Ok(r) => self.phase = Phase::Backoff(r),
+                    Ok(r) => {
+                        self.bypass.absorb(&r);
+                        self.phase = match r.must_wait() {
+                            None => Phase::Resume,
+                            Some(blocked) => Phase::Backoff(blocked),
+                        };
+                    }
                     Err(e) => return self.finish(Err(e)),
                 },
                 Phase::Backoff(r) => {

@@ -1,9 +1,12 @@
 //! Snapshot reads: the values committed before a start timestamp, resolving the locks they
 //! run into.
 //!
-//! A read that meets a lock hands it to [`ResolveLocks`]; if the lock's owner committed or
-//! rolled back, the lock is cleaned up and the read retried at once; if the owner is still
-//! running, the read backs off (`txnLockFast`, capped by the lock's remaining TTL) and retries.
+//! A read that meets a lock hands it to [`ResolveLocks::for_read`]. If the lock's owner
+//! committed, rolled back, or can only commit above the read's timestamp, the read is retried
+//! at once, telling TiKV which owners it may pass (`resolved_locks` / `committed_locks`, kept
+//! for the rest of the read); if the owner is still running and may commit below the read's
+//! timestamp, the read backs off (`txnLockFast`, capped by the lock's remaining TTL) and
+//! retries.
 
 use bytes::Bytes;
 use tikv_proto::kvrpcpb;
@@ -20,7 +23,7 @@ use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
 use crate::timestamp::Timestamp;
 use crate::txn::lock::{KeyErrorKind, Lock, key_error};
-use crate::txn::resolve::{ResolveLocks, Resolved};
+use crate::txn::resolve::{Blocked, ReadBypass, ResolveLocks, Resolved};
 
 /// The read-side loop shared by point and batch reads: read, resolve, maybe wait, read again.
 #[derive(Debug)]
@@ -28,7 +31,7 @@ enum Phase<R> {
     Reading(Box<R>),
     Resolving(Box<ResolveLocks>),
     Sleeping(EffectId),
-    Backoff(Resolved),
+    Backoff(Blocked),
     Ready,
     Done,
 }
@@ -42,19 +45,20 @@ fn unexpected(key: &Key, what: &str) -> Error {
     }
 }
 
-/// After resolving: read again now, or sleep until a live lock may have gone.
-fn after_resolve<R>(resolved: Resolved) -> Phase<R> {
-    if resolved.alive == 0 {
-        Phase::Ready
-    } else {
-        Phase::Backoff(resolved)
+/// After resolving: remember whom to pass, then read again now, or sleep until a live lock
+/// may have gone.
+fn after_resolve<R>(resolved: Resolved, bypass: &ReadBypass) -> Phase<R> {
+    bypass.absorb(&resolved);
+    match resolved.must_wait() {
+        None => Phase::Ready,
+        Some(blocked) => Phase::Backoff(blocked),
     }
 }
 
 /// Sleeps before reading again; `key` is one of the keys still locked (it names the wait
 /// in the error if the budget runs out).
 fn sleep_step<R, T>(
-    resolved: Resolved,
+    resolved: Blocked,
     key: Key,
     cx: &mut Cx<'_>,
     phase: &mut Phase<R>,
@@ -86,6 +90,7 @@ pub struct SnapshotGet {
     /// Stored form.
     key: Key,
     start_ts: Timestamp,
+    bypass: ReadBypass,
     phase: Phase<SingleKey>,
 }
 
@@ -96,12 +101,20 @@ impl SnapshotGet {
             codec,
             key: codec.encode(key),
             start_ts,
+            bypass: ReadBypass::default(),
             phase: Phase::Ready,
         }
     }
 
+    /// Shares what the reads of one snapshot learn about lock owners (see [`ReadBypass`]).
+    pub fn with_bypass(mut self, bypass: ReadBypass) -> Self {
+        self.bypass = bypass;
+        self
+    }
+
     fn read(&self) -> SingleKey {
         let request = TikvRequest::KvGet(kvrpcpb::GetRequest {
+            context: self.bypass.context(),
             key: self.key.to_bytes(),
             version: self.start_ts.as_u64(),
             ..Default::default()
@@ -158,23 +171,23 @@ impl SnapshotGet {
             match &mut self.phase {
                 Phase::Done | Phase::Sleeping(_) => return Step::Wait,
                 Phase::Ready => self.phase = Phase::Reading(Box::new(self.read())),
-                Phase::Backoff(resolved) => {
-                    let resolved = *resolved;
-                    return sleep_step(resolved, self.key.clone(), cx, &mut self.phase);
+                Phase::Backoff(blocked) => {
+                    let blocked = *blocked;
+                    return sleep_step(blocked, self.key.clone(), cx, &mut self.phase);
                 }
                 Phase::Reading(m) => {
                     let reply = ready!(m.poll(cx));
                     match reply.and_then(|r| self.on_reply(r)) {
                         Ok(Ok(value)) => return self.finish(Ok(value)),
                         Ok(Err(lock)) => {
-                            let resolver = ResolveLocks::new(vec![lock], self.start_ts);
+                            let resolver = ResolveLocks::for_read(vec![lock], self.start_ts);
                             self.phase = Phase::Resolving(Box::new(resolver));
                         }
                         Err(e) => return self.finish(Err(e)),
                     }
                 }
                 Phase::Resolving(m) => match ready!(m.poll(cx)) {
-                    Ok(resolved) => self.phase = after_resolve(resolved),
+                    Ok(resolved) => self.phase = after_resolve(resolved, &self.bypass),
                     Err(e) => return self.finish(Err(e)),
                 },
             }
@@ -186,6 +199,7 @@ impl SnapshotGet {
 #[derive(Debug)]
 pub struct BatchGetPlan {
     version: u64,
+    bypass: ReadBypass,
 }
 
 impl BatchPlan for BatchGetPlan {
@@ -198,6 +212,7 @@ impl BatchPlan for BatchGetPlan {
     }
     fn build(&self, items: &[Key]) -> TikvRequest {
         TikvRequest::KvBatchGet(kvrpcpb::BatchGetRequest {
+            context: self.bypass.context(),
             keys: items.iter().map(Key::to_bytes).collect(),
             version: self.version,
             ..Default::default()
@@ -213,6 +228,7 @@ pub struct SnapshotBatchGet {
     limits: BatchLimits,
     remaining: Vec<Key>,
     found: Vec<KvPair>,
+    bypass: ReadBypass,
     phase: Phase<MultiKey<BatchGetPlan>>,
 }
 
@@ -232,8 +248,15 @@ impl SnapshotBatchGet {
             },
             remaining: keys,
             found: Vec::new(),
+            bypass: ReadBypass::default(),
             phase: Phase::Ready,
         }
+    }
+
+    /// Shares what the reads of one snapshot learn about lock owners (see [`ReadBypass`]).
+    pub fn with_bypass(mut self, bypass: ReadBypass) -> Self {
+        self.bypass = bypass;
+        self
     }
 
     /// Collects values and locks from the batch replies.
@@ -323,21 +346,22 @@ impl SnapshotBatchGet {
                     let keys = std::mem::take(&mut self.remaining);
                     let plan = BatchGetPlan {
                         version: self.start_ts.as_u64(),
+                        bypass: self.bypass.clone(),
                     };
                     let m = MultiKey::new(plan, keys, self.limits, RpcOptions::READ);
                     self.phase = Phase::Reading(Box::new(m));
                 }
-                Phase::Backoff(resolved) => {
-                    let resolved = *resolved;
+                Phase::Backoff(blocked) => {
+                    let blocked = *blocked;
                     let key = self.remaining.first().cloned().unwrap_or_default();
-                    return sleep_step(resolved, key, cx, &mut self.phase);
+                    return sleep_step(blocked, key, cx, &mut self.phase);
                 }
                 Phase::Reading(m) => {
                     let replies = ready!(m.poll(cx));
                     match replies.and_then(|r| self.absorb(r)) {
                         Ok(locks) if locks.is_empty() => self.phase = Phase::Ready,
                         Ok(locks) => {
-                            let resolver = ResolveLocks::new(locks, self.start_ts);
+                            let resolver = ResolveLocks::for_read(locks, self.start_ts);
                             self.phase = Phase::Resolving(Box::new(resolver));
                         }
                         Err(e) => {
@@ -347,7 +371,7 @@ impl SnapshotBatchGet {
                     }
                 }
                 Phase::Resolving(m) => match ready!(m.poll(cx)) {
-                    Ok(resolved) => self.phase = after_resolve(resolved),
+                    Ok(resolved) => self.phase = after_resolve(resolved, &self.bypass),
                     Err(e) => {
                         self.phase = Phase::Done;
                         return Step::Done(Err(e));

@@ -83,6 +83,11 @@ fn commit_prewrites_every_key_then_takes_a_commit_ts_then_commits_the_primary() 
         assert_eq!(p.start_version, START.as_u64());
         assert_eq!(p.lock_ttl, 3000);
         assert_eq!(p.txn_size, 3);
+        assert_eq!(
+            p.min_commit_ts,
+            START.next().as_u64(),
+            "a reader can push the commit ts only when one is set"
+        );
         assert!(!p.try_one_pc, "1PC is off by default");
     }
     let primary = req!(sent[2], KvCommit);

@@ -8,13 +8,20 @@ use crate::error::Error;
 use crate::machine::Machine;
 use crate::testing::resp::{LockBuilder, keys, lock, ts};
 use crate::timestamp::Timestamp;
+use crate::txn::lock::TxnStatus;
 use crate::txn::resolve::{ResolveLocks, Resolved};
 
 /// The reader's start timestamp.
 const CALLER: Timestamp = Timestamp::compose(5000, 0);
 
+/// A resolver for a write (locks must go; live owners are waited for).
 fn resolver(locks: &[LockBuilder]) -> impl Machine<Output = Result<Resolved, Error>> {
-    ResolveLocks::new(locks.iter().map(LockBuilder::to_lock).collect(), CALLER)
+    ResolveLocks::for_write(locks.iter().map(LockBuilder::to_lock).collect(), CALLER)
+}
+
+/// A resolver for a read at `CALLER`.
+fn reader(locks: &[LockBuilder]) -> impl Machine<Output = Result<Resolved, Error>> {
+    ResolveLocks::for_read(locks.iter().map(LockBuilder::to_lock).collect(), CALLER)
 }
 
 /// A lock on `key` of the transaction started at 1000 ms with primary "n" (region 2).
@@ -38,7 +45,8 @@ fn committed_owner_resolves_lock_with_its_commit_ts() {
         Resolved {
             cleaned: 1,
             alive: 0,
-            wait_ms: 0
+            wait_ms: 0,
+            ..Default::default()
         }
     );
     assert_eq!(
@@ -97,7 +105,8 @@ fn alive_owner_is_counted_with_the_time_until_its_lock_expires() {
         Resolved {
             cleaned: 0,
             alive: 1,
-            wait_ms: 1500
+            wait_ms: 1500,
+            ..Default::default()
         }
     );
     assert_eq!(resp::kinds(&h.effects), ["Tso", "KvCheckTxnStatus"]);
@@ -109,7 +118,7 @@ fn several_live_owners_wait_for_the_earliest_expiry() {
     let early = lock("a", "a", ts(1000));
     let late = lock("x", "x", ts(1200));
     let out = h.run(
-        ResolveLocks::new(vec![late.to_lock(), early.to_lock()], CALLER),
+        ResolveLocks::for_write(vec![late.to_lock(), early.to_lock()], CALLER),
         cluster([resp::tso(ts(2000))], |s| match (s.method, s.store) {
             // "a" expires at 1000 + 1500, "x" at 1200 + 3000.
             ("KvCheckTxnStatus", 1) => resp::check_txn_status().alive(1500),
@@ -122,7 +131,8 @@ fn several_live_owners_wait_for_the_earliest_expiry() {
         Resolved {
             cleaned: 0,
             alive: 2,
-            wait_ms: 500
+            wait_ms: 500,
+            ..Default::default()
         }
     );
 }
@@ -162,12 +172,11 @@ fn status_is_checked_once_per_owning_transaction() {
     assert_eq!(
         resolved,
         [
-            (keys(&["a"]), ts(1500).as_u64()),
-            (keys(&["b"]), ts(1500).as_u64()),
-            (keys(&["c"]), 0),
+            (keys(&["a", "b"]), ts(1500).as_u64()),
             (keys(&["x"]), ts(1500).as_u64()),
         ],
-        "the cached status applies to the owner's later locks"
+        "an owner's locks are resolved together, one request per region; \
+         \"c\" is its owner's primary, settled by the status check itself"
     );
     assert_eq!(
         resp::kinds(&h.effects)
@@ -182,20 +191,32 @@ fn status_is_checked_once_per_owning_transaction() {
 #[test]
 fn expired_lock_check_may_roll_back_a_primary_that_never_arrived() {
     let mut h = harness();
-    // Started at 1000 ms with a 3000 ms TTL: expired at 9000.
+    // Started at 1000 ms with a 3000 ms TTL: expired at 9000. The first check only asks;
+    // told the primary is missing, the second one has TiKV write the rollback.
     let out = h.run(
         resolver(&[owned("b")]),
         cluster([resp::tso(ts(9000))], |s| match s.method {
-            "KvCheckTxnStatus" => {
-                assert!(req!(s, KvCheckTxnStatus).rollback_if_not_exist);
-                resp::check_txn_status().rolled_back()
+            "KvCheckTxnStatus" if !req!(s, KvCheckTxnStatus).rollback_if_not_exist => {
+                resp::check_txn_status().txn_not_found(ts(1000), "n")
             }
+            "KvCheckTxnStatus" => resp::check_txn_status()
+                .with(|r| r.action = kvrpcpb::Action::LockNotExistRollback as i32)
+                .ok(),
             _ => resp::resolve_lock().ok(),
         }),
     );
     assert_eq!(out.unwrap().cleaned, 1);
+    assert_eq!(
+        resp::kinds(&h.effects),
+        [
+            "Tso",
+            "KvCheckTxnStatus",
+            "KvCheckTxnStatus",
+            "KvResolveLock"
+        ]
+    );
     let sent = resp::sent(&h.effects);
-    assert_eq!(req!(sent[1], KvResolveLock).commit_version, 0);
+    assert_eq!(req!(sent[2], KvResolveLock).commit_version, 0);
 }
 
 #[test]
@@ -213,7 +234,8 @@ fn txn_not_found_for_a_live_lock_waits_out_the_locks_ttl() {
         Resolved {
             cleaned: 0,
             alive: 1,
-            wait_ms: 2000
+            wait_ms: 2000,
+            ..Default::default()
         },
         "the prewrite of the primary may still arrive within the lock's TTL"
     );
@@ -358,15 +380,14 @@ fn no_locks_resolve_without_effects() {
 }
 
 #[test]
-fn async_commit_lock_that_tikv_keeps_is_left_alone_as_alive() {
+fn a_live_async_commit_owner_is_waited_for() {
     let mut h = harness();
-    // Expired by TTL, but TiKV never rolls back an async-commit primary from CheckTxnStatus:
-    // it answers with the lock's TTL, and the lock waits for its owner.
+    // TTL not yet run out (1000 + 3000 > 2000): the owner may still be prewriting.
     let out = h.run(
-        resolver(&[owned("b").async_commit()]),
-        cluster([resp::tso(ts(9000))], |s| match s.method {
-            "KvCheckTxnStatus" => resp::check_txn_status().alive(3000),
-            other => panic!("an async-commit lock is not resolved here, got {other}"),
+        resolver(&[async_secondary("b", 1400)]),
+        cluster([resp::tso(ts(2000))], |s| match s.method {
+            "KvCheckTxnStatus" => resp::check_txn_status().alive_with(3000, async_primary()),
+            other => panic!("a live owner's secondaries are not checked, got {other}"),
         }),
     );
     assert_eq!(
@@ -374,7 +395,8 @@ fn async_commit_lock_that_tikv_keeps_is_left_alone_as_alive() {
         Resolved {
             cleaned: 0,
             alive: 1,
-            wait_ms: 0
+            wait_ms: 2000,
+            ..Default::default()
         }
     );
 }
@@ -413,7 +435,11 @@ fn decided_outcomes_are_shared_with_later_resolutions() {
         assert_eq!(first, ["Tso", "KvCheckTxnStatus", "KvResolveLock"]);
         // Another operation meets another lock of the same transaction: no second check.
         let second = resolve_once(&mut h, &owned("c"), || panic!("checked again"));
-        assert_eq!(second, ["Tso", "KvResolveLock"]);
+        assert_eq!(
+            second,
+            ["KvResolveLock"],
+            "no check, so no timestamp either"
+        );
         assert_eq!(h.txn_statuses.len(), 1);
     }
 }
@@ -433,4 +459,379 @@ fn undecided_outcomes_are_asked_again() {
         assert!(again.contains(&"KvCheckTxnStatus"), "{again:?}");
         assert!(h.txn_statuses.is_empty());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads: what a reader learns besides cleanup
+
+#[test]
+fn a_read_passes_an_owner_whose_commit_ts_was_pushed_above_it() {
+    // The owner is alive, but TiKV moved its min_commit_ts above the reader: it cannot
+    // commit below the reader, so its locks hide nothing. No waiting, nothing to clean.
+    let mut h = harness();
+    let out = h
+        .run(
+            reader(&[owned("b")]),
+            cluster([resp::tso(ts(2000))], |s| match s.method {
+                "KvCheckTxnStatus" => resp::check_txn_status().pushed(3000),
+                other => panic!("a pushed lock is left in place, got {other}"),
+            }),
+        )
+        .unwrap();
+    assert_eq!(out.must_wait(), None);
+    assert_eq!(out.bypass, [ts(1000)]);
+    assert!(out.committed.is_empty());
+    let sent = resp::sent(&h.effects);
+    let check = req!(sent[0], KvCheckTxnStatus);
+    assert_eq!(
+        check.caller_start_ts,
+        CALLER.as_u64(),
+        "TiKV pushes above this"
+    );
+    assert!(check.verify_is_primary);
+}
+
+#[test]
+fn a_write_waits_for_an_owner_whose_commit_ts_was_pushed() {
+    let mut h = harness();
+    let out = h.run(
+        resolver(&[owned("b")]),
+        cluster([resp::tso(ts(2000))], |_| {
+            resp::check_txn_status().pushed(3000)
+        }),
+    );
+    let out = out.unwrap();
+    assert_eq!(out.alive, 1, "a write must see the lock gone");
+    assert!(out.bypass.is_empty());
+}
+
+#[test]
+fn a_read_learns_which_decided_owners_it_may_pass_or_read_through() {
+    // Committed below the reader: read through (committed_locks). Committed above it, or
+    // rolled back: pass (resolved_locks).
+    let below = lock("a", "n", ts(1000));
+    let above = lock("b", "o", ts(1100));
+    let rolled = lock("x", "p", ts(1200));
+    let mut h = harness();
+    let out = h
+        .run(
+            reader(&[below, above, rolled]),
+            cluster([resp::tso(ts(6000))], |s| {
+                match (s.method, s.keys.clone()) {
+                    ("KvCheckTxnStatus", k) if k == keys(&["n"]) => {
+                        resp::check_txn_status().committed(ts(4000))
+                    }
+                    ("KvCheckTxnStatus", k) if k == keys(&["o"]) => {
+                        resp::check_txn_status().committed(ts(5500))
+                    }
+                    ("KvCheckTxnStatus", _) => resp::check_txn_status().rolled_back(),
+                    ("KvResolveLock", _) => resp::resolve_lock().ok(),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }),
+        )
+        .unwrap();
+    assert_eq!(out.committed, [ts(1000)]);
+    assert_eq!(out.bypass, [ts(1100), ts(1200)]);
+    assert_eq!(out.cleaned, 3);
+}
+
+#[test]
+fn a_read_is_not_failed_by_a_cleanup_that_fails() {
+    let mut h = harness();
+    let out = h
+        .run(
+            reader(&[owned("b")]),
+            cluster([resp::tso(ts(2000))], |s| match s.method {
+                "KvCheckTxnStatus" => resp::check_txn_status().committed(ts(1500)),
+                _ => resp::resolve_lock().key_error(resp::abort("resolve failed")),
+            }),
+        )
+        .unwrap();
+    assert_eq!(
+        out.committed,
+        [ts(1000)],
+        "the read goes on, reading through the lock"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup: lite, region-wide, pessimistic
+
+#[test]
+fn a_large_owner_is_resolved_region_by_region() {
+    // 1000 keys: past client-go's lite threshold, one region-wide ResolveLock per region.
+    let big = |key: &str| owned(key).txn_size(1000);
+    let mut h = harness();
+    let out = h.run(
+        resolver(&[big("a"), big("b"), big("x")]),
+        cluster([resp::tso(ts(2000))], |s| match s.method {
+            "KvCheckTxnStatus" => resp::check_txn_status().committed(ts(1500)),
+            _ => resp::resolve_lock().ok(),
+        }),
+    );
+    assert_eq!(out.unwrap().cleaned, 3);
+    let resolves: Vec<_> = resp::sent(&h.effects)
+        .into_iter()
+        .filter(|s| s.method == "KvResolveLock")
+        .map(|s| (s.store, s.keys))
+        .collect();
+    assert_eq!(
+        resolves,
+        [(1, Vec::new()), (2, Vec::new())],
+        "no keys: every lock of the owner in the region"
+    );
+}
+
+#[test]
+fn a_dead_owners_pessimistic_lock_is_rolled_back_pessimistically() {
+    let mut h = harness();
+    let out = h.run(
+        resolver(&[owned("b").pessimistic().ttl(0)]),
+        cluster([], |s| match s.method {
+            "KvCheckTxnStatus" => {
+                let check = req!(s, KvCheckTxnStatus);
+                assert!(check.resolving_pessimistic_lock);
+                assert_eq!(check.current_ts, u64::MAX, "TTL 0: resolve unconditionally");
+                resp::check_txn_status()
+                    .with(|r| r.action = kvrpcpb::Action::TtlExpirePessimisticRollback as i32)
+                    .ok()
+            }
+            "KvPessimisticRollback" => resp::pessimistic_rollback().ok(),
+            other => panic!("unexpected {other}"),
+        }),
+    );
+    assert_eq!(out.unwrap().cleaned, 1);
+    assert_eq!(
+        resp::kinds(&h.effects),
+        ["KvCheckTxnStatus", "KvPessimisticRollback"],
+        "no timestamp needed for a lock TiKV says to resolve at once"
+    );
+    let sent = resp::sent(&h.effects);
+    let rollback = req!(sent[1], KvPessimisticRollback);
+    assert_eq!(rollback.start_version, ts(1000).as_u64());
+    assert_eq!(rollback.for_update_ts, u64::MAX);
+    assert_eq!(sent[1].keys, keys(&["b"]));
+    assert!(
+        h.txn_statuses.is_empty(),
+        "a pessimistic rollback decides nothing"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Async commit: the secondaries decide
+
+/// The primary "n" of an async-commit transaction started at 1000 ms, secondaries "b" and
+/// "x" (one in each region), min commit ts 1500 ms.
+fn async_primary() -> LockBuilder {
+    lock("n", "n", ts(1000))
+        .async_commit()
+        .min_commit_ts(ts(1500))
+        .secondaries(&["b", "x"])
+}
+
+fn async_secondary(key: &str, min_commit: u64) -> LockBuilder {
+    lock(key, "n", ts(1000))
+        .async_commit()
+        .min_commit_ts(ts(min_commit))
+}
+
+#[test]
+fn an_expired_async_commit_owner_with_every_lock_present_committed_at_the_largest_min_commit_ts() {
+    let mut h = harness();
+    let out = h.run(
+        reader(&[async_secondary("b", 1400)]),
+        cluster([resp::tso(ts(9000))], |s| match (s.method, s.store) {
+            ("KvCheckTxnStatus", _) => resp::check_txn_status().alive_with(3000, async_primary()),
+            ("KvCheckSecondaryLocks", 1) => {
+                resp::check_secondary_locks().still_locked([async_secondary("b", 1400)])
+            }
+            ("KvCheckSecondaryLocks", _) => {
+                resp::check_secondary_locks().still_locked([async_secondary("x", 1700)])
+            }
+            ("KvResolveLock", _) => resp::resolve_lock().ok(),
+            other => panic!("unexpected {other:?}"),
+        }),
+    );
+    let out = out.unwrap();
+    assert_eq!(out.must_wait(), None);
+    assert_eq!(
+        out.committed,
+        [ts(1000)],
+        "committed at 1700, below the reader"
+    );
+    let sent = resp::sent(&h.effects);
+    let checks: Vec<_> = sent
+        .iter()
+        .filter(|s| s.method == "KvCheckSecondaryLocks")
+        .map(|s| {
+            (
+                s.store,
+                s.keys.clone(),
+                req!(s, KvCheckSecondaryLocks).start_version,
+            )
+        })
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            (1, keys(&["b"]), ts(1000).as_u64()),
+            (2, keys(&["x"]), ts(1000).as_u64())
+        ],
+        "each secondary's region asked, concurrently"
+    );
+    let resolves: Vec<_> = sent
+        .iter()
+        .filter(|s| s.method == "KvResolveLock")
+        .map(|s| (s.keys.clone(), req!(s, KvResolveLock).commit_version))
+        .collect();
+    assert_eq!(
+        resolves,
+        [
+            (keys(&["b"]), ts(1700).as_u64()),
+            (keys(&["n", "x"]), ts(1700).as_u64())
+        ],
+        "every lock, the primary too, committed at the largest min_commit_ts"
+    );
+    assert_eq!(
+        h.txn_statuses.get(ts(1000)),
+        Some(TxnStatus::Committed(ts(1700)))
+    );
+}
+
+#[test]
+fn a_missing_secondary_tells_the_async_commit_owner_rolled_back() {
+    let mut h = harness();
+    let out = h.run(
+        resolver(&[async_secondary("b", 1400)]),
+        cluster([resp::tso(ts(9000))], |s| match (s.method, s.store) {
+            ("KvCheckTxnStatus", _) => resp::check_txn_status().alive_with(3000, async_primary()),
+            ("KvCheckSecondaryLocks", 1) => {
+                resp::check_secondary_locks().still_locked([async_secondary("b", 1400)])
+            }
+            // "x" is gone and TiKV reports no commit: rolled back.
+            ("KvCheckSecondaryLocks", _) => resp::check_secondary_locks().missing(Timestamp::ZERO),
+            ("KvResolveLock", _) => resp::resolve_lock().ok(),
+            other => panic!("unexpected {other:?}"),
+        }),
+    );
+    assert_eq!(out.unwrap().must_wait(), None);
+    let resolves: Vec<_> = resp::sent(&h.effects)
+        .into_iter()
+        .filter(|s| s.method == "KvResolveLock")
+        .map(|s| (s.keys.clone(), req!(s, KvResolveLock).commit_version))
+        .collect();
+    assert_eq!(
+        resolves,
+        [(keys(&["b"]), 0), (keys(&["n"]), 0)],
+        "the locks still there, and the primary, rolled back"
+    );
+    assert_eq!(h.txn_statuses.get(ts(1000)), Some(TxnStatus::RolledBack));
+}
+
+#[test]
+fn a_secondary_committed_elsewhere_gives_the_commit_ts() {
+    let mut h = harness();
+    let out = h.run(
+        reader(&[async_secondary("b", 1400)]),
+        cluster([resp::tso(ts(9000))], |s| match (s.method, s.store) {
+            ("KvCheckTxnStatus", _) => resp::check_txn_status().alive_with(3000, async_primary()),
+            ("KvCheckSecondaryLocks", 1) => resp::check_secondary_locks().missing(ts(1800)),
+            ("KvCheckSecondaryLocks", _) => {
+                resp::check_secondary_locks().still_locked([async_secondary("x", 1700)])
+            }
+            ("KvResolveLock", _) => resp::resolve_lock().ok(),
+            other => panic!("unexpected {other:?}"),
+        }),
+    );
+    assert_eq!(out.unwrap().committed, [ts(1000)]);
+    assert_eq!(
+        h.txn_statuses.get(ts(1000)),
+        Some(TxnStatus::Committed(ts(1800))),
+        "the commit ts TiKV reports, not the largest min_commit_ts"
+    );
+}
+
+#[test]
+fn secondaries_that_disagree_fail_the_resolution() {
+    let mut h = harness();
+    let out = h.run(
+        resolver(&[async_secondary("b", 1400)]),
+        cluster([resp::tso(ts(9000))], |s| match (s.method, s.store) {
+            ("KvCheckTxnStatus", _) => resp::check_txn_status().alive_with(3000, async_primary()),
+            ("KvCheckSecondaryLocks", 1) => resp::check_secondary_locks().missing(ts(1800)),
+            ("KvCheckSecondaryLocks", _) => resp::check_secondary_locks().missing(Timestamp::ZERO),
+            other => panic!("nothing is resolved on a contradiction, got {other:?}"),
+        }),
+    );
+    assert!(
+        matches!(&out, Err(Error::KeyError { message, .. }) if message.contains("disagree")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_secondary_that_is_not_async_commit_sends_the_check_back_with_force_sync_commit() {
+    let mut h = harness();
+    let mut checks = 0;
+    let out = h.run(
+        resolver(&[async_secondary("b", 1400)]),
+        cluster([resp::tso(ts(9000))], |s| match (s.method, s.store) {
+            ("KvCheckTxnStatus", _) => {
+                checks += 1;
+                let check = req!(s, KvCheckTxnStatus);
+                if checks == 1 {
+                    assert!(!check.force_sync_commit);
+                    resp::check_txn_status().alive_with(3000, async_primary())
+                } else {
+                    assert!(
+                        check.force_sync_commit,
+                        "second check forces a normal 2PC view"
+                    );
+                    resp::check_txn_status()
+                        .with(|r| r.action = kvrpcpb::Action::TtlExpireRollback as i32)
+                        .ok()
+                }
+            }
+            ("KvCheckSecondaryLocks", 1) => {
+                resp::check_secondary_locks().still_locked([lock("b", "n", ts(1000))])
+            }
+            ("KvCheckSecondaryLocks", _) => {
+                resp::check_secondary_locks().still_locked([async_secondary("x", 1700)])
+            }
+            ("KvResolveLock", _) => resp::resolve_lock().ok(),
+            other => panic!("unexpected {other:?}"),
+        }),
+    );
+    assert_eq!(out.unwrap().cleaned, 1);
+    assert_eq!(checks, 2);
+    assert_eq!(h.txn_statuses.get(ts(1000)), Some(TxnStatus::RolledBack));
+}
+
+#[test]
+fn secondaries_check_region_error_regroups_and_asks_again() {
+    let mut h = harness();
+    let mut busy = true;
+    let out = h.run(
+        resolver(&[async_secondary("b", 1400)]),
+        cluster([resp::tso(ts(9000))], |s| match (s.method, s.store) {
+            ("KvCheckTxnStatus", _) => resp::check_txn_status().alive_with(3000, async_primary()),
+            ("KvCheckSecondaryLocks", 1) if std::mem::take(&mut busy) => {
+                resp::check_secondary_locks().region_error(resp::server_busy())
+            }
+            ("KvCheckSecondaryLocks", 1) => {
+                resp::check_secondary_locks().still_locked([async_secondary("b", 1400)])
+            }
+            ("KvCheckSecondaryLocks", _) => {
+                resp::check_secondary_locks().still_locked([async_secondary("x", 1700)])
+            }
+            ("KvResolveLock", _) => resp::resolve_lock().ok(),
+            other => panic!("unexpected {other:?}"),
+        }),
+    );
+    assert_eq!(out.unwrap().must_wait(), None);
+    assert_eq!(
+        h.txn_statuses.get(ts(1000)),
+        Some(TxnStatus::Committed(ts(1700)))
+    );
 }

@@ -339,3 +339,63 @@ fn batch_get_key_error_fails_the_read() {
         "{out:?}"
     );
 }
+
+#[test]
+fn get_passes_a_lock_whose_commit_ts_was_pushed_without_waiting() {
+    // The owner is alive, but TiKV pushed its min_commit_ts above the reader: the read is
+    // sent again at once, naming the owner in `resolved_locks`.
+    let mut h = harness();
+    let mut reads = 0;
+    let out = h.run(
+        get("b"),
+        cluster([resp::tso(ts(2000))], |s| match s.method {
+            "KvGet" => {
+                reads += 1;
+                let ctx = req!(s, KvGet).context.clone().unwrap_or_default();
+                if reads == 1 {
+                    assert!(ctx.resolved_locks.is_empty());
+                    resp::kv_get().locked(lock("b", "x", ts(1000)))
+                } else {
+                    assert_eq!(ctx.resolved_locks, [ts(1000).as_u64()]);
+                    resp::get("old")
+                }
+            }
+            "KvCheckTxnStatus" => resp::check_txn_status().pushed(3000),
+            other => panic!("unexpected {other}"),
+        }),
+    );
+    assert_eq!(out.unwrap(), Some(Bytes::from_static(b"old")));
+    assert_eq!(
+        resp::kinds(&h.effects),
+        ["KvGet", "Tso", "KvCheckTxnStatus", "KvGet"],
+        "no sleep, no cleanup"
+    );
+}
+
+#[test]
+fn batch_get_rereads_with_what_it_learnt_about_lock_owners() {
+    let mut h = harness();
+    let mut reads = 0;
+    let out = h.run(
+        batch_get(&["a", "b"], 100),
+        cluster([resp::tso(ts(2000))], |s| match s.method {
+            "KvBatchGet" => {
+                reads += 1;
+                let ctx = req!(s, KvBatchGet).context.clone().unwrap_or_default();
+                if reads == 1 {
+                    resp::batch_get()
+                        .pair("a", "1")
+                        .locked_pair(lock("b", "x", ts(1000)))
+                        .ok()
+                } else {
+                    assert_eq!(ctx.resolved_locks, [ts(1000).as_u64()]);
+                    assert_eq!(s.keys, keys(&["b"]), "only the locked key again");
+                    resp::batch_get().pair("b", "2").ok()
+                }
+            }
+            "KvCheckTxnStatus" => resp::check_txn_status().pushed(3000),
+            other => panic!("unexpected {other}"),
+        }),
+    );
+    assert_eq!(out.unwrap().len(), 2);
+}
