@@ -136,6 +136,22 @@ pub struct Config {
     /// Commit transactions that fit in one prewrite request in one phase (1PC: TiKV commits
     /// at prewrite). client-go's `Enable1PC` is off by default; so is this.
     pub try_one_pc: bool,
+    /// Commit transactions asynchronously (the commit is decided once every key is
+    /// prewritten; one round trip less): client-go's `EnableAsyncCommit`, off by default here
+    /// as there; a transaction can also ask for it ([`TransactionOptions`]).
+    ///
+    /// [`TransactionOptions`]: crate::options::TransactionOptions
+    pub async_commit: bool,
+    /// Async commit only for transactions of at most this many keys (`AsyncCommit.KeysLimit`,
+    /// 256): every key is listed in the primary lock.
+    pub async_commit_keys_limit: usize,
+    /// Async commit only while the keys total at most this many bytes
+    /// (`AsyncCommit.TotalKeySizeLimit`, 4 KiB).
+    pub async_commit_total_key_size_limit: usize,
+    /// How far past the transaction's current time its commit timestamp may go under async
+    /// commit or 1PC (`AsyncCommit.SafeWindow`, 2 s): the `max_commit_ts` TiKV enforces,
+    /// falling back to 2PC beyond it.
+    pub async_commit_safe_window: Duration,
     /// TLS for every connection; `None` for cleartext.
     pub security: Option<Security>,
     /// Seed of the client's random generator (jitter, replica choice); `None` seeds from the
@@ -188,6 +204,10 @@ setters! {
     with_max_batch_size => max_batch_size: usize;
     with_batch_commands => batch_commands: bool;
     with_try_one_pc => try_one_pc: bool;
+    with_async_commit => async_commit: bool;
+    with_async_commit_keys_limit => async_commit_keys_limit: usize;
+    with_async_commit_total_key_size_limit => async_commit_total_key_size_limit: usize;
+    with_async_commit_safe_window => async_commit_safe_window: Duration;
 }
 
 impl Config {
@@ -269,6 +289,10 @@ impl Default for Config {
             max_batch_size: 128,
             batch_commands: true,
             try_one_pc: false,
+            async_commit: false,
+            async_commit_keys_limit: 256,
+            async_commit_total_key_size_limit: 4 * 1024,
+            async_commit_safe_window: Duration::from_secs(2),
             security: None,
             rng_seed: None,
         }

@@ -325,10 +325,12 @@ pub struct TransactionOptions {
     /// Commit in one phase when the writes fit one prewrite request (the client's
     /// `Config::try_one_pc`).
     pub try_one_pc: Option<bool>,
-    /// Commit with async commit (client-go's `EnableAsyncCommit`, off).
-    pub async_commit: bool,
-    /// With async commit or 1PC, give up linearizability for causal consistency (skips a
-    /// timestamp fetch; off).
+    /// Commit with async commit when the transaction is small enough (client-go's
+    /// `EnableAsyncCommit`; the client's `Config::async_commit`).
+    pub async_commit: Option<bool>,
+    /// With async commit or 1PC, give up linearizability for causal consistency: skips a
+    /// timestamp fetch before the prewrite, but a transaction that starts after this one
+    /// commits may not see it (off).
     pub causal_consistency: bool,
     /// How strictly prewrite checks assertions (off).
     pub assertion_level: AssertionLevel,
@@ -374,7 +376,7 @@ impl TransactionOptions {
 
     /// Sets [`async_commit`](Self::async_commit).
     pub fn with_async_commit(mut self, async_commit: bool) -> Self {
-        self.async_commit = async_commit;
+        self.async_commit = Some(async_commit);
         self
     }
 
@@ -436,14 +438,6 @@ impl TransactionOptions {
     pub fn check(&self) -> Result<(), Error> {
         if self.mode == TxnMode::Pessimistic {
             return Err(unsupported("pessimistic transactions"));
-        }
-        if self.async_commit {
-            return Err(unsupported("async commit"));
-        }
-        if self.causal_consistency {
-            return Err(unsupported(
-                "causal consistency (async commit and 1PC are linearizable)",
-            ));
         }
         if self.assertion_level != AssertionLevel::Off {
             return Err(unsupported("assertions"));
@@ -539,8 +533,6 @@ mod tests {
     fn what_is_not_implemented_fails_loudly() {
         for options in [
             TransactionOptions::pessimistic(),
-            TransactionOptions::default().with_async_commit(true),
-            TransactionOptions::default().with_causal_consistency(true),
             TransactionOptions::default().with_assertion_level(AssertionLevel::Strict),
             TransactionOptions::default()
                 .with_read(ReadOptions::default().with_replica_read(ReplicaRead::Follower)),

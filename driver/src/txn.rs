@@ -125,6 +125,9 @@ impl<R: Runtime> TransactionClient<R> {
             reads: Reads::new(&self.ctx, start_ts, &options.read, options.read_context()),
             write_context: Arc::new(options.context()),
             try_one_pc: options.try_one_pc.unwrap_or(self.ctx.config.try_one_pc),
+            async_commit: options.async_commit.unwrap_or(self.ctx.config.async_commit),
+            causal_consistency: options.causal_consistency,
+            started_at: self.ctx.runtime.now(),
             buffer: WriteBuffer::new(),
             finished: false,
         })
@@ -337,6 +340,10 @@ pub struct Transaction<R: Runtime> {
     /// The request context of the transaction's writes.
     write_context: Arc<ContextOptions>,
     try_one_pc: bool,
+    async_commit: bool,
+    causal_consistency: bool,
+    /// When the transaction began (bounds the commit timestamp of async commit and 1PC).
+    started_at: tikv_core::Instant,
     buffer: WriteBuffer,
     /// Committed or rolled back: nothing to warn about on drop.
     finished: bool,
@@ -470,8 +477,11 @@ impl<R: Runtime> Transaction<R> {
     pub async fn commit(mut self) -> Result<Timestamp> {
         self.finished = true;
         let ctx = &self.reads.ctx;
-        let committer =
-            Committer::new(&ctx.config, self.reads.ts, &self.buffer).with_one_pc(self.try_one_pc);
+        let committer = Committer::new(&ctx.config, self.reads.ts, &self.buffer)
+            .with_one_pc(self.try_one_pc)
+            .with_async_commit(self.async_commit)
+            .with_causal_consistency(self.causal_consistency)
+            .with_started_at(self.started_at);
         run_with(ctx, committer, self.write_context.clone()).await
     }
 

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: a mock cluster on loopback with a given number
 //! of stores and regions, and a RawKV client connected to it.
 
+pub mod crashed;
 pub mod linearizability;
 pub mod sim;
 

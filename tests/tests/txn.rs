@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
+use tikv_integration_tests::crashed::Crashed;
 use tikv_integration_tests::{mock_cluster, mock_txn_cluster};
 use tikv_mock::server::MockServer;
-use tikv_proto::kvrpcpb;
-use tikv_proto::tikvpb::tikv_service;
 use tikv_tokio::{
     Config, Error, IsolationLevel, PdErrorKind, ReadOptions, TransactionClient, TransactionOptions,
 };
@@ -89,71 +88,12 @@ async fn abandoned_transaction(
     ttl_ms: u64,
 ) -> u64 {
     let start = c.current_timestamp().await.unwrap().as_u64();
-    let now = 1u64.max(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64,
-    );
-    let mut cluster = mock.cluster().lock();
-    for key in keys {
-        let (store, ctx) = context_for(&cluster, key.as_bytes());
-        let request = kvrpcpb::PrewriteRequest {
-            context: Some(ctx),
-            mutations: vec![kvrpcpb::Mutation {
-                op: kvrpcpb::Op::Put as i32,
-                key: key.as_bytes().to_vec().into(),
-                value: format!("abandoned {key}").into(),
-                assertion: 0,
-            }],
-            primary_lock: keys[0].as_bytes().to_vec().into(),
-            start_version: start,
-            lock_ttl: ttl_ms,
-            txn_size: keys.len() as u64,
-            ..Default::default()
-        };
-        let r = cluster
-            .tikv::<tikv_service::KvPrewrite>(store, request, now)
-            .unwrap();
-        assert!(r.errors.is_empty() && r.region_error.is_none(), "{r:?}");
-    }
+    let mut crashed = Crashed::new(keys).ttl(ttl_ms);
     if commit_primary {
-        let commit = start + 1;
-        let (store, ctx) = context_for(&cluster, keys[0].as_bytes());
-        let request = kvrpcpb::CommitRequest {
-            context: Some(ctx),
-            start_version: start,
-            commit_version: commit,
-            keys: vec![keys[0].as_bytes().to_vec().into()],
-            ..Default::default()
-        };
-        let r = cluster
-            .tikv::<tikv_service::KvCommit>(store, request, now)
-            .unwrap();
-        assert!(r.error.is_none(), "{r:?}");
+        crashed = crashed.committed_primary();
     }
+    crashed.leave(mock, start);
     start
-}
-
-fn context_for(cluster: &tikv_mock::Cluster, key: &[u8]) -> (u64, kvrpcpb::Context) {
-    let encoded = tikv_core::codec::encode_memcomparable(key);
-    let region = cluster
-        .topology()
-        .regions()
-        .find(|r| {
-            let m = &r.meta;
-            m.start_key.as_ref() <= encoded.as_slice()
-                && (m.end_key.is_empty() || encoded.as_slice() < m.end_key.as_ref())
-        })
-        .unwrap();
-    let leader = *region.leader().unwrap();
-    let ctx = kvrpcpb::Context {
-        region_id: region.id(),
-        region_epoch: region.meta.region_epoch,
-        peer: Some(leader),
-        ..Default::default()
-    };
-    (leader.store_id, ctx)
 }
 
 #[tokio::test]
@@ -165,7 +105,7 @@ async fn readers_resolve_locks_of_crashed_transactions() {
     let t = c.begin().await.unwrap();
     assert_eq!(
         t.get("s1").await.unwrap().as_deref(),
-        Some(&b"abandoned s1"[..])
+        Some(&b"crashed s1"[..])
     );
     // The same through a batch read, whose per-key lock errors carry the key only in the lock
     // (regression, found by the bank simulation: the key was taken from the empty pair and
@@ -331,7 +271,7 @@ async fn scans_cross_regions_resolve_locks_and_merge_own_writes() {
     let all = t.scan(.., 100).await.unwrap();
     assert_eq!(all.len(), 9);
     assert_eq!(
-        all[5].value, "abandoned k5",
+        all[5].value, "crashed k5",
         "the lock was resolved to its committed value"
     );
     let rev = t.reverse_scan("k1".."k8", 3).await.unwrap();
@@ -437,15 +377,10 @@ async fn read_options_reach_tikv_and_unsupported_ones_fail_loudly() {
     );
     t.rollback().await.unwrap();
 
-    for options in [
-        TransactionOptions::pessimistic(),
-        TransactionOptions::default().with_async_commit(true),
-    ] {
-        assert!(matches!(
-            c.begin_with(options).await,
-            Err(Error::Unsupported(_))
-        ));
-    }
+    assert!(matches!(
+        c.begin_with(TransactionOptions::pessimistic()).await,
+        Err(Error::Unsupported(_))
+    ));
     let stale = ReadOptions::default().with_stale_read(true);
     assert!(matches!(
         c.snapshot_with(now, stale),

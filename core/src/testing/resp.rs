@@ -258,6 +258,12 @@ impl Resp<kvrpcpb::PrewriteResponse> {
     pub fn one_pc(self, commit_ts: Timestamp) -> Outcome {
         self.with(|r| r.one_pc_commit_ts = commit_ts.as_u64()).ok()
     }
+
+    /// Async commit: the keys are locked with this smallest commit timestamp (zero: TiKV
+    /// could not keep the bounds, the locks are ordinary 2PC locks).
+    pub fn min_commit(self, min_commit_ts: Timestamp) -> Outcome {
+        self.with(|r| r.min_commit_ts = min_commit_ts.as_u64()).ok()
+    }
 }
 
 /// A `KvCommit` reply builder.

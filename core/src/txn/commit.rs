@@ -1,18 +1,42 @@
 //! The committer: Percolator two-phase commit of a transaction's buffered writes.
 //!
 //! 1. **Prewrite** every key (grouped by region, batches sent concurrently), all naming the
-//!    primary key. Locks of other transactions met on the way are resolved and the affected
-//!    batches prewritten again; a write conflict or an existing key aborts the transaction,
-//!    which rolls back what it prewrote.
+//!    primary key, with `min_commit_ts` at least `start_ts + 1` (so readers can push it past
+//!    themselves instead of waiting). Locks of other transactions met on the way are
+//!    resolved and the affected batches prewritten again; a write conflict or an existing key
+//!    aborts the transaction, which rolls back what it prewrote.
 //! 2. Take a **commit timestamp** from TSO.
 //! 3. **Commit the primary**: the commit point. If the reply is lost the outcome is
 //!    [`Error::Undetermined`], never a silent retry. `CommitTsExpired` takes a newer
 //!    timestamp; a vanished lock means another client rolled the transaction back.
-//! 4. **Commit the secondaries**. The transaction is already committed; a failure here only
-//!    leaves locks that readers resolve to committed.
+//! 4. **Commit the secondaries** in the background. The transaction is already committed; a
+//!    failure here only leaves locks that readers resolve to committed.
+//!
+//! Two strategies move the commit point into the prewrite, chosen up front, each falling back
+//! to the steps above when TiKV declines:
+//!
+//! - **Async commit** (at most `async_commit_keys_limit` keys of at most
+//!   `async_commit_total_key_size_limit` bytes): every lock is marked async-commit and the
+//!   primary's lists the secondaries, so that anyone can tell from the locks alone whether the
+//!   transaction committed. It is committed once every prewrite succeeded, at the largest
+//!   `min_commit_ts` TiKV returned; all keys are then committed in the background. A prewrite
+//!   answered with `min_commit_ts = 0` (TiKV could not keep the `max_commit_ts` bound) falls
+//!   back to 2PC.
+//! - **1PC** (the writes fit one request): TiKV commits at prewrite and returns
+//!   `one_pc_commit_ts`; a reply without it falls back to 2PC (async commit off too, as
+//!   client-go does).
+//!
+//! Both need a commit timestamp above every snapshot already taken (linearizability): the
+//! first prewrite's `min_commit_ts` is a fresh TSO timestamp + 1, unless the transaction opted
+//! for causal consistency. Both bound the commit timestamp with `max_commit_ts` = the
+//! transaction's current time + `async_commit_safe_window`. And as the prewrite is the commit
+//! point, a prewrite whose delivery is unknown makes the outcome [`Error::Undetermined`]
+//! instead of a rollback.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tikv_proto::kvrpcpb;
 
 use crate::backoff::{BackoffKind, Backoffer, budget};
@@ -25,6 +49,7 @@ use crate::plan::{BatchLimits, BatchPlan, MultiKey, SingleKey};
 use crate::ready;
 use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
+use crate::time::Instant;
 use crate::timestamp::Timestamp;
 use crate::txn::buffer::{Mutation, WriteBuffer};
 use crate::txn::lock::{KeyErrorKind, Lock, key_error};
@@ -61,6 +86,11 @@ pub struct PrewritePlan {
     /// Ask for 1PC — honoured only by a request that carries every mutation, so a
     /// transaction split over regions can never be committed piecewise.
     try_one_pc: bool,
+    min_commit_ts: Timestamp,
+    /// Zero: no bound (plain 2PC).
+    max_commit_ts: Timestamp,
+    /// Async commit: every lock is marked, and the batch holding the primary lists these.
+    secondaries: Option<Arc<[Bytes]>>,
 }
 
 impl BatchPlan for PrewritePlan {
@@ -81,8 +111,14 @@ impl BatchPlan for PrewritePlan {
             // Never below start_ts + 1 (client-go does the same): with a min_commit_ts set,
             // TiKV can push it above a reader's timestamp, so that readers pass the lock
             // (`MinCommitTsPushed`) instead of waiting for this transaction.
-            min_commit_ts: self.start_ts.next().as_u64(),
+            min_commit_ts: self.min_commit_ts.as_u64(),
+            max_commit_ts: self.max_commit_ts.as_u64(),
             try_one_pc: self.try_one_pc && items.len() as u64 == self.txn_size,
+            use_async_commit: self.secondaries.is_some(),
+            secondaries: match &self.secondaries {
+                Some(list) if items.iter().any(|(k, _)| *k == self.primary) => list.to_vec(),
+                _ => Vec::new(),
+            },
             ..Default::default()
         })
     }
@@ -125,7 +161,8 @@ impl BatchPlan for KeysPlan {
 /// What to do after a backoff sleep.
 #[derive(Debug)]
 enum AfterSleep {
-    /// Prewrite these items again (their locks were alive).
+    /// Prewrite these items (again: their locks were alive, or TSO failed before the first
+    /// prewrite).
     Prewrite(Vec<Item>),
     /// Ask TSO again (it failed).
     CommitTs,
@@ -135,7 +172,12 @@ enum AfterSleep {
 #[derive(Debug)]
 enum State {
     StartPrewrite(Vec<Item>),
-    Prewriting(Box<MultiKey<PrewritePlan>>),
+    /// Async commit or 1PC: a fresh timestamp bounds `min_commit_ts` from below first.
+    NeedLatestTs(Vec<Item>),
+    GettingLatestTs(EffectId, Vec<Item>),
+    LatestTsFailed(Box<Error>, Vec<Item>),
+    /// The prewrite in flight, and whether it asked for 1PC.
+    Prewriting(Box<MultiKey<PrewritePlan>>, bool),
     Resolving(Box<ResolveLocks>, Vec<Item>),
     WaitBeforeRetry(Blocked, Vec<Item>),
     Sleeping(EffectId, AfterSleep),
@@ -177,6 +219,22 @@ pub struct Committer {
     try_one_pc: bool,
     /// Whether the writes fit one prewrite request (1PC needs that).
     fits_one_request: bool,
+    /// Whether async commit is used (set up front; cleared by a fallback to 2PC).
+    async_commit: bool,
+    /// Whether the transaction is small enough for async commit.
+    async_eligible: bool,
+    /// Skip the fresh timestamp async commit and 1PC otherwise take first.
+    causal_consistency: bool,
+    /// `min_commit_ts` and `max_commit_ts` of the prewrites are settled.
+    bounds_set: bool,
+    min_commit_ts: Timestamp,
+    max_commit_ts: Timestamp,
+    /// When the transaction began (its time counts towards `max_commit_ts`); the commit's
+    /// first poll if not given.
+    started_at: Option<Instant>,
+    safe_window: Duration,
+    /// Whether the prewrite in flight is the commit point (async commit or 1PC asked).
+    prewrite_decides: bool,
     state: State,
 }
 
@@ -195,8 +253,11 @@ impl Committer {
             .first()
             .map(|(k, _)| k.clone())
             .unwrap_or_default();
-        let keys = mutations.iter().map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Key> = mutations.iter().map(|(k, _)| k.clone()).collect();
         let fits_one_request = buffer.size() <= COMMIT_BATCH_SIZE;
+        let key_bytes: usize = keys.iter().map(Key::len).sum();
+        let async_eligible = keys.len() <= config.async_commit_keys_limit
+            && key_bytes <= config.async_commit_total_key_size_limit;
         Committer {
             codec,
             start_ts,
@@ -219,7 +280,117 @@ impl Committer {
             },
             try_one_pc: config.try_one_pc && fits_one_request,
             fits_one_request,
+            async_commit: config.async_commit && async_eligible,
+            async_eligible,
+            causal_consistency: false,
+            bounds_set: false,
+            min_commit_ts: start_ts.next(),
+            max_commit_ts: Timestamp::ZERO,
+            started_at: None,
+            safe_window: config.async_commit_safe_window,
+            prewrite_decides: false,
             state: State::StartPrewrite(mutations),
+        }
+    }
+
+    /// Whether to use async commit (when the transaction is small enough: see
+    /// [`Config::async_commit_keys_limit`]), overriding the client's `Config::async_commit`.
+    pub fn with_async_commit(mut self, async_commit: bool) -> Self {
+        self.async_commit = async_commit && self.async_eligible;
+        self
+    }
+
+    /// Under async commit or 1PC, skip the fresh timestamp that makes the commit timestamp
+    /// exceed every snapshot already taken: a transaction that started after this one
+    /// committed may then not see it (causal consistency), for one TSO round trip less.
+    pub fn with_causal_consistency(mut self, causal: bool) -> Self {
+        self.causal_consistency = causal;
+        self
+    }
+
+    /// When the transaction began: its age counts towards the `max_commit_ts` bound of
+    /// async commit and 1PC.
+    pub fn with_started_at(mut self, started_at: Instant) -> Self {
+        self.started_at = Some(started_at);
+        self
+    }
+
+    /// Whether the commit point is in the prewrite (async commit, or 1PC still asked).
+    fn commit_at_prewrite(&self) -> bool {
+        self.async_commit || self.try_one_pc
+    }
+
+    /// Settles the prewrites' `min_commit_ts` (above `latest`, a fresh TSO timestamp, when
+    /// given) and, for async commit and 1PC, `max_commit_ts`: the transaction's current time
+    /// (its start plus its age, or `latest` if that is later) plus the safe window.
+    fn set_bounds(&mut self, latest: Option<Timestamp>, now: Instant) {
+        self.bounds_set = true;
+        if let Some(latest) = latest {
+            self.min_commit_ts = self.min_commit_ts.max(latest.next());
+        }
+        if !self.commit_at_prewrite() {
+            return;
+        }
+        let age = now.saturating_duration_since(*self.started_at.get_or_insert(now));
+        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        let current = self.start_ts.add_ms(age_ms).max(latest.unwrap_or_default());
+        let window_ms = u64::try_from(self.safe_window.as_millis()).unwrap_or(u64::MAX);
+        self.max_commit_ts = current.add_ms(window_ms);
+    }
+
+    /// The prewrite plan for the current strategy.
+    fn prewrite_plan(&mut self) -> PrewritePlan {
+        let secondaries = self.async_commit.then(|| {
+            self.keys
+                .iter()
+                .filter(|k| **k != self.primary)
+                .map(Key::to_bytes)
+                .collect::<Arc<[Bytes]>>()
+        });
+        let try_one_pc = std::mem::take(&mut self.try_one_pc);
+        self.prewrite_decides = self.async_commit || try_one_pc;
+        PrewritePlan {
+            primary: self.primary.clone(),
+            start_ts: self.start_ts,
+            lock_ttl: self.lock_ttl,
+            txn_size: self.txn_size,
+            // Only the first attempt: a retry after resolving locks carries part of the
+            // keys, and those already prewritten hold locks anyway.
+            try_one_pc,
+            min_commit_ts: self.min_commit_ts,
+            max_commit_ts: if self.prewrite_decides {
+                self.max_commit_ts
+            } else {
+                Timestamp::ZERO
+            },
+            secondaries,
+        }
+    }
+
+    /// Reads what the successful prewrites say about the commit strategy: under async commit,
+    /// the commit timestamp (the largest `min_commit_ts`), or a fallback to 2PC; after a 1PC
+    /// request that TiKV did not commit, a fallback to 2PC.
+    fn note_prewritten(&mut self, replies: &[(Vec<Item>, TikvResponse)], one_pc_asked: bool) {
+        if one_pc_asked {
+            // TiKV declined 1PC (it would have committed otherwise): plain 2PC from here.
+            self.async_commit = false;
+        }
+        if !self.async_commit {
+            return;
+        }
+        for (_, reply) in replies {
+            let TikvResponse::KvPrewrite(r) = reply else {
+                continue;
+            };
+            if !r.errors.is_empty() {
+                continue;
+            }
+            if r.min_commit_ts == 0 {
+                // TiKV could not honour the bounds: the locks are ordinary 2PC locks.
+                self.async_commit = false;
+                return;
+            }
+            self.commit_ts = self.commit_ts.max(Timestamp::from_u64(r.min_commit_ts));
         }
     }
 
@@ -291,19 +462,35 @@ impl Committer {
         Ok((locks, retry))
     }
 
-    fn after_prewrite(&mut self, result: Result<Vec<(Vec<Item>, TikvResponse)>, Error>) {
+    fn after_prewrite(
+        &mut self,
+        result: Result<Vec<(Vec<Item>, TikvResponse)>, Error>,
+        one_pc_asked: bool,
+    ) -> Option<Error> {
         let replies = match result {
             Ok(replies) => replies,
-            Err(e) => return self.rollback(e),
+            // The prewrite was the commit point and may have happened: rolling back could
+            // undo a commit that readers already see. Report it instead.
+            Err(e @ Error::Undetermined { .. }) if self.prewrite_decides => return Some(e),
+            Err(e) => {
+                self.rollback(e);
+                return None;
+            }
         };
         if let Some(commit_ts) = one_pc_commit_ts(&replies) {
             // Committed at prewrite: no locks to commit.
             self.commit_ts = commit_ts;
             self.state = State::Committed;
-            return;
+            return None;
         }
-        // A 1PC attempt that TiKV declined left ordinary locks: carry on with 2PC.
+        self.note_prewritten(&replies, one_pc_asked);
         match self.prewrite_results(replies) {
+            Ok((locks, _))
+                if locks.is_empty() && self.async_commit && !self.commit_ts.is_zero() =>
+            {
+                // Every key is prewritten: committed, at the largest min_commit_ts.
+                self.state = State::SpawnSecondaries;
+            }
             Ok((locks, _)) if locks.is_empty() => self.state = State::NeedCommitTs,
             Ok((locks, retry)) => {
                 let resolver = ResolveLocks::for_write(locks, self.start_ts);
@@ -311,6 +498,7 @@ impl Committer {
             }
             Err(e) => self.rollback(e),
         }
+        None
     }
 
     /// The primary commit's reply decides the transaction.
@@ -350,12 +538,13 @@ impl Committer {
         None
     }
 
-    /// The background task committing the secondaries, if there are any.
+    /// The background task committing the secondaries (and, under async commit, the primary
+    /// too: nothing committed it yet), if there are any.
     fn secondaries(&self) -> Option<Detached> {
         let secondaries: Vec<Key> = self
             .keys
             .iter()
-            .filter(|k| **k != self.primary)
+            .filter(|k| self.async_commit || **k != self.primary)
             .cloned()
             .collect();
         if secondaries.is_empty() {
@@ -366,7 +555,8 @@ impl Committer {
             commit_ts: Some(self.commit_ts),
         };
         let m = MultiKey::new(plan, secondaries, self.limits, self.write_options);
-        // Committed at the primary; secondary locks left behind resolve to committed.
+        // Committed (at the primary, or by async commit); locks left behind resolve to
+        // committed.
         let task = Map::new(m, |_| ());
         let backoff = Backoffer::new("commit secondaries", self.secondary_budget);
         Some(Detached::new("commit secondaries", backoff, task))
@@ -395,28 +585,58 @@ impl Machine for Committer {
     fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
         loop {
             match &mut self.state {
-                State::Done | State::Sleeping(..) | State::GettingCommitTs(_) => return Step::Wait,
+                State::Done
+                | State::Sleeping(..)
+                | State::GettingCommitTs(_)
+                | State::GettingLatestTs(..) => return Step::Wait,
                 State::StartPrewrite(items) => {
                     let items = std::mem::take(items);
                     if items.is_empty() && self.keys.is_empty() {
                         // Nothing written: nothing to commit; the start timestamp stands.
                         return self.finish(Ok(self.start_ts));
                     }
-                    let plan = PrewritePlan {
-                        primary: self.primary.clone(),
-                        start_ts: self.start_ts,
-                        lock_ttl: self.lock_ttl,
-                        txn_size: self.txn_size,
-                        // Only the first attempt: a retry after resolving locks carries part of
-                        // the keys, and those already prewritten hold locks anyway.
-                        try_one_pc: std::mem::take(&mut self.try_one_pc),
+                    if !self.bounds_set {
+                        if self.commit_at_prewrite() && !self.causal_consistency {
+                            self.state = State::NeedLatestTs(items);
+                            continue;
+                        }
+                        self.set_bounds(None, cx.now);
+                    }
+                    let plan = self.prewrite_plan();
+                    let one_pc_asked = plan.try_one_pc;
+                    // At the commit point a lost reply must not be resent blindly: it is
+                    // reported as undetermined.
+                    let options = RpcOptions {
+                        idempotent: !self.prewrite_decides,
+                        ..self.write_options
                     };
-                    let m = MultiKey::new(plan, items, self.limits, self.write_options);
-                    self.state = State::Prewriting(Box::new(m));
+                    let m = MultiKey::new(plan, items, self.limits, options);
+                    self.state = State::Prewriting(Box::new(m), one_pc_asked);
                 }
-                State::Prewriting(m) => {
+                State::NeedLatestTs(items) => {
+                    let items = std::mem::take(items);
+                    let id = cx.next_id();
+                    self.state = State::GettingLatestTs(id, items);
+                    return Step::Effect(Effect::Tso { id, count: 1 });
+                }
+                State::LatestTsFailed(error, items) => {
+                    // Nothing is written yet: out of budget, the commit just fails.
+                    let items = std::mem::take(items);
+                    let mut cx = cx.with_backoff(&mut self.prewrite_backoff);
+                    match cx.backoff_sleep(BackoffKind::PdRpc, None, error) {
+                        Ok(sleep) => {
+                            self.state = State::Sleeping(sleep.id(), AfterSleep::Prewrite(items));
+                            return Step::Effect(sleep);
+                        }
+                        Err(e) => return self.finish(Err(e)),
+                    }
+                }
+                State::Prewriting(m, one_pc_asked) => {
+                    let one_pc_asked = *one_pc_asked;
                     let result = ready!(m.poll(&mut cx.with_backoff(&mut self.prewrite_backoff)));
-                    self.after_prewrite(result);
+                    if let Some(e) = self.after_prewrite(result, one_pc_asked) {
+                        return self.finish(Err(e));
+                    }
                 }
                 State::Resolving(m, retry) => {
                     let result = ready!(m.poll(&mut cx.with_backoff(&mut self.prewrite_backoff)));
@@ -490,11 +710,24 @@ impl Machine for Committer {
 
     fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
         match &mut self.state {
-            State::Prewriting(m) => m.handle(
+            State::Prewriting(m, _) => m.handle(
                 &mut cx.with_backoff(&mut self.prewrite_backoff),
                 id,
                 outcome,
             ),
+            State::GettingLatestTs(want, items) if *want == id => {
+                let items = std::mem::take(items);
+                match outcome {
+                    Outcome::Timestamps(Ok(latest)) => {
+                        self.set_bounds(Some(latest), cx.now);
+                        self.state = State::StartPrewrite(items);
+                    }
+                    Outcome::Timestamps(Err(e)) => {
+                        self.state = State::LatestTsFailed(Box::new(e), items)
+                    }
+                    _ => self.state = State::NeedLatestTs(items),
+                }
+            }
             State::Resolving(m, _) => m.handle(
                 &mut cx.with_backoff(&mut self.prewrite_backoff),
                 id,

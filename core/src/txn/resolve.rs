@@ -294,14 +294,17 @@ impl SecondaryCheck {
     fn absorb(
         &mut self,
         start_ts: Timestamp,
-        sent: usize,
+        sent: &[Key],
         r: kvrpcpb::CheckSecondaryLocksResponse,
     ) -> Result<bool, String> {
         if let Some(e) = r.error {
             return Err(format!("key error {e:?}"));
         }
-        if r.locks.len() < sent {
+        if r.locks.len() < sent.len() {
             // A lock is gone: the transaction was committed (at `commit_ts`) or rolled back.
+            // TiKV then lists none of the batch's locks, though some may remain: all of the
+            // batch's keys are resolved (client-go leaves those to later readers).
+            self.keys.extend_from_slice(sent);
             if !self.missing {
                 if r.commit_ts != 0 && r.commit_ts < self.commit_ts {
                     return Err(format!(
@@ -602,7 +605,7 @@ impl ResolveLocks {
                     message: format!("CheckSecondaryLocks answered with {}", reply.method_name()),
                 });
             };
-            match check.absorb(start_ts, keys.len(), r) {
+            match check.absorb(start_ts, &keys, r) {
                 Ok(true) => {}
                 Ok(false) => return Ok(SecondaryVerdict::NotAsyncCommit),
                 Err(message) => {

@@ -14,6 +14,8 @@ use crate::txn::commit::Committer;
 
 const START: Timestamp = Timestamp::compose(100, 0);
 const COMMIT: Timestamp = Timestamp::compose(200, 0);
+/// A fresh timestamp taken before the prewrite of async commit and 1PC.
+const LATEST: Timestamp = Timestamp::compose(150, 0);
 
 fn committer(
     config: &Config,
@@ -452,19 +454,23 @@ fn commit_in_one_phase_when_tikv_commits_at_prewrite() {
     let config = h.config.clone();
     let out = h.run(
         committer(&config, &[("a", put("1")), ("b", put("2"))]),
-        cluster([], |s| {
-            assert!(
-                req!(s, KvPrewrite).try_one_pc,
-                "one request carries every key"
+        cluster([resp::tso(LATEST)], |s| {
+            let p = req!(s, KvPrewrite);
+            assert!(p.try_one_pc, "one request carries every key");
+            assert_eq!(
+                p.min_commit_ts,
+                LATEST.next().as_u64(),
+                "above every snapshot taken before the commit"
             );
+            assert!(p.max_commit_ts > LATEST.as_u64());
             resp::prewrite().one_pc(ts(180))
         }),
     );
     assert_eq!(out.unwrap(), ts(180));
     assert_eq!(
         resp::kinds(&h.effects),
-        ["KvPrewrite"],
-        "no commit ts, no commit"
+        ["Tso", "KvPrewrite"],
+        "a lower bound for the commit ts, then the commit itself"
     );
 }
 
@@ -475,7 +481,7 @@ fn commit_never_asks_for_one_phase_when_keys_span_regions() {
     let config = h.config.clone();
     let out = h.run(
         committer(&config, &three_keys()),
-        cluster([resp::tso(COMMIT)], all_ok),
+        cluster([resp::tso(LATEST), resp::tso(COMMIT)], all_ok),
     );
     assert_eq!(out.unwrap(), COMMIT);
     let sent = resp::sent(&h.effects);
@@ -495,11 +501,11 @@ fn commit_declined_one_phase_continues_as_two_phase_commit() {
     let out = h.run(
         committer(&config, &[("a", put("1")), ("b", put("2"))]),
         // TiKV declined 1PC: ordinary locks, no one_pc_commit_ts.
-        cluster([resp::tso(COMMIT)], all_ok),
+        cluster([resp::tso(LATEST), resp::tso(COMMIT)], all_ok),
     );
     assert_eq!(out.unwrap(), COMMIT);
     let kinds = resp::kinds(&h.effects);
-    assert_eq!(kinds[..3], ["KvPrewrite", "Tso", "KvCommit"]);
+    assert_eq!(kinds[..4], ["Tso", "KvPrewrite", "Tso", "KvCommit"]);
     let sent = resp::sent(&h.effects);
     assert!(req!(sent[0], KvPrewrite).try_one_pc);
     assert_eq!(sent[1].keys, keys(&["a"]), "the primary commits first");
@@ -719,4 +725,200 @@ fn run_without_background<M: Machine>(
         let mut cx = h.cx();
         machine.handle(&mut cx, id, outcome);
     }
+}
+
+// Async commit: the prewrite is the commit point.
+
+/// Async commit on, "a" "b" in region 1 and "x" in region 2 prewritten with min commit
+/// timestamps 160 and 170.
+fn async_cluster(s: &resp::Sent) -> Outcome {
+    match (s.method, s.store) {
+        ("KvPrewrite", 1) => resp::prewrite().min_commit(ts(160)),
+        ("KvPrewrite", _) => resp::prewrite().min_commit(ts(170)),
+        _ => all_ok(s),
+    }
+}
+
+#[test]
+fn async_commit_is_decided_by_the_prewrites_at_their_largest_min_commit_ts() {
+    let mut h = harness();
+    h.config.async_commit = true;
+    let config = h.config.clone();
+    let (out, spawned) = run_without_background(
+        &mut h,
+        committer(&config, &three_keys()),
+        cluster([resp::tso(LATEST)], async_cluster),
+    );
+    assert_eq!(
+        out.unwrap(),
+        ts(170),
+        "no commit ts from TSO: the largest min_commit_ts"
+    );
+    assert_eq!(spawned, ["commit secondaries"]);
+    assert_eq!(
+        resp::kinds(&h.effects),
+        ["Tso", "KvPrewrite", "KvPrewrite"],
+        "reported once every key is prewritten; nothing committed before"
+    );
+    let sent = resp::sent(&h.effects);
+    for s in &sent {
+        let p = req!(s, KvPrewrite);
+        assert!(p.use_async_commit);
+        assert_eq!(p.min_commit_ts, LATEST.next().as_u64());
+        assert_eq!(
+            p.max_commit_ts,
+            LATEST.add_ms(2000).as_u64(),
+            "the transaction's time (here the fresh timestamp) + the 2 s safe window"
+        );
+        let listed: Vec<crate::key::Key> = p.secondaries.iter().cloned().map(Into::into).collect();
+        if s.keys.contains(&"a".into()) {
+            assert_eq!(
+                listed,
+                keys(&["b", "x"]),
+                "the primary's lock lists the rest"
+            );
+        } else {
+            assert!(
+                listed.is_empty(),
+                "only the primary's batch lists secondaries"
+            );
+        }
+    }
+}
+
+#[test]
+fn async_commit_commits_every_key_in_the_background() {
+    let mut h = harness();
+    h.config.async_commit = true;
+    let config = h.config.clone();
+    let out = h.run(
+        committer(&config, &three_keys()),
+        cluster([resp::tso(LATEST)], async_cluster),
+    );
+    assert_eq!(out.unwrap(), ts(170));
+    let mut commits: Vec<_> = resp::sent(&h.effects)
+        .into_iter()
+        .filter(|s| s.method == "KvCommit")
+        .map(|s| (s.store, s.keys.clone(), req!(s, KvCommit).commit_version))
+        .collect();
+    commits.sort();
+    assert_eq!(
+        commits,
+        [
+            (1, keys(&["a", "b"]), ts(170).as_u64()),
+            (2, keys(&["x"]), ts(170).as_u64())
+        ],
+        "the primary with the secondaries: nothing committed it yet"
+    );
+}
+
+#[test]
+fn async_commit_falls_back_to_two_phase_commit_when_tikv_returns_no_min_commit_ts() {
+    let mut h = harness();
+    h.config.async_commit = true;
+    let config = h.config.clone();
+    let out = h.run(
+        committer(&config, &three_keys()),
+        cluster([resp::tso(LATEST), resp::tso(COMMIT)], |s| {
+            match (s.method, s.store) {
+                // Region 2 could not keep max_commit_ts: an ordinary lock.
+                ("KvPrewrite", 2) => resp::prewrite().min_commit(Timestamp::ZERO),
+                _ => async_cluster(s),
+            }
+        }),
+    );
+    assert_eq!(out.unwrap(), COMMIT, "a commit ts from TSO, as in 2PC");
+    let kinds = resp::kinds(&h.effects);
+    assert_eq!(
+        kinds[..5],
+        ["Tso", "KvPrewrite", "KvPrewrite", "Tso", "KvCommit"],
+        "the primary commit is the commit point again"
+    );
+    assert_eq!(resp::sent(&h.effects)[2].keys, keys(&["a"]));
+}
+
+#[test]
+fn async_commit_prewrite_reply_lost_is_undetermined_and_never_rolled_back() {
+    let mut h = harness();
+    h.config.async_commit = true;
+    let config = h.config.clone();
+    let out = h.run(
+        committer(&config, &three_keys()),
+        cluster([resp::tso(LATEST)], |s| match (s.method, s.store) {
+            ("KvPrewrite", 2) => resp::rpc_failed(Delivery::MaybeDelivered),
+            _ => async_cluster(s),
+        }),
+    );
+    assert!(matches!(out, Err(Error::Undetermined { .. })), "{out:?}");
+    assert!(
+        !resp::kinds(&h.effects).contains(&"KvBatchRollback"),
+        "if it arrived, the transaction is committed: rolling back could break it"
+    );
+}
+
+#[test]
+fn async_commit_is_not_used_for_transactions_over_its_key_limit() {
+    let mut h = harness();
+    h.config.async_commit = true;
+    h.config.async_commit_keys_limit = 2;
+    let config = h.config.clone();
+    let out = h.run(
+        committer(&config, &three_keys()),
+        cluster([resp::tso(COMMIT)], all_ok),
+    );
+    assert_eq!(out.unwrap(), COMMIT);
+    let sent = resp::sent(&h.effects);
+    assert!(
+        sent.iter()
+            .filter(|s| s.method == "KvPrewrite")
+            .all(
+                |s| !req!(s, KvPrewrite).use_async_commit && req!(s, KvPrewrite).max_commit_ts == 0
+            )
+    );
+    assert_eq!(
+        resp::kinds(&h.effects)[0],
+        "KvPrewrite",
+        "no fresh timestamp first"
+    );
+}
+
+#[test]
+fn causal_consistency_skips_the_fresh_timestamp() {
+    let mut h = harness();
+    h.config.async_commit = true;
+    let config = h.config.clone();
+    let mut buffer = WriteBuffer::new();
+    for (k, m) in three_keys() {
+        buffer.set(k.into(), m);
+    }
+    let out = h.run(
+        Committer::new(&config, START, &buffer).with_causal_consistency(true),
+        cluster([], async_cluster),
+    );
+    assert_eq!(out.unwrap(), ts(170));
+    let sent = resp::sent(&h.effects);
+    let p = req!(sent[0], KvPrewrite);
+    assert_eq!(p.min_commit_ts, START.next().as_u64());
+    assert_eq!(
+        p.max_commit_ts,
+        START.add_ms(2000).as_u64(),
+        "the transaction's own time bounds the commit ts"
+    );
+}
+
+#[test]
+fn async_commit_tso_failure_before_the_prewrite_fails_without_writing() {
+    let mut h = harness();
+    h.config.async_commit = true;
+    let config = h.config.clone();
+    let out = h.run(
+        committer(&config, &three_keys()),
+        cluster(std::iter::repeat_with(resp::tso_failed), |s| {
+            panic!("nothing may be written without the bound, got {}", s.method)
+        }),
+    );
+    assert!(
+        matches!(out, Err(Error::BackoffExhausted { .. })),
+        "{out:?}"
+    );
 }

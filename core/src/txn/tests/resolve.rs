@@ -723,8 +723,9 @@ fn a_missing_secondary_tells_the_async_commit_owner_rolled_back() {
         .collect();
     assert_eq!(
         resolves,
-        [(keys(&["b"]), 0), (keys(&["n"]), 0)],
-        "the locks still there, and the primary, rolled back"
+        [(keys(&["b"]), 0), (keys(&["n", "x"]), 0)],
+        "the locks still there, the missing key's batch (TiKV lists none of its locks) and \
+         the primary, rolled back"
     );
     assert_eq!(h.txn_statuses.get(ts(1000)), Some(TxnStatus::RolledBack));
 }

@@ -1,0 +1,250 @@
+//! Readers and writers meeting the locks other clients leave behind, against the mock's MVCC
+//! engine over loopback gRPC: pushed locks passed without waiting, orphaned async-commit
+//! transactions recovered to their true outcome, and many locks of one transaction resolved
+//! in a handful of requests. The RPC counts come from the mock's counters.
+
+use std::time::Duration;
+
+use tikv_integration_tests::crashed::{Crashed, locks_left};
+use tikv_integration_tests::mock_txn_cluster;
+use tikv_mock::server::MockServer;
+use tikv_tokio::{Config, Error, ReadOptions, TransactionClient};
+
+async fn client(mock: &MockServer) -> TransactionClient {
+    TransactionClient::connect(&[mock.pd_address()], Config::default().with_rng_seed(7))
+        .await
+        .unwrap()
+}
+
+/// RPCs of `method` the mock has served so far.
+fn rpcs(mock: &MockServer, method: &str) -> u64 {
+    mock.cluster().lock().counters().rpcs_of(method)
+}
+
+/// A read that must not wait for a lock's TTL: it fails if it takes a second.
+fn prompt() -> ReadOptions {
+    ReadOptions::default().with_timeout(Duration::from_secs(1))
+}
+
+async fn start_ts(c: &TransactionClient) -> u64 {
+    c.current_timestamp().await.unwrap().as_u64()
+}
+
+#[tokio::test]
+async fn a_running_transactions_locks_do_not_block_later_readers() {
+    // A transaction prewrote "a" and "b" (min_commit_ts = start + 1, as this client and
+    // client-go write them) and is still running: its locks live 60 s. A reader that started
+    // after it pushes its commit timestamp past itself and reads the old values at once —
+    // every read of the snapshot, after one status check.
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let c = client(&mock).await;
+    let mut t = c.begin().await.unwrap();
+    t.put("a", "old a").await.unwrap();
+    t.put("x", "old x").await.unwrap();
+    t.commit().await.unwrap();
+    let owner = start_ts(&c).await;
+    Crashed::new(&["a", "x"])
+        .pushable()
+        .ttl(60_000)
+        .leave(&mock, owner);
+
+    let checks = rpcs(&mock, "KvCheckTxnStatus");
+    let now = c.current_timestamp().await.unwrap();
+    let snapshot = c.snapshot_with(now, prompt()).unwrap();
+    assert_eq!(
+        snapshot.get("a").await.unwrap().as_deref(),
+        Some(&b"old a"[..])
+    );
+    assert_eq!(
+        snapshot.get("x").await.unwrap().as_deref(),
+        Some(&b"old x"[..])
+    );
+    assert_eq!(snapshot.batch_get(["a", "x"]).await.unwrap().len(), 2);
+    assert_eq!(snapshot.scan("a".., 10).await.unwrap().len(), 2);
+    assert_eq!(
+        rpcs(&mock, "KvCheckTxnStatus") - checks,
+        1,
+        "one check for the owner; the snapshot's other reads pass its locks"
+    );
+    assert_eq!(rpcs(&mock, "KvResolveLock"), 0, "a live owner's locks stay");
+    assert_eq!(locks_left(&mock, owner), 2);
+
+    // Without a min_commit_ts TiKV cannot push the owner: the reader has to wait for it (and
+    // here gives up after its one-second timeout). What this client writes never does this.
+    let stuck = start_ts(&c).await;
+    Crashed::new(&["b"]).ttl(60_000).leave(&mock, stuck);
+    let now = c.current_timestamp().await.unwrap();
+    let snapshot = c.snapshot_with(now, prompt()).unwrap();
+    assert!(matches!(snapshot.get("b").await, Err(Error::Cancelled(_))));
+}
+
+#[tokio::test]
+async fn an_orphaned_async_commit_transaction_that_prewrote_everything_is_committed() {
+    // Every key prewritten with async commit, then the client vanished before telling anyone:
+    // by the async-commit protocol the transaction is committed. A reader after the TTL
+    // finds that out from the secondaries and cleans up every lock.
+    let mock = mock_txn_cluster(3, &["k3", "k6"]).await;
+    let c = client(&mock).await;
+    let owner = start_ts(&c).await;
+    let keys = ["k1", "k4", "k7", "k8"];
+    Crashed::new(&keys)
+        .async_commit()
+        .ttl(50)
+        .leave(&mock, owner);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+
+    let before = mock.cluster().lock().counters().clone();
+    let t = c.begin().await.unwrap();
+    let got = t.get("k7").await.unwrap();
+    assert_eq!(got.as_deref(), Some(Crashed::value("k7").as_bytes()));
+    let after = mock.cluster().lock().counters().clone();
+    let sent: u64 = after.rpcs.values().sum::<u64>() - before.rpcs.values().sum::<u64>();
+    let of = |m: &str| after.rpcs_of(m) - before.rpcs_of(m);
+    assert!(sent < 20, "{sent} RPCs: {:?}", after.rpcs);
+    assert_eq!(of("KvCheckTxnStatus"), 1);
+    assert_eq!(
+        of("KvCheckSecondaryLocks"),
+        2,
+        "one per region holding a secondary"
+    );
+    assert_eq!(
+        locks_left(&mock, owner),
+        0,
+        "every lock resolved, the primary too"
+    );
+    // Everyone now sees the commit, with no further checks.
+    let t = c.begin().await.unwrap();
+    assert_eq!(t.batch_get(keys).await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn an_orphaned_async_commit_transaction_that_did_not_prewrite_everything_is_rolled_back() {
+    let mock = mock_txn_cluster(3, &["k3", "k6"]).await;
+    let c = client(&mock).await;
+    let mut t = c.begin().await.unwrap();
+    t.put("k4", "before").await.unwrap();
+    t.commit().await.unwrap();
+    let owner = start_ts(&c).await;
+    // The client crashed before prewriting "k8".
+    Crashed::new(&["k1", "k4", "k7", "k8"])
+        .async_commit()
+        .ttl(50)
+        .prewritten(3)
+        .leave(&mock, owner);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+
+    let t = c.begin().await.unwrap();
+    assert_eq!(t.get("k4").await.unwrap().as_deref(), Some(&b"before"[..]));
+    assert_eq!(locks_left(&mock, owner), 0);
+    // The missing key can never be prewritten now: its slot is rolled back.
+    let t = c.begin().await.unwrap();
+    assert!(t.batch_get(["k1", "k7", "k8"]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn many_locks_of_one_dead_transaction_cost_a_request_per_region() {
+    // 100 secondaries of a transaction committed at its primary, in 4 regions: one status
+    // check, and one ResolveLock per region (client-go's lite resolve batches per region).
+    let mock = mock_txn_cluster(3, &["k025", "k050", "k075"]).await;
+    let c = client(&mock).await;
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i:03}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let owner = start_ts(&c).await;
+    Crashed::new(&refs)
+        .committed_primary()
+        .ttl(60_000)
+        .leave(&mock, owner);
+
+    let (checks, resolves) = (
+        rpcs(&mock, "KvCheckTxnStatus"),
+        rpcs(&mock, "KvResolveLock"),
+    );
+    let t = c.begin().await.unwrap();
+    let got = t.batch_get(refs.clone()).await.unwrap();
+    assert_eq!(got.len(), 100);
+    assert_eq!(rpcs(&mock, "KvCheckTxnStatus") - checks, 1);
+    let resolved = rpcs(&mock, "KvResolveLock") - resolves;
+    assert!(
+        (1..=4).contains(&resolved),
+        "{resolved} ResolveLock requests for 99 locks in 4 regions"
+    );
+    assert_eq!(locks_left(&mock, owner), 0);
+}
+
+#[tokio::test]
+async fn a_decided_transaction_is_checked_once_per_client() {
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let c = client(&mock).await;
+    let owner = start_ts(&c).await;
+    Crashed::new(&["a", "b", "x"])
+        .committed_primary()
+        .ttl(60_000)
+        .leave(&mock, owner);
+    let checks = rpcs(&mock, "KvCheckTxnStatus");
+    // Two separate transactions, each meeting a different lock of the committed owner.
+    let t = c.begin().await.unwrap();
+    assert!(t.get("b").await.unwrap().is_some());
+    let t = c.begin().await.unwrap();
+    assert!(t.get("x").await.unwrap().is_some());
+    assert_eq!(
+        rpcs(&mock, "KvCheckTxnStatus") - checks,
+        1,
+        "the outcome is cached client-wide"
+    );
+}
+
+#[tokio::test]
+async fn async_commit_and_one_pc_transactions_are_seen_by_every_later_transaction() {
+    // Async commit reports the commit once every key is prewritten and commits the keys in
+    // the background; 1PC commits at prewrite. Either way a transaction that starts after
+    // the commit returned sees it (the commit ts is above every earlier snapshot), and no
+    // lock stays behind.
+    let mock = mock_txn_cluster(3, &["k3", "k6"]).await;
+    let c = client(&mock).await;
+    for (round, options) in [
+        tikv_tokio::TransactionOptions::default().with_async_commit(true),
+        tikv_tokio::TransactionOptions::default().with_try_one_pc(true),
+        tikv_tokio::TransactionOptions::default()
+            .with_async_commit(true)
+            .with_causal_consistency(true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let commits = rpcs(&mock, "KvCommit");
+        let mut t = c.begin_with(options).await.unwrap();
+        let start = t.start_ts();
+        let keys: Vec<String> = if round == 1 {
+            vec!["k1".into(), "k2".into()] // 1PC needs one region
+        } else {
+            vec!["k1".into(), "k4".into(), "k7".into()]
+        };
+        for k in &keys {
+            t.put(k.clone(), format!("round {round}")).await.unwrap();
+        }
+        let commit_ts = t.commit().await.unwrap();
+        assert!(commit_ts > start);
+        let reader = c.begin().await.unwrap();
+        assert!(reader.start_ts() >= commit_ts, "round {round}");
+        let got = reader.batch_get(keys.clone()).await.unwrap();
+        assert_eq!(got.len(), keys.len(), "round {round}");
+        assert!(
+            got.iter()
+                .all(|p| p.value == format!("round {round}").as_bytes()),
+            "round {round}: {got:?}"
+        );
+        if round == 1 {
+            assert_eq!(rpcs(&mock, "KvCommit"), commits, "1PC sends no commit");
+        }
+        // The background commit finishes shortly; wait for it within a generous bound.
+        let mut left = locks_left(&mock, start.as_u64());
+        for _ in 0..200 {
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            left = locks_left(&mock, start.as_u64());
+        }
+        assert_eq!(left, 0, "round {round}: no lock stays behind");
+    }
+}
