@@ -137,8 +137,17 @@ impl Crashed {
 ///
 /// If the mock refuses the scan (a test setup failure).
 pub fn locks_left(mock: &MockServer, start_ts: u64) -> usize {
+    count_locks(&mut mock.cluster().lock(), Some(start_ts))
+}
+
+/// How many locks remain anywhere in `cluster`: of the transaction started at `start_ts`, or
+/// of any transaction.
+///
+/// # Panics
+///
+/// If the cluster refuses the scan (a test setup failure).
+pub fn count_locks(cluster: &mut tikv_mock::Cluster, start_ts: Option<u64>) -> usize {
     let now = now_ms();
-    let mut cluster = mock.cluster().lock();
     let regions: Vec<(u64, kvrpcpb::Context)> = cluster
         .topology()
         .regions()
@@ -167,7 +176,7 @@ pub fn locks_left(mock: &MockServer, start_ts: u64) -> usize {
         left += r
             .locks
             .iter()
-            .filter(|l| l.lock_version == start_ts)
+            .filter(|l| start_ts.is_none_or(|ts| l.lock_version == ts))
             .count();
     }
     left

@@ -316,6 +316,103 @@ pub fn run_cas(seed: u64) -> Outcome {
     })
 }
 
+/// A register read and swapped by transactions (read, write the new value, commit) under
+/// faults and leader moves, committed with async commit, 1PC or 2PC by seed, checked for
+/// linearizability: a transaction that starts after another committed must see it, which
+/// async commit and 1PC owe to the fresh timestamp below their commit timestamp.
+pub fn run_txn_register(seed: u64) -> Outcome {
+    use crate::linearizability::{Event, Op, check};
+    use tikv_mock::sim::client::TransactionClient;
+    const CLIENTS: u64 = 3;
+    const OPS: u64 = 10;
+    simulate(seed, 1, move |rt, net, config| async move {
+        let config = config
+            .with_async_commit(seed % 3 == 0)
+            .with_try_one_pc(seed % 3 == 1);
+        let client = TransactionClient::connect_over(
+            rt.clone(),
+            Arc::new(net.clone()),
+            &[PD_ADDRESS],
+            config,
+        )
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+        let hist: Arc<Mutex<Vec<Event>>> = Arc::default();
+        let parse =
+            |v: Option<bytes::Bytes>| v.and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok());
+        let (done_tx, mut done_rx) = futures_channel::mpsc::unbounded::<()>();
+        for c in 0..CLIENTS {
+            let (client, hist, rt, done) =
+                (client.clone(), hist.clone(), rt.clone(), done_tx.clone());
+            let mut rng = Rng::seeded(seed ^ (c + 3).wrapping_mul(0x9e37_79b9));
+            rt.clone().spawn(async move {
+                for i in 0..OPS {
+                    let invoked = rt.elapsed();
+                    let Ok(mut t) = client.begin().await else {
+                        continue;
+                    };
+                    let Ok(seen) = t.get("register").await else {
+                        continue;
+                    };
+                    let seen: Option<u64> = parse(seen);
+                    if rng.below(3) == 0 {
+                        hist.lock().unwrap().push(Event {
+                            op: Op::Get(seen),
+                            invoked,
+                            returned: Some(rt.elapsed()),
+                        });
+                        continue;
+                    }
+                    let new = (c + 1) * 1000 + i;
+                    if t.put("register", new.to_string()).await.is_err() {
+                        continue;
+                    }
+                    let swap = |observed, returned| Event {
+                        op: Op::Cas {
+                            expected: seen,
+                            new,
+                            observed,
+                        },
+                        invoked,
+                        returned,
+                    };
+                    match t.commit().await {
+                        Ok(_) => hist
+                            .lock()
+                            .unwrap()
+                            .push(swap(Some((true, seen)), Some(rt.elapsed()))),
+                        // It may or may not have happened.
+                        Err(Error::Undetermined { .. }) => {
+                            hist.lock().unwrap().push(swap(None, None))
+                        }
+                        // Aborted: no effect.
+                        Err(_) => {}
+                    }
+                }
+                let _ = done.unbounded_send(());
+            });
+        }
+        drop(done_tx);
+        let mut rng = Rng::seeded(seed.rotate_left(17));
+        for _ in 0..6 {
+            rt.sleep(Duration::from_millis(rng.between(5, 40))).await;
+            let mut c = net.cluster().lock();
+            let regions: Vec<u64> = c.topology().regions().map(|r| r.id()).collect();
+            let region = regions[rng.below(regions.len() as u64) as usize];
+            let _ = c.transfer_leader(region, rng.between(1, 3));
+        }
+        for _ in 0..CLIENTS {
+            futures_util::StreamExt::next(&mut done_rx).await;
+        }
+        let history = hist.lock().unwrap().clone();
+        if !check(None, &history) {
+            return Err(format!("history is not linearizable: {history:#?}"));
+        }
+        net.set_faults(Faults::none());
+        no_locks_after_readers(&rt, &net, &client, vec!["register".into()]).await
+    })
+}
+
 /// Concurrent bank transfers through the transactional client under faults, splits and leader
 /// moves; the total must be conserved whatever committed, aborted or stayed undetermined.
 pub fn run_bank(seed: u64) -> Outcome {
@@ -324,8 +421,10 @@ pub fn run_bank(seed: u64) -> Outcome {
     const WORKERS: u64 = 3;
     const TRANSFERS: u64 = 8;
     simulate(seed, 1, move |rt, net, config| async move {
-        // Every third seed commits single-region transactions with 1PC.
-        let config = config.with_try_one_pc(seed % 3 == 0);
+        // The commit path by seed: 1PC (single-region transactions), async commit, or 2PC.
+        let config = config
+            .with_try_one_pc(seed % 3 == 0)
+            .with_async_commit(seed % 3 == 1);
         let client = TransactionClient::connect_over(
             rt.clone(),
             Arc::new(net.clone()),
@@ -435,6 +534,30 @@ pub fn run_bank(seed: u64) -> Outcome {
         if total != 100 * ACCOUNTS as i64 {
             return Err(format!("money not conserved: total {total}"));
         }
-        Ok(())
+        no_locks_after_readers(&rt, &net, &client, (0..ACCOUNTS).map(account).collect()).await
     })
+}
+
+/// Once every lock left by abandoned or undetermined transactions has outlived its TTL, a
+/// reader of `keys` resolves them all: none may remain in the cluster.
+async fn no_locks_after_readers(
+    rt: &SimRuntime,
+    net: &SimNetwork,
+    client: &tikv_mock::sim::client::TransactionClient,
+    keys: Vec<String>,
+) -> Result<(), String> {
+    // The longest TTL a small transaction's lock has (client-go's default, 3 s).
+    rt.sleep(Duration::from_secs(4)).await;
+    let reader = client.begin().await.map_err(|e| format!("begin: {e}"))?;
+    reader
+        .batch_get(keys)
+        .await
+        .map_err(|e| format!("read after the run: {e}"))?;
+    // Resolution of async-commit secondaries and background commits finish in the background.
+    rt.sleep(Duration::from_secs(1)).await;
+    let left = crate::crashed::count_locks(&mut net.cluster().lock(), None);
+    if left > 0 {
+        return Err(format!("{left} lock(s) left after every reader resolved"));
+    }
+    Ok(())
 }

@@ -1,9 +1,10 @@
-//! Deterministic simulation of the RawKV client under network faults and topology changes.
+//! Deterministic simulation of the RawKV and transactional clients under network faults and
+//! topology changes.
 //!
 //! `cargo test` runs a few dozen seeds; `SIM_SEEDS=1000` runs more; `SIM_SEED=n` replays one.
 //! A failure prints its seed and the command that replays it.
 
-use tikv_integration_tests::sim::{run, run_bank, run_cas};
+use tikv_integration_tests::sim::{run, run_bank, run_cas, run_txn_register};
 
 fn seeds() -> Vec<u64> {
     if let Ok(one) = std::env::var("SIM_SEED") {
@@ -66,6 +67,18 @@ fn bank_transfers_conserve_money_under_faults() {
         if let Err(why) = &outcome.verdict {
             panic!(
                 "seed {seed} failed: {why}\n  replay: SIM_SEED={seed} cargo test -p tikv-integration-tests --test sim bank"
+            );
+        }
+    }
+}
+
+#[test]
+fn transactional_register_is_linearizable_under_async_commit_one_pc_and_2pc() {
+    for seed in seeds() {
+        let outcome = run_txn_register(seed);
+        if let Err(why) = &outcome.verdict {
+            panic!(
+                "seed {seed} failed: {why}\n  replay: SIM_SEED={seed} cargo test -p tikv-integration-tests --test sim transactional_register"
             );
         }
     }
