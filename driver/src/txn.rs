@@ -35,7 +35,8 @@ use tikv_core::machine::Budgeted;
 use tikv_core::options::{ContextOptions, ReadOptions, TransactionOptions};
 use tikv_core::raw::KvPair;
 use tikv_core::txn::{
-    Committer, Mutation, ReadBypass, SnapshotBatchGet, SnapshotGet, SnapshotScan, WriteBuffer,
+    CheckTxnStatus, Committer, Lock, Mutation, ReadBypass, ResolveLocks, Resolved,
+    SnapshotBatchGet, SnapshotGet, SnapshotScan, TxnStatus, WriteBuffer,
 };
 use tikv_core::{Config, Error, Key, KeyMode, KeyRange, Machine, Result, Timestamp};
 use tracing::warn;
@@ -93,6 +94,82 @@ impl<R: Runtime> TransactionClient<R> {
     /// A fresh timestamp from PD.
     pub async fn current_timestamp(&self) -> Result<Timestamp> {
         self.ctx.pd.get_timestamp().await
+    }
+
+    /// The status of the transaction started at `start_ts` whose primary key is `primary`
+    /// (client-go's `LockResolver.GetTxnStatus`): committed (at a timestamp), rolled back, or
+    /// alive (with its lock's TTL). Like client-go, it settles a transaction whose primary
+    /// lock expired or never arrived as rolled back, so a late prewrite cannot revive it.
+    pub async fn check_txn_status(
+        &self,
+        primary: impl Into<Key>,
+        start_ts: Timestamp,
+    ) -> Result<TxnStatus> {
+        let codec = self.ctx.config.keyspace_codec();
+        let check = CheckTxnStatus::new(codec, primary.into(), start_ts, Timestamp::ZERO);
+        let backoff = Backoffer::new(
+            "check txn status",
+            self.ctx.config.budget(budget::TXN_STATUS),
+        );
+        run_with(
+            &self.ctx,
+            Budgeted::new(backoff, check),
+            Arc::new(ContextOptions::default()),
+        )
+        .await
+    }
+
+    /// Resolves `locks` (keys in user form, as TiKV reported them to a transaction started at
+    /// `caller_start_ts`) the way a writer must (client-go's `LockResolver.ResolveLocks`):
+    /// locks of committed or rolled-back owners are cleaned up, expired owners are rolled
+    /// back (async-commit ones recovered from their secondaries), and live owners are
+    /// reported in [`Resolved::alive`] with the time until the first of them expires.
+    pub async fn resolve_locks(
+        &self,
+        locks: Vec<Lock>,
+        caller_start_ts: Timestamp,
+    ) -> Result<Resolved> {
+        let locks = self.stored_locks(locks);
+        self.run_resolution(ResolveLocks::for_write(locks, caller_start_ts))
+            .await
+    }
+
+    /// Resolves `locks` the way a reader at `caller_start_ts` may (client-go's
+    /// `ResolveLocksForRead`): besides the cleanup, [`Resolved::bypass`] lists the owners
+    /// whose locks the reader may pass and [`Resolved::committed`] those it may read through
+    /// (send them as the request context's `resolved_locks` / `committed_locks`).
+    pub async fn resolve_locks_for_read(
+        &self,
+        locks: Vec<Lock>,
+        caller_start_ts: Timestamp,
+    ) -> Result<Resolved> {
+        let locks = self.stored_locks(locks);
+        self.run_resolution(ResolveLocks::for_read(locks, caller_start_ts))
+            .await
+    }
+
+    fn stored_locks(&self, locks: Vec<Lock>) -> Vec<Lock> {
+        let codec = self.ctx.config.keyspace_codec();
+        locks
+            .into_iter()
+            .map(|l| Lock {
+                key: codec.encode(l.key),
+                primary: codec.encode(l.primary),
+                ..l
+            })
+            .collect()
+    }
+
+    async fn run_resolution(&self, resolver: ResolveLocks) -> Result<Resolved> {
+        let codec = self.ctx.config.keyspace_codec();
+        let backoff = Backoffer::new("resolve locks", self.ctx.config.budget(budget::CLEANUP));
+        let result = run_with(
+            &self.ctx,
+            Budgeted::new(backoff, resolver),
+            Arc::new(ContextOptions::default()),
+        )
+        .await;
+        codec.decode_result(result)
     }
 
     /// Starts an optimistic transaction at a fresh timestamp.

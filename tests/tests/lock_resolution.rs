@@ -248,3 +248,77 @@ async fn async_commit_and_one_pc_transactions_are_seen_by_every_later_transactio
         assert_eq!(left, 0, "round {round}: no lock stays behind");
     }
 }
+
+#[tokio::test]
+async fn the_lock_resolver_api_checks_statuses_and_resolves_given_locks() {
+    use tikv_tokio::{Lock, Timestamp, TxnStatus};
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let c = client(&mock).await;
+
+    // Committed at its primary, then crashed.
+    let committed = start_ts(&c).await;
+    Crashed::new(&["p", "s"])
+        .committed_primary()
+        .ttl(60_000)
+        .leave(&mock, committed);
+    let ts = Timestamp::from_u64(committed);
+    assert_eq!(
+        c.check_txn_status("p", ts).await.unwrap(),
+        TxnStatus::Committed(Timestamp::from_u64(committed + 1))
+    );
+    // Still running: alive, with its lock's TTL.
+    let running = start_ts(&c).await;
+    Crashed::new(&["q"])
+        .pushable()
+        .ttl(60_000)
+        .leave(&mock, running);
+    assert!(matches!(
+        c.check_txn_status("q", Timestamp::from_u64(running))
+            .await
+            .unwrap(),
+        TxnStatus::Alive { ttl_ms: 60_000 }
+    ));
+    // Never wrote its primary: settled as rolled back.
+    let never = start_ts(&c).await;
+    assert_eq!(
+        c.check_txn_status("z", Timestamp::from_u64(never))
+            .await
+            .unwrap(),
+        TxnStatus::RolledBack
+    );
+
+    // The committed transaction's secondary, as a reader would report it.
+    let lock = Lock {
+        key: "s".into(),
+        primary: "p".into(),
+        start_ts: ts,
+        ttl_ms: 60_000,
+        txn_size: 2,
+        use_async_commit: false,
+        lock_type: 0,
+        for_update_ts: Timestamp::ZERO,
+        min_commit_ts: Timestamp::ZERO,
+    };
+    let caller = c.current_timestamp().await.unwrap();
+    let resolved = c
+        .resolve_locks_for_read(vec![lock.clone()], caller)
+        .await
+        .unwrap();
+    assert_eq!(
+        resolved.committed,
+        [ts],
+        "committed before the caller: read through"
+    );
+    assert_eq!(locks_left(&mock, committed), 0);
+    // The live one stays, and a writer is told how long to wait.
+    let live = Lock {
+        key: "q".into(),
+        primary: "q".into(),
+        start_ts: Timestamp::from_u64(running),
+        ..lock
+    };
+    let resolved = c.resolve_locks(vec![live], caller).await.unwrap();
+    assert_eq!(resolved.alive, 1);
+    assert!(resolved.wait_ms > 50_000, "{resolved:?}");
+    assert_eq!(locks_left(&mock, running), 1);
+}

@@ -20,7 +20,7 @@ pub mod status_cache;
 pub use buffer::{Mutation, WriteBuffer};
 pub use commit::Committer;
 pub use lock::{Lock, TxnStatus, key_error};
-pub use resolve::{ReadBypass, ResolveLocks};
+pub use resolve::{CheckTxnStatus, ReadBypass, ResolveLocks, Resolved};
 pub use scan::SnapshotScan;
 pub use snapshot::{SnapshotBatchGet, SnapshotGet};
 pub use status_cache::TxnStatusCache;

@@ -49,6 +49,7 @@ pub const RESOLVE_LITE_THRESHOLD: u64 = 512;
 
 /// What resolving a set of locks achieved.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Resolved {
     /// Locks committed or rolled back by us.
     pub cleaned: usize,
@@ -859,6 +860,143 @@ impl Machine for ResolveLocks {
             State::Checking(m) => m.handle(cx, id, outcome),
             State::CheckingSecondaries(m, _) => m.handle(cx, id, outcome),
             State::Cleaning(m) => m.handle(cx, id, outcome),
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug)]
+enum StatusState {
+    NeedTs,
+    WaitingTs(EffectId),
+    TsoFailed(Box<Error>),
+    SleepingBeforeTs(EffectId),
+    Checking(Box<SingleKey>),
+    Done,
+}
+
+/// Asks a transaction's primary for its status (client-go's `LockResolver.GetTxnStatus`): at
+/// a fresh timestamp, rolling back a transaction whose primary lock has expired or was never
+/// written (TiKV then writes a rollback record, so that a late prewrite cannot revive it). A
+/// decided outcome is shared through the client's status cache.
+#[derive(Debug)]
+pub struct CheckTxnStatus {
+    codec: crate::keyspace::KeyspaceCodec,
+    /// Stored form.
+    primary: Key,
+    start_ts: Timestamp,
+    caller_start_ts: Timestamp,
+    state: StatusState,
+}
+
+impl CheckTxnStatus {
+    /// Checks the transaction started at `start_ts` whose primary is `primary` (a user key
+    /// of `codec`'s keyspace), on behalf of a caller started at `caller_start_ts` (zero for
+    /// none: TiKV then pushes nothing).
+    pub fn new(
+        codec: crate::keyspace::KeyspaceCodec,
+        primary: Key,
+        start_ts: Timestamp,
+        caller_start_ts: Timestamp,
+    ) -> Self {
+        CheckTxnStatus {
+            codec,
+            primary: codec.encode(primary),
+            start_ts,
+            caller_start_ts,
+            state: StatusState::NeedTs,
+        }
+    }
+
+    fn status(&self, response: TikvResponse) -> Result<TxnStatus, Error> {
+        let TikvResponse::KvCheckTxnStatus(r) = response else {
+            return Err(Error::KeyError {
+                key: self.primary.clone(),
+                message: "unexpected reply to CheckTxnStatus".into(),
+            });
+        };
+        if let Some(e) = &r.error {
+            return Err(match key_error(e, self.start_ts).on_key(&self.primary) {
+                KeyErrorKind::Fail(e) => e,
+                other => Error::KeyError {
+                    key: self.primary.clone(),
+                    message: format!("CheckTxnStatus: {other:?}"),
+                },
+            });
+        }
+        Ok(if r.commit_version > 0 {
+            TxnStatus::Committed(Timestamp::from_u64(r.commit_version))
+        } else if r.lock_ttl > 0 {
+            TxnStatus::Alive { ttl_ms: r.lock_ttl }
+        } else {
+            TxnStatus::RolledBack
+        })
+    }
+
+    fn finish(&mut self, result: Result<TxnStatus, Error>) -> Step<Result<TxnStatus, Error>> {
+        self.state = StatusState::Done;
+        Step::Done(self.codec.decode_result(result))
+    }
+}
+
+impl Machine for CheckTxnStatus {
+    type Output = Result<TxnStatus, Error>;
+
+    fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
+        match &mut self.state {
+            StatusState::Done | StatusState::WaitingTs(_) | StatusState::SleepingBeforeTs(_) => {
+                Step::Wait
+            }
+            StatusState::NeedTs => {
+                if let Some(status) = cx.txn_statuses.get(self.start_ts) {
+                    return self.finish(Ok(status));
+                }
+                let id = cx.next_id();
+                self.state = StatusState::WaitingTs(id);
+                Step::Effect(Effect::Tso { id, count: 1 })
+            }
+            StatusState::TsoFailed(error) => {
+                match cx.backoff_sleep(BackoffKind::PdRpc, None, error) {
+                    Ok(sleep) => {
+                        self.state = StatusState::SleepingBeforeTs(sleep.id());
+                        Step::Effect(sleep)
+                    }
+                    Err(e) => self.finish(Err(e)),
+                }
+            }
+            StatusState::Checking(m) => {
+                let reply = ready!(m.poll(cx));
+                let status = reply.and_then(|r| self.status(r));
+                if let Ok(status @ (TxnStatus::Committed(_) | TxnStatus::RolledBack)) = status {
+                    // With rollback_if_not_exist, "gone without a commit" is final.
+                    cx.txn_statuses.insert(self.start_ts, status);
+                }
+                self.finish(status)
+            }
+        }
+    }
+
+    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
+        match &mut self.state {
+            StatusState::WaitingTs(want) if *want == id => match outcome {
+                Outcome::Timestamps(Ok(now)) => {
+                    let request = TikvRequest::KvCheckTxnStatus(kvrpcpb::CheckTxnStatusRequest {
+                        primary_key: self.primary.to_bytes(),
+                        lock_ts: self.start_ts.as_u64(),
+                        caller_start_ts: self.caller_start_ts.as_u64(),
+                        current_ts: now.as_u64(),
+                        rollback_if_not_exist: true,
+                        verify_is_primary: true,
+                        ..Default::default()
+                    });
+                    let m = SingleKey::new(self.primary.clone(), request, RpcOptions::READ);
+                    self.state = StatusState::Checking(Box::new(m));
+                }
+                Outcome::Timestamps(Err(e)) => self.state = StatusState::TsoFailed(Box::new(e)),
+                _ => {}
+            },
+            StatusState::SleepingBeforeTs(want) if *want == id => self.state = StatusState::NeedTs,
+            StatusState::Checking(m) => m.handle(cx, id, outcome),
             _ => {}
         }
     }

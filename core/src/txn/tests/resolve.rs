@@ -836,3 +836,44 @@ fn secondaries_check_region_error_regroups_and_asks_again() {
         Some(TxnStatus::Committed(ts(1700)))
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// CheckTxnStatus: the public status query
+
+#[test]
+fn status_query_settles_a_missing_primary_and_shares_decided_outcomes() {
+    use crate::keyspace::KeyspaceCodec;
+    use crate::txn::resolve::CheckTxnStatus;
+    let mut h = harness();
+    let out = h.run(
+        CheckTxnStatus::new(KeyspaceCodec::NONE, "n".into(), ts(1000), Timestamp::ZERO),
+        cluster([resp::tso(ts(2000))], |s| {
+            let check = req!(s, KvCheckTxnStatus);
+            assert!(check.rollback_if_not_exist, "as client-go's GetTxnStatus");
+            assert_eq!(check.current_ts, ts(2000).as_u64());
+            resp::check_txn_status().committed(ts(1500))
+        }),
+    );
+    assert_eq!(out.unwrap(), TxnStatus::Committed(ts(1500)));
+    // Asked again: the cache answers, nothing is sent.
+    let before = h.effects.len();
+    let out = h.run(
+        CheckTxnStatus::new(KeyspaceCodec::NONE, "n".into(), ts(1000), Timestamp::ZERO),
+        |e| panic!("unexpected {e:?}"),
+    );
+    assert_eq!(out.unwrap(), TxnStatus::Committed(ts(1500)));
+    assert_eq!(h.effects.len(), before);
+}
+
+#[test]
+fn status_query_reports_a_live_owner_and_caches_nothing() {
+    use crate::keyspace::KeyspaceCodec;
+    use crate::txn::resolve::CheckTxnStatus;
+    let mut h = harness();
+    let out = h.run(
+        CheckTxnStatus::new(KeyspaceCodec::NONE, "n".into(), ts(1000), Timestamp::ZERO),
+        cluster([resp::tso(ts(2000))], |_| resp::check_txn_status().alive(3000)),
+    );
+    assert_eq!(out.unwrap(), TxnStatus::Alive { ttl_ms: 3000 });
+    assert!(h.txn_statuses.is_empty());
+}
