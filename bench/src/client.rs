@@ -1,7 +1,109 @@
 //! The clients under test behind one enum, so that every workload runs the same code for
 //! each of them (an enum rather than a trait object: no boxing of futures on either side).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+/// One side's clients: RawKV (against the raw mock) and, for the commit workloads,
+/// transactional (against the mock split at encoded keys).
+#[derive(Clone)]
+pub(crate) struct Clients {
+    /// The RawKV client.
+    pub(crate) raw: Client,
+    /// The transactional client, when the commit workloads run.
+    pub(crate) txn: Option<TxnClient>,
+}
+
+/// How a benchmark transaction commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// Two-phase commit.
+    TwoPc,
+    /// Async commit (falls back to 2PC when not eligible).
+    Async,
+    /// One-phase commit (falls back to 2PC when the keys need several requests).
+    OnePc,
+}
+
+impl Commit {
+    /// The mode's label in tables.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Commit::TwoPc => "2PC",
+            Commit::Async => "async commit",
+            Commit::OnePc => "1PC",
+        }
+    }
+}
+
+/// A transactional client under test.
+#[derive(Clone)]
+pub(crate) enum TxnClient {
+    /// This project's client (`tikv-tokio`).
+    Ours(tikv_tokio::TransactionClient),
+    /// client-rust (`tikv-client` 0.4), whose client is not `Clone`.
+    ClientRust(Arc<tikv_client::TransactionClient>),
+}
+
+impl TxnClient {
+    /// Connects `side` to the PD at `pd`.
+    pub(crate) async fn connect(side: Side, pd: &str) -> Result<TxnClient, String> {
+        match side {
+            Side::Ours | Side::OursUnary => {
+                let config = tikv_tokio::Config::default()
+                    .with_batch_commands(side == Side::Ours)
+                    .with_region_concurrency(16);
+                tikv_tokio::TransactionClient::connect(&[pd], config)
+                    .await
+                    .map(TxnClient::Ours)
+                    .map_err(|e| e.to_string())
+            }
+            Side::ClientRust => {
+                let config = tikv_client::Config::default().with_timeout(CALL_TIMEOUT);
+                tikv_client::TransactionClient::new_with_config(vec![pd.to_string()], config)
+                    .await
+                    .map(|c| TxnClient::ClientRust(Arc::new(c)))
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// One optimistic transaction that writes `pairs` and commits with `mode`.
+    pub(crate) async fn commit(
+        &self,
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+        mode: Commit,
+    ) -> Result<(), String> {
+        match self {
+            TxnClient::Ours(c) => {
+                let options = tikv_tokio::TransactionOptions::default()
+                    .with_async_commit(mode == Commit::Async)
+                    .with_try_one_pc(mode == Commit::OnePc);
+                let mut t = c.begin_with(options).await.map_err(|e| e.to_string())?;
+                for (k, v) in pairs {
+                    t.put(k, v).await.map_err(|e| e.to_string())?;
+                }
+                t.commit().await.map(|_| ()).map_err(|e| e.to_string())
+            }
+            TxnClient::ClientRust(c) => {
+                let mut options = tikv_client::TransactionOptions::new_optimistic();
+                options = match mode {
+                    Commit::TwoPc => options,
+                    Commit::Async => options.use_async_commit(),
+                    Commit::OnePc => options.try_one_pc(),
+                };
+                let mut t = c
+                    .begin_with_options(options)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for (k, v) in pairs {
+                    t.put(k, v).await.map_err(|e| e.to_string())?;
+                }
+                t.commit().await.map(|_| ()).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
 
 /// A RawKV client under test.
 #[derive(Clone)]

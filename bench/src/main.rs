@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, Side};
+use crate::client::{Client, Clients, Commit, Side, TxnClient};
 use crate::mock::MockProcess;
 use crate::workload::{Data, Measurement, Op, Spec, SplitMix64};
 
@@ -169,6 +169,44 @@ fn specs(o: &Options) -> Vec<Spec> {
         Op::BatchPut(100),
         o.batch_concurrency,
     ));
+    // Commits: 2PC vs async commit vs 1PC (perf-reliability.md §A3.2's transaction rows).
+    let commit = |keys: usize, mode: Commit, one_region: bool, concurrency: usize| {
+        let place = if keys == 1 {
+            String::new()
+        } else if one_region {
+            ", one region".to_string()
+        } else {
+            ", all regions".to_string()
+        };
+        spec(
+            format!("TX commit {keys} key(s){place}, {}", mode.label()),
+            Op::Commit {
+                keys,
+                mode,
+                one_region,
+            },
+            concurrency,
+        )
+    };
+    // Latency: one transaction at a time (no queueing on the shared cores).
+    for mode in [Commit::TwoPc, Commit::Async, Commit::OnePc] {
+        all.push(commit(1, mode, false, 1));
+    }
+    for mode in [Commit::TwoPc, Commit::Async] {
+        all.push(commit(16, mode, false, 1));
+    }
+    // Throughput: the batch workloads' concurrency.
+    let c = o.batch_concurrency;
+    for mode in [Commit::TwoPc, Commit::Async, Commit::OnePc] {
+        all.push(commit(1, mode, false, c));
+    }
+    for mode in [Commit::TwoPc, Commit::Async, Commit::OnePc] {
+        all.push(commit(16, mode, true, c));
+    }
+    for mode in [Commit::TwoPc, Commit::Async] {
+        all.push(commit(16, mode, false, c));
+        all.push(commit(256, mode, false, c));
+    }
     all.retain(|s| {
         o.only
             .as_deref()
@@ -216,7 +254,13 @@ async fn run(o: Options) -> Result<(), String> {
     let data = Data {
         records: o.records,
         value_size: o.value_size,
+        regions: o.regions,
     };
+    let specs = specs(&o);
+    if specs.is_empty() {
+        return Err("no workload matches --only".into());
+    }
+    let commits = specs.iter().any(|s| matches!(s.op, Op::Commit { .. }));
     let splits: Vec<Vec<u8>> = (1..o.regions)
         .map(|i| workload::key(i * o.records / o.regions))
         .collect();
@@ -228,16 +272,38 @@ async fn run(o: Options) -> Result<(), String> {
         mock.pd
     );
 
-    let mut sides = vec![(Side::Ours, connect(Side::Ours, &mock.pd).await?)];
-    load(&sides[0].1, data).await?;
+    // Transactions need region boundaries as TiKV writes them for transactional data:
+    // memcomparable-encoded keys. They get a mock of their own.
+    let txn_mock = if commits {
+        let encoded: Vec<Vec<u8>> = splits
+            .iter()
+            .map(|k| tikv_core::codec::encode_memcomparable(k))
+            .collect();
+        let m = MockProcess::start(&o.tikv_cli, 3, &encoded)?;
+        eprintln!(
+            "transactional mock: {} regions at encoded keys, PD at {}",
+            o.regions, m.pd
+        );
+        Some(m)
+    } else {
+        None
+    };
+    let txn_pd = txn_mock.as_ref().map(|m| m.pd.clone());
+
+    let mut sides = vec![(
+        Side::Ours,
+        connect(Side::Ours, &mock.pd, txn_pd.as_deref()).await?,
+    )];
+    load(&sides[0].1.raw, data).await?;
     if o.unary {
-        sides.push((Side::OursUnary, connect(Side::OursUnary, &mock.pd).await?));
+        let c = connect(Side::OursUnary, &mock.pd, txn_pd.as_deref()).await?;
+        sides.push((Side::OursUnary, c));
     }
     let mut client_rust_problem = None;
     if o.ours_only {
         client_rust_problem = Some("skipped (--ours-only)".to_string());
     } else {
-        match connect(Side::ClientRust, &mock.pd).await {
+        match connect(Side::ClientRust, &mock.pd, txn_pd.as_deref()).await {
             Ok(c) => sides.push((Side::ClientRust, c)),
             Err(e) => {
                 eprintln!("client-rust cannot run against the mock, running ours alone: {e}");
@@ -252,15 +318,12 @@ async fn run(o: Options) -> Result<(), String> {
         .collect();
     for (side, client) in &sides {
         client
+            .raw
             .batch_get(firsts.clone())
             .await
             .map_err(|e| format!("{}: warm-up batch get: {e}", side.label()))?;
     }
 
-    let specs = specs(&o);
-    if specs.is_empty() {
-        return Err("no workload matches --only".into());
-    }
     let started = Instant::now();
     let mut results: Vec<(Spec, Vec<Measurement>)> = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
@@ -297,12 +360,28 @@ async fn run(o: Options) -> Result<(), String> {
         started.elapsed(),
     );
     drop(mock);
+    drop(txn_mock);
     Ok(())
 }
 
-async fn connect(side: Side, pd: &str) -> Result<Client, String> {
+/// Connects `side`'s RawKV client to `pd` and, when `txn_pd` is given, its transactional
+/// client to that mock.
+async fn connect(side: Side, pd: &str, txn_pd: Option<&str>) -> Result<Clients, String> {
+    let raw = connect_one(side, pd, Client::connect(side, pd)).await?;
+    let txn = match txn_pd {
+        Some(txn_pd) => Some(connect_one(side, txn_pd, TxnClient::connect(side, txn_pd)).await?),
+        None => None,
+    };
+    Ok(Clients { raw, txn })
+}
+
+async fn connect_one<C>(
+    side: Side,
+    pd: &str,
+    connecting: impl std::future::Future<Output = Result<C, String>>,
+) -> Result<C, String> {
     // A bounded wait: a client that cannot speak to the mock should fail, not hang.
-    match tokio::time::timeout(Duration::from_secs(20), Client::connect(side, pd)).await {
+    match tokio::time::timeout(Duration::from_secs(20), connecting).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(format!(
             "{} cannot connect to PD at {pd}: {e}",
@@ -343,7 +422,7 @@ async fn load(client: &Client, data: Data) -> Result<(), String> {
 /// The results as a Markdown table (readable on a terminal, pasteable into the README).
 fn print_report(
     o: &Options,
-    sides: &[(Side, Client)],
+    sides: &[(Side, Clients)],
     results: &[(Spec, Vec<Measurement>)],
     client_rust_problem: Option<&str>,
     took: Duration,

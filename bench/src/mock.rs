@@ -17,15 +17,23 @@ pub(crate) struct MockProcess {
 }
 
 impl MockProcess {
-    /// Starts `binary mock --stores <stores> --splits <splits> --spread-leaders` and waits for
-    /// its PD address.
+    /// Starts `binary --hex mock --stores <stores> --splits <splits> --spread-leaders` and
+    /// waits for its PD address.
     pub(crate) fn start(binary: &Path, stores: u32, splits: &[Vec<u8>]) -> Result<Self, String> {
+        // Split keys go over in hex: transactional boundaries are memcomparable-encoded
+        // bytes, not text.
         let splits: Vec<String> = splits
             .iter()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .map(|k| k.iter().map(|b| format!("{b:02x}")).collect())
             .collect();
         let mut child = Command::new(binary)
-            .args(["mock", "--stores", &stores.to_string(), "--spread-leaders"])
+            .args([
+                "--hex",
+                "mock",
+                "--stores",
+                &stores.to_string(),
+                "--spread-leaders",
+            ])
             .arg("--splits")
             .arg(splits.join(","))
             .stdin(Stdio::null())

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::client::Client;
+use crate::client::{Clients, Commit};
 
 /// The operations a workload issues.
 #[derive(Clone, Copy, Debug)]
@@ -28,6 +28,17 @@ pub(crate) enum Op {
     BatchGet(usize),
     /// Batch puts of this many distinct, uniformly chosen records.
     BatchPut(usize),
+    /// Transactions writing this many distinct records, committed with `mode`. Workers write
+    /// disjoint records (no conflicts); `one_region` draws a transaction's keys from one
+    /// region, otherwise from all.
+    Commit {
+        /// Keys written per transaction.
+        keys: usize,
+        /// How it commits.
+        mode: Commit,
+        /// Keys from one region (1PC needs one request).
+        one_region: bool,
+    },
 }
 
 /// One row of the comparison.
@@ -48,6 +59,8 @@ pub(crate) struct Data {
     pub(crate) records: u64,
     /// Bytes per value.
     pub(crate) value_size: usize,
+    /// Regions, split at even record numbers.
+    pub(crate) regions: u64,
 }
 
 /// The key of record `n` (16 bytes, sorted by record number).
@@ -142,7 +155,7 @@ fn process_cpu() -> Duration {
 /// Runs `spec` through `client` for `duration` and measures it. `seed` fixes every worker's
 /// operation stream.
 pub(crate) async fn run(
-    client: &Client,
+    client: &Clients,
     spec: &Spec,
     data: Data,
     duration: Duration,
@@ -158,12 +171,13 @@ pub(crate) async fn run(
         let stop = stop.clone();
         let op = spec.op;
         let zipf = zipf.clone();
+        let workers = spec.concurrency as u64;
         let mut rng = SplitMix64::new(seed ^ worker.wrapping_mul(0xa076_1d64_78bd_642f));
         tasks.spawn(async move {
             let mut m = Measurement::empty();
             while !stop.load(Ordering::Relaxed) {
                 let began = Instant::now();
-                let result = call(&client, op, data, &zipf, &mut rng).await;
+                let result = call(&client, op, data, &zipf, &mut rng, (worker, workers)).await;
                 let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
                 match result {
                     Ok(()) => {
@@ -201,12 +215,14 @@ pub(crate) async fn run(
 
 /// One call of `op`.
 async fn call(
-    client: &Client,
+    clients: &Clients,
     op: Op,
     data: Data,
     zipf: &ScrambledZipfian,
     rng: &mut SplitMix64,
+    (worker, workers): (u64, u64),
 ) -> Result<(), String> {
+    let client = &clients.raw;
     match op {
         Op::GetUniform => {
             let n = rng.below(data.records);
@@ -238,7 +254,51 @@ async fn call(
                 .collect();
             client.batch_put(pairs).await
         }
+        Op::Commit {
+            keys,
+            mode,
+            one_region,
+        } => {
+            let txn = clients
+                .txn
+                .as_ref()
+                .ok_or("no transactional client for the commit workloads")?;
+            let pairs = worker_keys(rng, data, keys, (worker, workers), one_region)
+                .into_iter()
+                .map(|k| (k, value(rng, data.value_size)))
+                .collect();
+            txn.commit(pairs, mode).await
+        }
     }
+}
+
+/// `count` distinct records of this worker's share (record numbers `≡ worker` modulo
+/// `workers`), from one random region when `one_region`, else from all.
+fn worker_keys(
+    rng: &mut SplitMix64,
+    data: Data,
+    count: usize,
+    (worker, workers): (u64, u64),
+    one_region: bool,
+) -> Vec<Vec<u8>> {
+    let (first, span) = if one_region {
+        let per_region = data.records / data.regions.max(1);
+        (rng.below(data.regions.max(1)) * per_region, per_region)
+    } else {
+        (0, data.records)
+    };
+    // This worker's records in [first, first + span).
+    let offset = (worker + workers - first % workers) % workers;
+    let mine = span.saturating_sub(offset).div_ceil(workers);
+    let count = count.min(usize::try_from(mine).unwrap_or(usize::MAX));
+    let mut chosen: Vec<u64> = Vec::with_capacity(count);
+    while chosen.len() < count {
+        let n = first + offset + rng.below(mine) * workers;
+        if !chosen.contains(&n) {
+            chosen.push(n);
+        }
+    }
+    chosen.into_iter().map(key).collect()
 }
 
 /// `count` distinct uniformly chosen record keys (all records when `count` exceeds them).

@@ -19,7 +19,7 @@
 //! tikv#11187); TiKV's resolved-ts worker uses the large entries' `min_commit_ts` to keep
 //! advancing past a pipelined transaction's locks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// TiKV's `CACHE_ITEMS_REQUIRED_KEEP_TIME` (the same for both tables).
 pub(crate) const KEEP_MS: u64 = 30_000;
@@ -66,14 +66,34 @@ struct Entry {
     updated_ms: u64,
 }
 
-/// Both tables, keyed by start ts.
+/// Both tables, keyed by start ts, and an index of their entries by last update for
+/// eviction (a full sweep per insert made the mock slow down as commits piled up: tens of
+/// thousands of entries live for 30 s under load).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TxnStatusCache {
     normal: BTreeMap<u64, Entry>,
     large: BTreeMap<u64, Entry>,
+    /// `(updated_ms, is_large, start_ts)` of every entry of both tables.
+    by_age: BTreeSet<(u64, bool, u64)>,
 }
 
 impl TxnStatusCache {
+    fn table(&mut self, large: bool) -> &mut BTreeMap<u64, Entry> {
+        if large {
+            &mut self.large
+        } else {
+            &mut self.normal
+        }
+    }
+
+    /// Sets the entry of `start_ts` in one table, keeping the age index in step.
+    fn put(&mut self, large: bool, start_ts: u64, entry: Entry) {
+        if let Some(old) = self.table(large).insert(start_ts, entry) {
+            self.by_age.remove(&(old.updated_ms, large, start_ts));
+        }
+        self.by_age.insert((entry.updated_ms, large, start_ts));
+    }
+
     /// TiKV's `upsert`.
     pub(crate) fn upsert(&mut self, start_ts: u64, state: CachedTxnState, now_ms: u64) {
         self.evict(now_ms);
@@ -85,36 +105,33 @@ impl TxnStatusCache {
             CachedTxnState::Ongoing { min_commit_ts } if min_commit_ts > start_ts => {
                 // A large transaction: only a larger min_commit_ts replaces an ongoing
                 // entry, and a final state is never overwritten by an ongoing one.
-                match self.large.get_mut(&start_ts) {
-                    Some(e) => {
-                        if let CachedTxnState::Ongoing { min_commit_ts: old } = e.state {
-                            if min_commit_ts > old {
-                                *e = entry;
-                            }
-                        }
-                    }
-                    None => {
-                        self.large.insert(start_ts, entry);
-                    }
+                let replace = match self.large.get(&start_ts) {
+                    Some(e) => matches!(
+                        e.state,
+                        CachedTxnState::Ongoing { min_commit_ts: old } if min_commit_ts > old
+                    ),
+                    None => true,
+                };
+                if replace {
+                    self.put(true, start_ts, entry);
                 }
             }
             _ => {
                 // Normal table: an ongoing entry may be finalised, a final one stays.
-                match self.normal.get_mut(&start_ts) {
-                    Some(e) => {
-                        if !e.state.is_final() {
-                            *e = entry;
-                        }
-                    }
-                    None => {
-                        self.normal.insert(start_ts, entry);
-                    }
+                if self
+                    .normal
+                    .get(&start_ts)
+                    .is_none_or(|e| !e.state.is_final())
+                {
+                    self.put(false, start_ts, entry);
                 }
                 // A large entry learns the final state too (TiKV: "more up-to-date").
-                if let Some(e) = self.large.get_mut(&start_ts) {
-                    if !e.state.is_final() {
-                        *e = entry;
-                    }
+                if self
+                    .large
+                    .get(&start_ts)
+                    .is_some_and(|e| !e.state.is_final())
+                {
+                    self.put(true, start_ts, entry);
                 }
             }
         }
@@ -127,7 +144,9 @@ impl TxnStatusCache {
 
     /// Drops a finished large transaction (`remove_large_txn`).
     pub(crate) fn remove_large(&mut self, start_ts: u64) {
-        self.large.remove(&start_ts);
+        if let Some(old) = self.large.remove(&start_ts) {
+            self.by_age.remove(&(old.updated_ms, true, start_ts));
+        }
     }
 
     /// TiKV's `get`: the large table first, it is the more up-to-date one.
@@ -147,10 +166,15 @@ impl TxnStatusCache {
         }
     }
 
+    /// Drops every entry not updated for more than `KEEP_MS` before `now_ms`, oldest first.
     fn evict(&mut self, now_ms: u64) {
-        let fresh = |e: &Entry| e.updated_ms.saturating_add(KEEP_MS) >= now_ms;
-        self.normal.retain(|_, e| fresh(e));
-        self.large.retain(|_, e| fresh(e));
+        while let Some(&(updated_ms, large, start_ts)) = self.by_age.first() {
+            if updated_ms.saturating_add(KEEP_MS) >= now_ms {
+                break;
+            }
+            self.by_age.pop_first();
+            self.table(large).remove(&start_ts);
+        }
     }
 }
 
@@ -185,5 +209,27 @@ mod tests {
         c.insert_committed(30, 31, 1_001 + KEEP_MS);
         assert_eq!(c.committed(10), None);
         assert_eq!(c.committed(20), Some(21));
+    }
+
+    #[test]
+    fn an_updated_entry_lives_from_its_last_update_and_the_age_index_stays_in_step() {
+        let mut c = TxnStatusCache::default();
+        let ongoing = |m| CachedTxnState::Ongoing { min_commit_ts: m };
+        c.upsert(10, ongoing(20), 0);
+        c.upsert(10, ongoing(25), 20_000);
+        c.upsert(50, ongoing(50), 0);
+        // 31 s after the first update, 11 s after the second: only the stale one goes.
+        c.insert_committed(60, 61, 31_000);
+        assert_eq!(c.get(10), Some(ongoing(25)));
+        assert_eq!(c.get(50), None);
+        c.remove_large(10);
+        assert_eq!(c.get(10), None);
+        assert_eq!(c.by_age.len(), c.normal.len() + c.large.len());
+        // Many commits: each insert evicts only what aged out (no full sweep needed).
+        for ts in 100..10_100 {
+            c.insert_committed(ts, ts + 1, ts * 10);
+        }
+        assert!(c.normal.len() <= 3_001, "{}", c.normal.len());
+        assert_eq!(c.by_age.len(), c.normal.len() + c.large.len());
     }
 }

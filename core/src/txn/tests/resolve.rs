@@ -872,7 +872,9 @@ fn status_query_reports_a_live_owner_and_caches_nothing() {
     let mut h = harness();
     let out = h.run(
         CheckTxnStatus::new(KeyspaceCodec::NONE, "n".into(), ts(1000), Timestamp::ZERO),
-        cluster([resp::tso(ts(2000))], |_| resp::check_txn_status().alive(3000)),
+        cluster([resp::tso(ts(2000))], |_| {
+            resp::check_txn_status().alive(3000)
+        }),
     );
     assert_eq!(out.unwrap(), TxnStatus::Alive { ttl_ms: 3000 });
     assert!(h.txn_statuses.is_empty());
