@@ -135,9 +135,10 @@ impl<R: Runtime> TransactionClient<R> {
     }
 
     /// Resolves `locks` the way a reader at `caller_start_ts` may (client-go's
-    /// `ResolveLocksForRead`): besides the cleanup, [`Resolved::bypass`] lists the owners
-    /// whose locks the reader may pass and [`Resolved::committed`] those it may read through
-    /// (send them as the request context's `resolved_locks` / `committed_locks`).
+    /// `ResolveLocksForRead`): [`Resolved::bypass`] lists the owners whose locks the reader
+    /// may pass and [`Resolved::committed`] those it may read through (send them as the
+    /// request context's `resolved_locks` / `committed_locks`); the cleanup of decided
+    /// owners' locks goes on in the background after this returns.
     pub async fn resolve_locks_for_read(
         &self,
         locks: Vec<Lock>,

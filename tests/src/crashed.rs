@@ -140,6 +140,25 @@ pub fn locks_left(mock: &MockServer, start_ts: u64) -> usize {
     count_locks(&mut mock.cluster().lock(), Some(start_ts))
 }
 
+/// Waits (up to 2 s, polling) for the transaction started at `start_ts` to have no lock left
+/// in `mock` — background cleanups and commits finish shortly after the operation that
+/// started them returns — and says how many remain.
+///
+/// # Panics
+///
+/// If the mock refuses the scan (a test setup failure).
+pub async fn locks_left_after_cleanup(mock: &MockServer, start_ts: u64) -> usize {
+    let mut left = locks_left(mock, start_ts);
+    for _ in 0..200 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        left = locks_left(mock, start_ts);
+    }
+    left
+}
+
 /// How many locks remain anywhere in `cluster`: of the transaction started at `start_ts`, or
 /// of any transaction.
 ///

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tikv_integration_tests::crashed::{Crashed, locks_left};
+use tikv_integration_tests::crashed::{Crashed, locks_left, locks_left_after_cleanup};
 use tikv_integration_tests::mock_txn_cluster;
 use tikv_mock::server::MockServer;
 use tikv_tokio::{Config, Error, ReadOptions, TransactionClient};
@@ -108,7 +108,7 @@ async fn an_orphaned_async_commit_transaction_that_prewrote_everything_is_commit
         "one per region holding a secondary"
     );
     assert_eq!(
-        locks_left(&mock, owner),
+        locks_left_after_cleanup(&mock, owner).await,
         0,
         "every lock resolved, the primary too"
     );
@@ -135,7 +135,7 @@ async fn an_orphaned_async_commit_transaction_that_did_not_prewrite_everything_i
 
     let t = c.begin().await.unwrap();
     assert_eq!(t.get("k4").await.unwrap().as_deref(), Some(&b"before"[..]));
-    assert_eq!(locks_left(&mock, owner), 0);
+    assert_eq!(locks_left_after_cleanup(&mock, owner).await, 0);
     // The missing key can never be prewritten now: its slot is rolled back.
     let t = c.begin().await.unwrap();
     assert!(t.batch_get(["k1", "k7", "k8"]).await.unwrap().is_empty());
@@ -168,7 +168,7 @@ async fn many_locks_of_one_dead_transaction_cost_a_request_per_region() {
         (1..=4).contains(&resolved),
         "{resolved} ResolveLock requests for 99 locks in 4 regions"
     );
-    assert_eq!(locks_left(&mock, owner), 0);
+    assert_eq!(locks_left_after_cleanup(&mock, owner).await, 0);
 }
 
 #[tokio::test]
@@ -236,15 +236,8 @@ async fn async_commit_and_one_pc_transactions_are_seen_by_every_later_transactio
         if round == 1 {
             assert_eq!(rpcs(&mock, "KvCommit"), commits, "1PC sends no commit");
         }
-        // The background commit finishes shortly; wait for it within a generous bound.
-        let mut left = locks_left(&mock, start.as_u64());
-        for _ in 0..200 {
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            left = locks_left(&mock, start.as_u64());
-        }
+        // The background commit finishes shortly after.
+        let left = locks_left_after_cleanup(&mock, start.as_u64()).await;
         assert_eq!(left, 0, "round {round}: no lock stays behind");
     }
 }
@@ -309,7 +302,7 @@ async fn the_lock_resolver_api_checks_statuses_and_resolves_given_locks() {
         [ts],
         "committed before the caller: read through"
     );
-    assert_eq!(locks_left(&mock, committed), 0);
+    assert_eq!(locks_left_after_cleanup(&mock, committed).await, 0);
     // The live one stays, and a writer is told how long to wait.
     let live = Lock {
         key: "q".into(),

@@ -23,8 +23,9 @@
 //! it (`MinCommitTsPushed`) — in [`Resolved::bypass`], and those committed before it in
 //! [`Resolved::committed`]. The reader sends them with its retries (`Context.resolved_locks`
 //! and `committed_locks`), so TiKV lets it through even where a lock is still in place; a read
-//! therefore never waits for a live transaction that cannot affect it, and a failed cleanup
-//! does not fail the read (the next reader tries again). **Writes**
+//! therefore never waits for a live transaction that cannot affect it, and does not wait for
+//! the cleanup either: that runs in a background task (`Effect::Spawn`), whose failure only
+//! leaves the locks to the next reader. **Writes**
 //! ([`ResolveLocks::for_write`]) must see the locks gone: a live owner means waiting.
 
 use std::collections::BTreeMap;
@@ -32,10 +33,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tikv_proto::kvrpcpb;
 
-use crate::backoff::BackoffKind;
+use crate::backoff::{BackoffKind, Backoffer, budget};
 use crate::error::Error;
 use crate::key::Key;
-use crate::machine::{Cx, Effect, EffectId, Machine, Outcome, Step};
+use crate::machine::{Cx, Detached, Effect, EffectId, Machine, Outcome, Step};
 use crate::plan::{BatchLimits, BatchPlan, MultiKey, SingleKey};
 use crate::ready;
 use crate::request::RpcOptions;
@@ -368,6 +369,8 @@ enum State {
     CheckingSecondaries(Box<MultiKey<CheckSecondariesPlan>>, SecondaryCheck),
     /// Run the queued cleanups of the current owner, one kind after another.
     Cleaning(Box<MultiKey<CleanupPlan>>),
+    /// Hand the queued cleanups to a background task (reads).
+    SpawnCleanup,
     Done,
 }
 
@@ -702,6 +705,12 @@ impl ResolveLocks {
             })
             .collect();
         self.result.cleaned += owner.locks.len();
+        if self.purpose == Purpose::Read && !self.cleanups.is_empty() {
+            // A read already knows whom to pass: it goes on at once and leaves the cleanup
+            // to a background task (client-go's async resolve for reads).
+            self.state = State::SpawnCleanup;
+            return;
+        }
         self.next_cleanup();
     }
 
@@ -712,12 +721,9 @@ impl ResolveLocks {
         };
     }
 
-    /// A cleanup's replies: a key error fails a write's resolution (its locks must go); a
-    /// read has already learnt what it needs, and the next reader cleans up again.
+    /// A write's cleanup replies: a key error fails the resolution (the locks must go).
+    /// (Reads clean up in the background and ignore failures.)
     fn after_cleanup(&self, replies: Vec<(Vec<Key>, TikvResponse)>) -> Result<(), Error> {
-        if self.purpose == Purpose::Read {
-            return Ok(());
-        }
         for (keys, reply) in replies {
             let failure = match reply {
                 TikvResponse::KvResolveLock(r) => r.error.map(|e| format!("ResolveLock: {e:?}")),
@@ -834,11 +840,22 @@ impl Machine for ResolveLocks {
                         Err(e) => return self.finish(Err(e)),
                     }
                 }
+                State::SpawnCleanup => {
+                    let task = CleanupTask {
+                        queue: std::mem::take(&mut self.cleanups),
+                    };
+                    let backoff =
+                        Backoffer::new("resolve locks", cx.config.budget(budget::CLEANUP));
+                    let task = Detached::new("resolve locks", backoff, task);
+                    self.state = State::Next;
+                    // No outcome to wait for: the executor polls again at once.
+                    let id = cx.next_id();
+                    return Step::Effect(Effect::Spawn { id, task });
+                }
                 State::Cleaning(m) => {
                     let replies = ready!(m.poll(cx));
                     match replies.and_then(|r| self.after_cleanup(r)) {
                         Ok(()) => self.next_cleanup(),
-                        Err(_) if self.purpose == Purpose::Read => self.next_cleanup(),
                         Err(e) => return self.finish(Err(e)),
                     }
                 }
@@ -861,6 +878,39 @@ impl Machine for ResolveLocks {
             State::CheckingSecondaries(m, _) => m.handle(cx, id, outcome),
             State::Cleaning(m) => m.handle(cx, id, outcome),
             _ => {}
+        }
+    }
+}
+
+/// The background cleanup of a read's resolution: the queued requests, one kind after
+/// another, failures ignored (the locks stay for the next reader, who passes or cleans them).
+#[derive(Debug)]
+struct CleanupTask {
+    /// Popped from the back.
+    queue: Vec<MultiKey<CleanupPlan>>,
+}
+
+impl Machine for CleanupTask {
+    type Output = ();
+
+    fn poll(&mut self, cx: &mut Cx<'_>) -> Step<()> {
+        loop {
+            let Some(m) = self.queue.last_mut() else {
+                return Step::Done(());
+            };
+            match m.poll(cx) {
+                Step::Effect(e) => return Step::Effect(e),
+                Step::Wait => return Step::Wait,
+                Step::Done(_) => {
+                    self.queue.pop();
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
+        if let Some(m) = self.queue.last_mut() {
+            m.handle(cx, id, outcome);
         }
     }
 }

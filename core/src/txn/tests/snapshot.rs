@@ -69,6 +69,12 @@ fn get_meeting_a_committed_lock_resolves_it_and_reads_again() {
                 if reads == 1 {
                     resp::kv_get().locked(blocker.clone())
                 } else {
+                    let ctx = req!(s, KvGet).context.clone().unwrap_or_default();
+                    assert_eq!(
+                        ctx.committed_locks,
+                        [ts(1000).as_u64()],
+                        "committed before the read: read through its lock"
+                    );
                     resp::get("new")
                 }
             }
@@ -80,9 +86,17 @@ fn get_meeting_a_committed_lock_resolves_it_and_reads_again() {
     assert_eq!(out.unwrap(), Some(Bytes::from_static(b"new")));
     assert_eq!(
         resp::kinds(&h.effects),
-        ["KvGet", "Tso", "KvCheckTxnStatus", "KvResolveLock", "KvGet"],
-        "resolved, then read again at once"
+        [
+            "KvGet",
+            "Tso",
+            "KvCheckTxnStatus",
+            "Spawn",
+            "KvGet",
+            "KvResolveLock"
+        ],
+        "read again at once; the lock is cleaned up in the background"
     );
+    assert_eq!(h.spawned, ["resolve locks"]);
     let sent = resp::sent(&h.effects);
     assert_eq!(
         req!(sent[1], KvCheckTxnStatus).caller_start_ts,
@@ -93,7 +107,7 @@ fn get_meeting_a_committed_lock_resolves_it_and_reads_again() {
         "the owner's primary \"x\" lives in region 2"
     );
     assert_eq!(
-        req!(sent[2], KvResolveLock).commit_version,
+        req!(sent[3], KvResolveLock).commit_version,
         ts(1500).as_u64()
     );
 }
