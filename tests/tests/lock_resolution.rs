@@ -315,3 +315,32 @@ async fn the_lock_resolver_api_checks_statuses_and_resolves_given_locks() {
     assert!(resolved.wait_ms > 50_000, "{resolved:?}");
     assert_eq!(locks_left(&mock, running), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_readers_meeting_one_crashed_transaction_check_it_once() {
+    // 32 readers at once meet locks of one transaction committed at its primary: one of them
+    // asks the primary; the others wait for its answer instead of asking too.
+    let mock = mock_txn_cluster(3, &["k3", "k6"]).await;
+    let c = client(&mock).await;
+    let keys: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let owner = start_ts(&c).await;
+    Crashed::new(&refs)
+        .committed_primary()
+        .ttl(60_000)
+        .leave(&mock, owner);
+    let checks = rpcs(&mock, "KvCheckTxnStatus");
+    let mut readers = Vec::new();
+    for i in 0..32 {
+        let (c, key) = (c.clone(), keys[1 + i % 7].clone());
+        readers.push(tokio::spawn(async move {
+            let t = c.begin().await.unwrap();
+            t.get(key).await.unwrap()
+        }));
+    }
+    for r in readers {
+        assert!(r.await.unwrap().is_some());
+    }
+    assert_eq!(rpcs(&mock, "KvCheckTxnStatus") - checks, 1);
+    assert_eq!(locks_left_after_cleanup(&mock, owner).await, 0);
+}

@@ -43,6 +43,7 @@ use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
 use crate::timestamp::Timestamp;
 use crate::txn::lock::{KeyErrorKind, Lock, TxnStatus, key_error};
+use crate::txn::status_cache::CheckClaim;
 
 /// Transactions of at most this many keys have their locks resolved key by key; larger ones
 /// region by region (client-go's `ResolveLockLiteThreshold`).
@@ -365,6 +366,8 @@ enum State {
     SleepingBeforeTs(EffectId),
     /// Check the current owner's status (a timestamp is at hand).
     Check,
+    /// Another resolution is checking the same owner: wait a moment for its outcome.
+    WaitingForOther(EffectId),
     Checking(Box<SingleKey>),
     CheckingSecondaries(Box<MultiKey<CheckSecondariesPlan>>, SecondaryCheck),
     /// Run the queued cleanups of the current owner, one kind after another.
@@ -382,6 +385,9 @@ pub struct ResolveLocks {
     /// The owner being handled (`owners` are popped from the back; they were reversed).
     current: Option<Owner>,
     cleanups: Vec<MultiKey<CleanupPlan>>,
+    /// This resolution's claim on checking the current owner (see
+    /// [`TxnStatusCache::claim`](crate::txn::TxnStatusCache::claim)).
+    claim: Option<CheckClaim>,
     caller_start_ts: Timestamp,
     current_ts: Timestamp,
     result: Resolved,
@@ -430,6 +436,7 @@ impl ResolveLocks {
             owners,
             current: None,
             cleanups: Vec::new(),
+            claim: None,
             caller_start_ts,
             current_ts: Timestamp::ZERO,
             result: Resolved::default(),
@@ -745,6 +752,7 @@ impl ResolveLocks {
 
     fn finish(&mut self, result: Result<Resolved, Error>) -> Step<Result<Resolved, Error>> {
         self.state = State::Done;
+        self.claim = None;
         Step::Done(result)
     }
 }
@@ -755,10 +763,15 @@ impl Machine for ResolveLocks {
     fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
         loop {
             match &mut self.state {
-                State::Done | State::WaitingTs(_) | State::SleepingBeforeTs(_) => {
+                State::Done
+                | State::WaitingTs(_)
+                | State::SleepingBeforeTs(_)
+                | State::WaitingForOther(_) => {
                     return Step::Wait;
                 }
                 State::Next => {
+                    // Done with the previous owner: others may check it now.
+                    self.claim = None;
                     let Some(owner) = self.owners.pop() else {
                         self.current = None;
                         let result = std::mem::take(&mut self.result);
@@ -801,6 +814,40 @@ impl Machine for ResolveLocks {
                         self.state = State::Next;
                         continue;
                     };
+                    if self.claim.is_none() {
+                        // Decided meanwhile by another resolution?
+                        if let Some(status) = cx.txn_statuses.get(owner.start_ts) {
+                            let checked = Checked {
+                                status,
+                                action: kvrpcpb::Action::NoAction,
+                                primary_lock: None,
+                            };
+                            self.act(cx, checked);
+                            continue;
+                        }
+                        match cx.txn_statuses.claim(owner.start_ts) {
+                            Some(claim) => self.claim = Some(claim),
+                            None => {
+                                // Another resolution is asking this primary right now: its
+                                // answer will be in the cache in a round trip.
+                                let why = Error::KeyError {
+                                    key: owner.primary.clone(),
+                                    message: format!(
+                                        "waiting for another status check of transaction {}",
+                                        owner.start_ts.as_u64()
+                                    ),
+                                };
+                                let cap = Some(std::time::Duration::from_millis(2));
+                                match cx.backoff_sleep(BackoffKind::TxnLockFast, cap, &why) {
+                                    Ok(sleep) => {
+                                        self.state = State::WaitingForOther(sleep.id());
+                                        return Step::Effect(sleep);
+                                    }
+                                    Err(e) => return self.finish(Err(e)),
+                                }
+                            }
+                        }
+                    }
                     self.state = State::Checking(Box::new(self.check_request(owner)));
                 }
                 State::Checking(m) => {
@@ -874,6 +921,7 @@ impl Machine for ResolveLocks {
                 _ => {}
             },
             State::SleepingBeforeTs(want) if *want == id => self.state = State::NeedTs,
+            State::WaitingForOther(want) if *want == id => self.state = State::Check,
             State::Checking(m) => m.handle(cx, id, outcome),
             State::CheckingSecondaries(m, _) => m.handle(cx, id, outcome),
             State::Cleaning(m) => m.handle(cx, id, outcome),

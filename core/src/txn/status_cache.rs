@@ -9,9 +9,15 @@
 //! Bounded like client-go's `LockResolver.resolved` (2048 entries, oldest entry evicted
 //! first). Internally locked, briefly, per call; a lock poisoned by a panic elsewhere still
 //! guards a valid cache.
+//!
+//! It also collapses concurrent status checks of one transaction: a resolution about to ask
+//! a primary [`claim`](TxnStatusCache::claim)s the check, and another one meeting the same
+//! transaction meanwhile waits for the outcome instead of asking too (a crashed
+//! transaction's locks are often met by many readers at once). A claim ends when its
+//! [`CheckClaim`] is dropped, so a cancelled resolution never blocks the others.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::id_map::IdMap;
 use crate::timestamp::Timestamp;
@@ -29,6 +35,14 @@ struct Inner {
     statuses: IdMap<TxnStatus>,
     /// Insertion order, for eviction.
     order: VecDeque<u64>,
+    /// Status checks in flight, by start ts: live while their claim is held.
+    checking: IdMap<Weak<()>>,
+}
+
+/// A claim on checking one transaction's status; dropping it lets others check.
+#[derive(Debug)]
+pub struct CheckClaim {
+    _live: Arc<()>,
 }
 
 impl Default for TxnStatusCache {
@@ -79,6 +93,28 @@ impl TxnStatusCache {
         }
     }
 
+    /// Claims the status check of the transaction started at `start_ts`: `None` while
+    /// another resolution holds a live claim (wait for its outcome, then look again).
+    pub fn claim(&self, start_ts: Timestamp) -> Option<CheckClaim> {
+        let mut inner = self.lock();
+        let id = start_ts.as_u64();
+        if inner
+            .checking
+            .get(&id)
+            .is_some_and(|w| w.strong_count() > 0)
+        {
+            return None;
+        }
+        if inner.checking.len() >= self.capacity {
+            // Claims are dropped without telling the cache: sweep the dead ones now and
+            // then, so the map stays as small as the checks in flight.
+            inner.checking.retain(|_, w| w.strong_count() > 0);
+        }
+        let live = Arc::new(());
+        inner.checking.insert(id, Arc::downgrade(&live));
+        Some(CheckClaim { _live: live })
+    }
+
     /// How many statuses are cached.
     pub fn len(&self) -> usize {
         self.lock().statuses.len()
@@ -125,5 +161,29 @@ mod tests {
         assert_eq!(cache.get(ts(2)), Some(TxnStatus::RolledBack));
         assert_eq!(cache.get(ts(3)), Some(TxnStatus::RolledBack));
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn one_check_per_transaction_at_a_time_until_its_claim_is_dropped() {
+        let cache = TxnStatusCache::new(4);
+        let first = cache.claim(ts(1)).expect("nobody checks yet");
+        assert!(
+            cache.claim(ts(1)).is_none(),
+            "another check of the same transaction waits"
+        );
+        assert!(
+            cache.claim(ts(2)).is_some(),
+            "other transactions are independent"
+        );
+        drop(first);
+        assert!(
+            cache.claim(ts(1)).is_some(),
+            "a dropped claim frees the check"
+        );
+        // Dead claims are swept once the map reaches the capacity.
+        for n in 10..100 {
+            drop(cache.claim(ts(n)));
+        }
+        assert!(cache.lock().checking.len() <= 5);
     }
 }

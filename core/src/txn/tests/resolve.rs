@@ -879,3 +879,40 @@ fn status_query_reports_a_live_owner_and_caches_nothing() {
     assert_eq!(out.unwrap(), TxnStatus::Alive { ttl_ms: 3000 });
     assert!(h.txn_statuses.is_empty());
 }
+
+#[test]
+fn a_resolution_waits_for_a_concurrent_check_of_the_same_owner_instead_of_asking_again() {
+    use crate::machine::{Effect, Outcome, Step};
+    let mut h = harness();
+    // Another resolution is asking the primary of the owner started at 1000 ms.
+    let other = h.txn_statuses.claim(ts(1000)).expect("no check in flight");
+    let locks = [owned("b")];
+    let mut m = resolver(&locks);
+    let Step::Effect(Effect::Tso { id, .. }) = m.poll(&mut h.cx()) else {
+        panic!("a timestamp first");
+    };
+    m.handle(&mut h.cx(), id, Outcome::Timestamps(Ok(ts(2000))));
+    let Step::Effect(Effect::Sleep { id, duration }) = m.poll(&mut h.cx()) else {
+        panic!("waits instead of sending a second CheckTxnStatus");
+    };
+    assert!(
+        duration <= std::time::Duration::from_millis(2),
+        "{duration:?}"
+    );
+    // The other check decides the transaction and lets go.
+    h.txn_statuses
+        .insert(ts(1000), TxnStatus::Committed(ts(1500)));
+    drop(other);
+    m.handle(&mut h.cx(), id, Outcome::Slept);
+    match m.poll(&mut h.cx()) {
+        Step::Effect(e @ Effect::Rpc { .. }) => {
+            let sent = resp::Sent::of(&e).unwrap();
+            assert_eq!(
+                sent.method, "KvResolveLock",
+                "straight to cleanup, no check"
+            );
+            assert_eq!(req!(sent, KvResolveLock).commit_version, ts(1500).as_u64());
+        }
+        other => panic!("expected the cleanup, got {other:?}"),
+    }
+}
