@@ -74,6 +74,39 @@ pub enum TxnStatus {
     },
 }
 
+impl TxnStatus {
+    /// Whether the transaction committed.
+    pub fn is_committed(&self) -> bool {
+        matches!(self, TxnStatus::Committed(_))
+    }
+
+    /// Whether the transaction was rolled back.
+    pub fn is_rolled_back(&self) -> bool {
+        matches!(self, TxnStatus::RolledBack)
+    }
+
+    /// Whether the outcome is final (committed or rolled back): it can never change.
+    pub fn is_decided(&self) -> bool {
+        !matches!(self, TxnStatus::Alive { .. })
+    }
+
+    /// The commit timestamp, if the transaction committed.
+    pub fn commit_ts(&self) -> Option<Timestamp> {
+        match self {
+            TxnStatus::Committed(ts) => Some(*ts),
+            _ => None,
+        }
+    }
+
+    /// The primary lock's time to live (ms from the transaction's start), if it is running.
+    pub fn ttl_ms(&self) -> Option<u64> {
+        match self {
+            TxnStatus::Alive { ttl_ms } => Some(*ttl_ms),
+            _ => None,
+        }
+    }
+}
+
 /// A key error classified for the machines that meet it.
 #[derive(Clone, Debug)]
 pub enum KeyErrorKind {
@@ -213,6 +246,17 @@ mod tests {
         assert!(
             matches!(key_error(&abort, Timestamp::ZERO), KeyErrorKind::Fail(Error::KeyError { message, .. }) if message == "boom")
         );
+    }
+
+    #[test]
+    fn status_accessors() {
+        let committed = TxnStatus::Committed(Timestamp::compose(5, 0));
+        assert!(committed.is_committed() && committed.is_decided());
+        assert_eq!(committed.commit_ts(), Some(Timestamp::compose(5, 0)));
+        assert!(TxnStatus::RolledBack.is_rolled_back() && TxnStatus::RolledBack.is_decided());
+        let alive = TxnStatus::Alive { ttl_ms: 3000 };
+        assert!(!alive.is_decided());
+        assert_eq!((alive.ttl_ms(), alive.commit_ts()), (Some(3000), None));
     }
 
     #[test]
