@@ -264,7 +264,7 @@ async fn run(o: Options) -> Result<(), String> {
     let splits: Vec<Vec<u8>> = (1..o.regions)
         .map(|i| workload::key(i * o.records / o.regions))
         .collect();
-    let mock = MockProcess::start(&o.tikv_cli, 3, &splits)?;
+    let mock = MockProcess::start(&o.tikv_cli, 3, &splits, true)?;
     eprintln!(
         "mock: {} (3 stores, {} regions, leaders spread), PD at {}",
         o.tikv_cli.display(),
@@ -272,14 +272,10 @@ async fn run(o: Options) -> Result<(), String> {
         mock.pd
     );
 
-    // Transactions need region boundaries as TiKV writes them for transactional data:
-    // memcomparable-encoded keys. They get a mock of their own.
+    // RawKV V1 routes on raw-byte boundaries; transactions need them as TiKV writes them for
+    // transactional data, memcomparable-encoded. They get a mock of their own.
     let txn_mock = if commits {
-        let encoded: Vec<Vec<u8>> = splits
-            .iter()
-            .map(|k| tikv_core::codec::encode_memcomparable(k))
-            .collect();
-        let m = MockProcess::start(&o.tikv_cli, 3, &encoded)?;
+        let m = MockProcess::start(&o.tikv_cli, 3, &splits, false)?;
         eprintln!(
             "transactional mock: {} regions at encoded keys, PD at {}",
             o.regions, m.pd

@@ -18,10 +18,14 @@ pub(crate) struct MockProcess {
 
 impl MockProcess {
     /// Starts `binary --hex mock --stores <stores> --splits <splits> --spread-leaders` and
-    /// waits for its PD address.
-    pub(crate) fn start(binary: &Path, stores: u32, splits: &[Vec<u8>]) -> Result<Self, String> {
-        // Split keys go over in hex: transactional boundaries are memcomparable-encoded
-        // bytes, not text.
+    /// waits for its PD address. The mock writes the split keys memcomparable-encoded, as
+    /// TiKV writes transactional region boundaries, or as they are with `raw` (RawKV V1).
+    pub(crate) fn start(
+        binary: &Path,
+        stores: u32,
+        splits: &[Vec<u8>],
+        raw: bool,
+    ) -> Result<Self, String> {
         let splits: Vec<String> = splits
             .iter()
             .map(|k| k.iter().map(|b| format!("{b:02x}")).collect())
@@ -36,6 +40,7 @@ impl MockProcess {
             ])
             .arg("--splits")
             .arg(splits.join(","))
+            .args(raw.then_some("--raw-splits"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()

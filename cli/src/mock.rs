@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use tikv_mock::server::MockServer;
+use tikv_mock::server::{MockServer, SplitEncoding};
 use tikv_mock::{ApiMode, Counters};
 use tikv_tokio::TokioRuntime;
 
@@ -23,7 +23,9 @@ pub(crate) struct MockArgs {
     stores: u16,
 
     /// Number of regions: the key space is split into this many even ranges by the keys'
-    /// leading bytes (inside the DEFAULT keyspace with --api-version 2).
+    /// leading bytes, at memcomparable-encoded keys as TiKV writes transactional region
+    /// boundaries (with --api-version 2: inside both of the DEFAULT keyspace's ranges, raw
+    /// and transactional).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
     regions: u32,
 
@@ -32,9 +34,15 @@ pub(crate) struct MockArgs {
     #[arg(long, default_value = "both", value_name = "1|2|both", value_parser = parse_api)]
     api_version: ApiMode,
 
-    /// Also split at these keys, comma-separated (e.g. `b,m,t`; hex with --hex).
+    /// Also split at these keys, comma-separated (e.g. `b,m,t`; hex with --hex), encoded as
+    /// TiKV encodes transactional keys in region boundaries (unless --raw-splits).
     #[arg(long, value_delimiter = ',', value_name = "KEYS")]
     splits: Vec<String>,
+
+    /// Split at raw bytes instead (what RawKV API V1 boundaries look like; transactional
+    /// clients cannot decode such boundaries). Ignored with --api-version 2.
+    #[arg(long)]
+    raw_splits: bool,
 
     /// Move region leaders round-robin over the stores (by default every leader starts on the
     /// first store), so that multi-region requests fan out to every store.
@@ -74,12 +82,27 @@ pub(crate) async fn run(global: &GlobalOpts, args: &MockArgs) -> Result<(), CliE
         .iter()
         .filter(|s| !s.is_empty())
         .map(|s| parse_bytes(s, global.hex, "split key"))
+        .map(|k| {
+            k.map(|k| {
+                if args.raw_splits && args.api_version != ApiMode::V2 {
+                    k
+                } else {
+                    tikv_mock::codec::encode_memcomparable(&k)
+                }
+            })
+        })
         .collect::<Result<_, _>>()?;
+    let encoding = if args.raw_splits {
+        SplitEncoding::Raw
+    } else {
+        SplitEncoding::MemComparable
+    };
     // Listen for Ctrl-C before announcing the address: whoever reads it may interrupt at once.
     let mut interrupted = Interrupt::listen()?;
     let mut builder = MockServer::builder()
         .stores(usize::from(args.stores))
         .regions(args.regions as usize)
+        .split_encoding(encoding)
         .api(args.api_version)
         .split_at(splits)
         .spread_leaders(args.spread_leaders)

@@ -456,6 +456,47 @@ fn legacy_failure(message: String) -> MockError {
 }
 
 impl Cluster {
+    /// Creates keyspace `name` if it is new (PD's `CreateKeyspace`: the next id, unified GC)
+    /// and returns its id. Like PD, it splits regions at the keyspace's raw and
+    /// transactional boundaries (see [`Cluster::split_keyspace`]) when the stores speak API V2.
+    pub fn create_keyspace(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.keyspace_id(name) {
+            return id;
+        }
+        let id = self.gc.keyspaces.keys().max().map_or(0, |m| m + 1);
+        self.register_keyspace_gc(id, name, false);
+        if self.config.api != crate::ApiMode::V1 && self.config.api != crate::ApiMode::V1Ttl {
+            self.split_keyspace(id);
+        }
+        id
+    }
+
+    /// The id of keyspace `name`, if it exists (PD's `LoadKeyspace`).
+    pub fn keyspace_id(&self, name: &str) -> Option<u32> {
+        self.gc
+            .keyspaces
+            .iter()
+            .find(|(_, e)| e.name == name)
+            .map(|(id, _)| *id)
+    }
+
+    /// Splits regions at keyspace `id`'s boundaries, as PD does when it creates a keyspace:
+    /// the starts of its raw (`r` + id) and transactional (`x` + id) ranges and of the next
+    /// keyspace's, memcomparable-encoded. Every region a keyspace's client sees then lies
+    /// inside its keyspace or at its edge.
+    pub fn split_keyspace(&mut self, id: u32) {
+        for mode in [b'r', b'x'] {
+            for at in [id, id + 1] {
+                // The 3-byte big-endian id after the mode byte (ids are below 2^24).
+                let mut key = vec![mode];
+                key.extend_from_slice(&at.to_be_bytes()[1..]);
+                // A keyspace boundary is never an invalid split key; ignoring the error
+                // keeps creation infallible, as it is on PD.
+                let _ = self.split_at(&crate::codec::encode_memcomparable(&key));
+            }
+        }
+    }
+
     /// Registers a keyspace with the GC API (the keyspace service keeps names and ids; this
     /// says how the keyspace is garbage-collected). `keyspace_level_gc: false` is PD's
     /// default: the keyspace shares the null keyspace's GC state.

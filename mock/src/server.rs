@@ -30,7 +30,6 @@ mod sniff;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::pin::pin;
@@ -54,7 +53,7 @@ use tikv_proto::pdpb::pd_service;
 use tikv_proto::tikvpb::{self, tikv_service};
 use tokio::net::TcpListener;
 
-pub use self::builder::{MockServerBuilder, even_split_keys};
+pub use self::builder::{MockServerBuilder, SplitEncoding, even_split_keys};
 use self::lock_waits::LockWaits;
 use crate::txn::LockWaitOutcome;
 use crate::txn::lock_wait::LockWaitId;
@@ -67,34 +66,20 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A cluster shared between the gRPC front and the test (or CLI) that steers it, with PD's
-/// keyspace registry (API V2).
+/// A cluster shared between the gRPC front and the test (or CLI) that steers it.
 #[derive(Clone)]
-pub struct SharedCluster(Arc<Mutex<Cluster>>, Arc<Mutex<BTreeMap<String, u32>>>);
+pub struct SharedCluster(Arc<Mutex<Cluster>>);
 
 impl SharedCluster {
-    /// Wraps `cluster`; the keyspace `DEFAULT` (id 0) exists, as on a real PD.
+    /// Wraps `cluster` (whose keyspace registry has `DEFAULT`, id 0, as a real PD's).
     pub fn new(cluster: Cluster) -> Self {
-        let keyspaces = BTreeMap::from([("DEFAULT".to_string(), 0)]);
-        SharedCluster(
-            Arc::new(Mutex::new(cluster)),
-            Arc::new(Mutex::new(keyspaces)),
-        )
+        SharedCluster(Arc::new(Mutex::new(cluster)))
     }
 
-    /// Creates keyspace `name` (if new) and returns its id. Takes the cluster lock: do not
-    /// call it while holding [`Self::lock`]'s guard.
+    /// Creates keyspace `name` (if new) and returns its id ([`Cluster::create_keyspace`]).
+    /// Takes the cluster lock: do not call it while holding [`Self::lock`]'s guard.
     pub fn create_keyspace(&self, name: &str) -> u32 {
-        let mut keyspaces = self
-            .1
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let next = keyspaces.values().max().map_or(0, |m| m + 1);
-        let id = *keyspaces.entry(name.to_string()).or_insert(next);
-        drop(keyspaces);
-        // The GC-state API needs to know the keyspace too (with PD's default, unified GC).
-        self.lock().register_keyspace_gc(id, name, false);
-        id
+        self.lock().create_keyspace(name)
     }
 
     /// [`Self::handle_keyspace`] for a call that reached PD member `member`: like PD's
@@ -137,13 +122,10 @@ impl SharedCluster {
             Ok(r) => r,
             Err(e) => return Some(Err(MockError::undecodable(path, &e))),
         };
-        let cluster_id = self.lock().cluster_id();
-        let found = self
-            .1
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&request.name)
-            .copied();
+        let (cluster_id, found) = {
+            let cluster = self.lock();
+            (cluster.cluster_id(), cluster.keyspace_id(&request.name))
+        };
         let mut reply = keyspacepb::LoadKeyspaceResponse {
             header: Some(tikv_proto::pdpb::ResponseHeader {
                 cluster_id,

@@ -33,6 +33,7 @@ use crate::{ApiMode, Cluster, ClusterConfig, FaultAction, FaultFilter};
 pub struct MockServerBuilder {
     config: ClusterConfig,
     regions: usize,
+    encoding: SplitEncoding,
     splits: Vec<Vec<u8>>,
     spread_leaders: bool,
     faults: Vec<(FaultFilter, FaultAction, u64)>,
@@ -45,6 +46,7 @@ impl Default for MockServerBuilder {
         MockServerBuilder {
             config: ClusterConfig::default(),
             regions: 1,
+            encoding: SplitEncoding::MemComparable,
             splits: Vec::new(),
             spread_leaders: false,
             faults: Vec::new(),
@@ -77,6 +79,15 @@ impl MockServerBuilder {
     /// Splits the key space into this many even regions (see [`even_split_keys`]).
     pub fn regions(mut self, regions: usize) -> Self {
         self.regions = regions.max(1);
+        self
+    }
+
+    /// How the even split keys of [`regions`](Self::regions) are written under API V1 (and
+    /// V1 and V2): memcomparable-encoded, as TiKV writes transactional region boundaries
+    /// (the default; RawKV clients route on them as well), or as raw bytes, which only
+    /// RawKV V1 clients can use.
+    pub fn split_encoding(mut self, encoding: SplitEncoding) -> Self {
+        self.encoding = encoding;
         self
     }
 
@@ -139,7 +150,11 @@ impl MockServerBuilder {
     /// The cluster as configured, before it is served.
     fn build(&self) -> io::Result<Cluster> {
         let mut cluster = Cluster::new(self.config.clone());
-        let evenly = even_split_keys(self.regions, self.config.api);
+        if matches!(self.config.api, ApiMode::V2 | ApiMode::V1AndV2) {
+            // PD splits at the DEFAULT keyspace's boundaries when it bootstraps it.
+            cluster.split_keyspace(0);
+        }
+        let evenly = even_split_keys(self.regions, self.config.api, self.encoding);
         for key in evenly
             .iter()
             .map(|k| &k[..])
@@ -172,18 +187,30 @@ impl MockServerBuilder {
     }
 }
 
-/// The `regions - 1` split keys (region key space) that cut the key space into `regions`
-/// even ranges by the leading bytes of the user key.
+/// How region split keys are written (see [`MockServerBuilder::split_encoding`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SplitEncoding {
+    /// Memcomparable-encoded, as TiKV writes transactional (and every API V2) region
+    /// boundary: what transactional clients decode.
+    #[default]
+    MemComparable,
+    /// Raw bytes, as RawKV API V1 boundaries are; transactional clients cannot decode them.
+    Raw,
+}
+
+/// The split keys (region key space) that cut the key space into `regions` even ranges by
+/// the leading bytes of the user key.
 ///
-/// For API V1 (and the V1-and-V2 mode) the raw key space is cut: boundary `i` is the
-/// 4-byte big-endian value `i * 2^32 / regions`, with trailing zero bytes dropped (so 2
-/// regions split at `[0x80]`). For API V2 the same boundaries are placed inside the
-/// `DEFAULT` keyspace's raw range (`r\0\0\0` + boundary, memcomparable-encoded), where a V2
-/// RawKV client's keys go; the first region then also holds everything before that range and
-/// the last everything after it (other keyspaces, transactional keys).
-pub fn even_split_keys(regions: usize, api: ApiMode) -> Vec<Bytes> {
+/// Under API V1 (and the V1-and-V2 mode) the whole key space is cut: boundary `i` is the
+/// 4-byte big-endian value `i * 2^32 / regions` with trailing zero bytes dropped (so 2
+/// regions split at `[0x80]`), memcomparable-encoded unless `encoding` is
+/// [`SplitEncoding::Raw`]: `regions - 1` keys. Under API V2 the same boundaries are placed
+/// inside both of the `DEFAULT` keyspace's ranges, raw (`r\0\0\0` + boundary) and
+/// transactional (`x\0\0\0` + boundary), always encoded: `2 × (regions - 1)` keys, so
+/// that V2 RawKV and transactional clients each see `regions` regions of their keyspace.
+pub fn even_split_keys(regions: usize, api: ApiMode, encoding: SplitEncoding) -> Vec<Bytes> {
     let regions = regions.max(1) as u128;
-    (1..regions)
+    let boundaries: Vec<Vec<u8>> = (1..regions)
         .map(|i| {
             // i < regions, so the quotient is below 2^32 and fits in 4 bytes.
             let at = ((i << 32) / regions) as u32;
@@ -191,16 +218,26 @@ pub fn even_split_keys(regions: usize, api: ApiMode) -> Vec<Bytes> {
             while key.last() == Some(&0) {
                 key.pop();
             }
-            match api {
-                ApiMode::V2 => {
-                    let mut v2 = b"r\0\0\0".to_vec();
-                    v2.extend_from_slice(&key);
-                    Bytes::from(encode_memcomparable(&v2))
-                }
-                _ => Bytes::from(key),
-            }
+            key
         })
-        .collect()
+        .collect();
+    match (api, encoding) {
+        (ApiMode::V2, _) => [b"r\0\0\0", b"x\0\0\0"]
+            .iter()
+            .flat_map(|prefix| {
+                boundaries.iter().map(move |b| {
+                    let mut v2 = prefix.to_vec();
+                    v2.extend_from_slice(b);
+                    Bytes::from(encode_memcomparable(&v2))
+                })
+            })
+            .collect(),
+        (_, SplitEncoding::MemComparable) => boundaries
+            .iter()
+            .map(|b| Bytes::from(encode_memcomparable(b)))
+            .collect(),
+        (_, SplitEncoding::Raw) => boundaries.into_iter().map(Bytes::from).collect(),
+    }
 }
 
 #[cfg(test)]
@@ -209,30 +246,61 @@ mod tests {
 
     #[test]
     fn even_keys_are_sorted_distinct_and_even() {
-        assert!(even_split_keys(1, ApiMode::V1).is_empty());
+        let raw = SplitEncoding::Raw;
+        assert!(even_split_keys(1, ApiMode::V1, raw).is_empty());
         assert_eq!(
-            even_split_keys(2, ApiMode::V1),
+            even_split_keys(2, ApiMode::V1, raw),
             vec![Bytes::from_static(&[0x80])]
         );
         assert_eq!(
-            even_split_keys(4, ApiMode::V1AndV2),
+            even_split_keys(4, ApiMode::V1AndV2, raw),
             vec![
                 Bytes::from_static(&[0x40]),
                 Bytes::from_static(&[0x80]),
                 Bytes::from_static(&[0xc0])
             ]
         );
-        let many = even_split_keys(1000, ApiMode::V1);
+        let many = even_split_keys(1000, ApiMode::V1, raw);
         assert_eq!(many.len(), 999);
         assert!(many.windows(2).all(|w| w[0] < w[1]));
-        let v2 = even_split_keys(2, ApiMode::V2);
-        assert_eq!(v2, vec![Bytes::from(encode_memcomparable(b"r\0\0\0\x80"))]);
+        // Encoded by default, in every mode.
+        let encoded = even_split_keys(2, ApiMode::V1, SplitEncoding::MemComparable);
+        assert_eq!(encoded, vec![Bytes::from(encode_memcomparable(&[0x80]))]);
+        let v2 = even_split_keys(2, ApiMode::V2, raw);
+        assert_eq!(
+            v2,
+            vec![
+                Bytes::from(encode_memcomparable(b"r\0\0\0\x80")),
+                Bytes::from(encode_memcomparable(b"x\0\0\0\x80"))
+            ]
+        );
+    }
+
+    #[test]
+    fn api_v2_regions_are_split_at_the_default_keyspaces_boundaries() {
+        let cluster = MockServerBuilder::default()
+            .api(ApiMode::V2)
+            .regions(2)
+            .build()
+            .unwrap();
+        let starts: Vec<Bytes> = cluster
+            .topology()
+            .regions()
+            .map(|r| r.meta.start_key.clone())
+            .collect();
+        for boundary in [&b"r\0\0\0"[..], b"r\0\0\x01", b"x\0\0\0", b"x\0\0\x01"] {
+            let encoded = Bytes::from(encode_memcomparable(boundary));
+            assert!(starts.contains(&encoded), "{boundary:?} in {starts:?}");
+        }
+        // 4 keyspace boundaries and one even split in each of the raw and txn ranges.
+        assert_eq!(starts.len(), 7);
     }
 
     #[test]
     fn build_splits_spreads_and_installs_faults() {
         let cluster = MockServerBuilder::default()
             .stores(3)
+            .api(ApiMode::V1)
             .regions(16)
             .split_at([b"zz".to_vec()])
             .spread_leaders(true)
