@@ -41,6 +41,10 @@
 //! assert_eq!(got.value, "v");
 //! ```
 //!
+//! The fronts are features, both on by default: `server` (the gRPC server, [`server`]) and
+//! `sim` (the simulated network and runtime, `sim`). Without them the crate is the engine
+//! alone, with no tokio, driver or runtime among its dependencies.
+//!
 //! The transactional (Percolator) engine ([`txn`]) plugs into the same [`Cluster`],
 //! topology and checks: KvGet/KvBatchGet/KvScan, prewrite (optimistic, pessimistic, async
 //! commit, 1PC), commit, rollback, cleanup, check-txn-status, check-secondary-locks,
@@ -63,7 +67,9 @@ mod raw;
 mod region_error;
 pub mod rng;
 mod scheduling;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "sim")]
 pub mod sim;
 #[cfg(test)]
 mod test_util;

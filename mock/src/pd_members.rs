@@ -296,6 +296,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "sim")]
     fn simulated_network_gives_each_member_an_address() {
         use std::sync::Arc;
         use std::time::Duration;
