@@ -98,6 +98,7 @@ context_messages!(
     PessimisticLockRequest => PessimisticLockResponse,
     PessimisticRollbackRequest => PessimisticRollbackResponse,
     DeleteRangeRequest => DeleteRangeResponse,
+    GetHealthFeedbackRequest => GetHealthFeedbackResponse,
 );
 
 impl Cluster {

@@ -62,8 +62,12 @@ fn decode_call<M: Method>(
     Ok(Bytes::from(call(request)?.encode_to_vec()))
 }
 
+/// The TiKV command table: one line per method — its handler and, if TiKV also serves it
+/// inside `BatchCommands`, the batch variant's name. Unary routing by path, the typed
+/// [`TikvMethod`] calls and `BatchCommands` dispatch are all derived from it, so a command
+/// is added in one place (and counted the same way whichever way it arrives).
 macro_rules! tikv_methods {
-    ($($method:ident => $handler:ident),* $(,)?) => {
+    ($($method:ident => $handler:ident $(, batch $batch:ident)?;)*) => {
         $(
             impl TikvMethod for tikv_service::$method {
                 fn call(
@@ -99,44 +103,66 @@ macro_rules! tikv_methods {
             )*
             Err(MockError::unimplemented(path))
         }
+
+        /// One `BatchCommands` sub-request through the table; `Err(cmd)` for a variant the
+        /// table has no batch entry for.
+        fn route_batch(
+            cluster: &mut Cluster,
+            store_id: u64,
+            cmd: ReqCmd,
+            now_ms: u64,
+        ) -> Result<Result<RespCmd, MockError>, Box<ReqCmd>> {
+            match cmd {
+                $($(
+                    ReqCmd::$batch(r) => Ok(
+                        <tikv_service::$method as TikvMethod>::call(cluster, store_id, r, now_ms)
+                            .map(RespCmd::$batch),
+                    ),
+                )?)*
+                other => Err(Box::new(other)),
+            }
+        }
     };
 }
 
 tikv_methods!(
-    RawGet => raw_get,
-    RawBatchGet => raw_batch_get,
-    RawPut => raw_put,
-    RawBatchPut => raw_batch_put,
-    RawDelete => raw_delete,
-    RawBatchDelete => raw_batch_delete,
-    RawDeleteRange => raw_delete_range,
-    RawScan => raw_scan,
-    RawBatchScan => raw_batch_scan,
-    RawGetKeyTtl => raw_get_key_ttl,
-    RawCompareAndSwap => raw_compare_and_swap,
-    RawChecksum => raw_checksum,
-    KvGet => kv_get,
-    KvBatchGet => kv_batch_get,
-    KvScan => kv_scan,
-    KvPrewrite => kv_prewrite,
-    KvCommit => kv_commit,
-    KvBatchRollback => kv_batch_rollback,
-    KvCleanup => kv_cleanup,
-    KvCheckTxnStatus => kv_check_txn_status,
-    KvCheckSecondaryLocks => kv_check_secondary_locks,
-    KvResolveLock => kv_resolve_lock,
-    KvTxnHeartBeat => kv_txn_heart_beat,
-    KvScanLock => kv_scan_lock,
-    KvPessimisticLock => kv_pessimistic_lock,
-    KvPessimisticRollback => kv_pessimistic_rollback,
-    KvDeleteRange => kv_delete_range,
-    KvFlush => kv_flush,
-    KvBufferBatchGet => kv_buffer_batch_get,
-    BroadcastTxnStatus => broadcast_txn_status,
-    MvccGetByKey => mvcc_get_by_key,
-    MvccGetByStartTs => mvcc_get_by_start_ts,
-    UnsafeDestroyRange => unsafe_destroy_range,
-    GetStoreSafeTs => get_store_safe_ts,
+    RawGet => raw_get, batch RawGet;
+    RawBatchGet => raw_batch_get, batch RawBatchGet;
+    RawPut => raw_put, batch RawPut;
+    RawBatchPut => raw_batch_put, batch RawBatchPut;
+    RawDelete => raw_delete, batch RawDelete;
+    RawBatchDelete => raw_batch_delete, batch RawBatchDelete;
+    RawDeleteRange => raw_delete_range, batch RawDeleteRange;
+    RawScan => raw_scan, batch RawScan;
+    RawBatchScan => raw_batch_scan, batch RawBatchScan;
+    RawGetKeyTtl => raw_get_key_ttl;
+    RawCompareAndSwap => raw_compare_and_swap;
+    RawChecksum => raw_checksum;
+    KvGet => kv_get, batch Get;
+    KvBatchGet => kv_batch_get, batch BatchGet;
+    KvScan => kv_scan, batch Scan;
+    KvPrewrite => kv_prewrite, batch Prewrite;
+    KvCommit => kv_commit, batch Commit;
+    KvBatchRollback => kv_batch_rollback, batch BatchRollback;
+    KvCleanup => kv_cleanup, batch Cleanup;
+    KvCheckTxnStatus => kv_check_txn_status, batch CheckTxnStatus;
+    KvCheckSecondaryLocks => kv_check_secondary_locks, batch CheckSecondaryLocks;
+    KvResolveLock => kv_resolve_lock, batch ResolveLock;
+    KvTxnHeartBeat => kv_txn_heart_beat, batch TxnHeartBeat;
+    KvScanLock => kv_scan_lock, batch ScanLock;
+    // Inside BatchCommands a lock request parks only through `handle_batch_commands_parking`;
+    // through the table it answers as if its wait timed out.
+    KvPessimisticLock => kv_pessimistic_lock, batch PessimisticLock;
+    KvPessimisticRollback => kv_pessimistic_rollback, batch PessimisticRollback;
+    KvDeleteRange => kv_delete_range, batch DeleteRange;
+    KvFlush => kv_flush, batch Flush;
+    KvBufferBatchGet => kv_buffer_batch_get, batch BufferBatchGet;
+    BroadcastTxnStatus => broadcast_txn_status, batch BroadcastTxnStatus;
+    GetHealthFeedback => get_health_feedback, batch GetHealthFeedback;
+    MvccGetByKey => mvcc_get_by_key;
+    MvccGetByStartTs => mvcc_get_by_start_ts;
+    UnsafeDestroyRange => unsafe_destroy_range;
+    GetStoreSafeTs => get_store_safe_ts;
 );
 
 macro_rules! pd_methods {
@@ -351,13 +377,33 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         }
+        out.health_feedback = Some(self.health_feedback(store_id));
+        Ok(out)
+    }
+
+    /// The store's health as TiKV reports it: a fresh sequence number, and the lowest slow
+    /// score (the mock's stores are never slow).
+    fn health_feedback(&mut self, store_id: u64) -> kvrpcpb::HealthFeedback {
         self.health_seq += 1;
-        out.health_feedback = Some(kvrpcpb::HealthFeedback {
+        kvrpcpb::HealthFeedback {
             store_id,
             feedback_seq_no: self.health_seq,
             slow_score: 1,
-        });
-        Ok(out)
+        }
+    }
+
+    /// `GetHealthFeedback`: the store's health, asked for on its own (TiKV answers it
+    /// without checking the context's region).
+    pub(crate) fn get_health_feedback(
+        &mut self,
+        store_id: u64,
+        _req: kvrpcpb::GetHealthFeedbackRequest,
+        _now_ms: u64,
+    ) -> kvrpcpb::GetHealthFeedbackResponse {
+        kvrpcpb::GetHealthFeedbackResponse {
+            region_error: None,
+            health_feedback: Some(self.health_feedback(store_id)),
+        }
     }
 
     fn batch_one(
@@ -366,80 +412,29 @@ impl Cluster {
         cmd: ReqCmd,
         now_ms: u64,
     ) -> Result<Option<RespCmd>, MockError> {
-        use tikv_service as t;
-        Ok(Some(match cmd {
-            ReqCmd::RawGet(r) => RespCmd::RawGet(self.tikv::<t::RawGet>(store_id, r, now_ms)?),
-            ReqCmd::RawBatchGet(r) => {
-                RespCmd::RawBatchGet(self.tikv::<t::RawBatchGet>(store_id, r, now_ms)?)
-            }
-            ReqCmd::RawPut(r) => RespCmd::RawPut(self.tikv::<t::RawPut>(store_id, r, now_ms)?),
-            ReqCmd::RawBatchPut(r) => {
-                RespCmd::RawBatchPut(self.tikv::<t::RawBatchPut>(store_id, r, now_ms)?)
-            }
-            ReqCmd::RawDelete(r) => {
-                RespCmd::RawDelete(self.tikv::<t::RawDelete>(store_id, r, now_ms)?)
-            }
-            ReqCmd::RawBatchDelete(r) => {
-                RespCmd::RawBatchDelete(self.tikv::<t::RawBatchDelete>(store_id, r, now_ms)?)
-            }
-            ReqCmd::RawScan(r) => RespCmd::RawScan(self.tikv::<t::RawScan>(store_id, r, now_ms)?),
-            ReqCmd::RawDeleteRange(r) => {
-                RespCmd::RawDeleteRange(self.tikv::<t::RawDeleteRange>(store_id, r, now_ms)?)
-            }
-            ReqCmd::RawBatchScan(r) => {
-                RespCmd::RawBatchScan(self.tikv::<t::RawBatchScan>(store_id, r, now_ms)?)
-            }
-            ReqCmd::Get(r) => RespCmd::Get(self.tikv::<t::KvGet>(store_id, r, now_ms)?),
-            ReqCmd::BatchGet(r) => {
-                RespCmd::BatchGet(self.tikv::<t::KvBatchGet>(store_id, r, now_ms)?)
-            }
-            ReqCmd::Scan(r) => RespCmd::Scan(self.tikv::<t::KvScan>(store_id, r, now_ms)?),
-            ReqCmd::Prewrite(r) => {
-                RespCmd::Prewrite(self.tikv::<t::KvPrewrite>(store_id, r, now_ms)?)
-            }
-            ReqCmd::Commit(r) => RespCmd::Commit(self.tikv::<t::KvCommit>(store_id, r, now_ms)?),
-            ReqCmd::BatchRollback(r) => {
-                RespCmd::BatchRollback(self.tikv::<t::KvBatchRollback>(store_id, r, now_ms)?)
-            }
-            ReqCmd::Cleanup(r) => RespCmd::Cleanup(self.tikv::<t::KvCleanup>(store_id, r, now_ms)?),
-            ReqCmd::CheckTxnStatus(r) => {
-                RespCmd::CheckTxnStatus(self.tikv::<t::KvCheckTxnStatus>(store_id, r, now_ms)?)
-            }
-            ReqCmd::CheckSecondaryLocks(r) => RespCmd::CheckSecondaryLocks(
-                self.tikv::<t::KvCheckSecondaryLocks>(store_id, r, now_ms)?,
-            ),
-            ReqCmd::ResolveLock(r) => {
-                RespCmd::ResolveLock(self.tikv::<t::KvResolveLock>(store_id, r, now_ms)?)
-            }
-            ReqCmd::TxnHeartBeat(r) => {
-                RespCmd::TxnHeartBeat(self.tikv::<t::KvTxnHeartBeat>(store_id, r, now_ms)?)
-            }
-            ReqCmd::ScanLock(r) => {
-                RespCmd::ScanLock(self.tikv::<t::KvScanLock>(store_id, r, now_ms)?)
-            }
-            // Inside BatchCommands a lock request cannot park: it answers as if its wait
-            // timed out (see `Cluster::kv_pessimistic_lock_or_wait` for waiting).
-            ReqCmd::PessimisticLock(r) => {
-                RespCmd::PessimisticLock(self.tikv::<t::KvPessimisticLock>(store_id, r, now_ms)?)
-            }
-            ReqCmd::PessimisticRollback(r) => RespCmd::PessimisticRollback(
-                self.tikv::<t::KvPessimisticRollback>(store_id, r, now_ms)?,
-            ),
-            ReqCmd::DeleteRange(r) => {
-                RespCmd::DeleteRange(self.tikv::<t::KvDeleteRange>(store_id, r, now_ms)?)
-            }
-            ReqCmd::Flush(r) => RespCmd::Flush(self.tikv::<t::KvFlush>(store_id, r, now_ms)?),
-            ReqCmd::BufferBatchGet(r) => {
-                RespCmd::BufferBatchGet(self.tikv::<t::KvBufferBatchGet>(store_id, r, now_ms)?)
-            }
-            ReqCmd::BroadcastTxnStatus(r) => RespCmd::BroadcastTxnStatus(
-                self.tikv::<t::BroadcastTxnStatus>(store_id, r, now_ms)?,
-            ),
-            ReqCmd::Gc(_) => return Err(crate::txn::gc_in_batch()),
-            ReqCmd::Empty(r) => RespCmd::Empty(BatchCommandsEmptyResponse { test_id: r.test_id }),
-            _ => return Ok(None),
-        }))
+        let unrouted = match route_batch(self, store_id, cmd, now_ms) {
+            Ok(answer) => return answer.map(Some),
+            Err(cmd) => *cmd,
+        };
+        match unrouted {
+            ReqCmd::Gc(_) => Err(crate::txn::gc_in_batch()),
+            ReqCmd::Empty(r) => Ok(Some(RespCmd::Empty(BatchCommandsEmptyResponse {
+                test_id: r.test_id,
+            }))),
+            // What TiKV serves and the mock does not (coprocessor, flashback, import): the
+            // stream fails with UNIMPLEMENTED rather than answer with an empty response.
+            other => Err(MockError::unimplemented(&format!(
+                "BatchCommands {}",
+                batch_variant_name(&other)
+            ))),
+        }
     }
+}
+
+/// The name of a `BatchCommands` request variant (`Coprocessor`), for errors.
+fn batch_variant_name(cmd: &ReqCmd) -> String {
+    let debug = format!("{cmd:?}");
+    debug.split('(').next().unwrap_or("unknown").to_owned()
 }
 
 #[cfg(test)]
@@ -796,5 +791,55 @@ mod tests {
         };
         let e = h.c.handle_batch_commands(store, req, NOW).unwrap_err();
         assert_eq!(e.code, Code::InvalidArgument);
+    }
+
+    #[test]
+    fn health_feedback_is_served_alone_and_in_batches_with_fresh_sequence_numbers() {
+        let mut h = Harness::v1();
+        let (store, ctx) = h.ctx(b"k");
+        let unary =
+            h.c.tikv::<t::GetHealthFeedback>(
+                store,
+                kvrpcpb::GetHealthFeedbackRequest {
+                    context: Some(ctx.clone()),
+                },
+                NOW,
+            )
+            .unwrap()
+            .health_feedback
+            .unwrap();
+        assert_eq!((unary.store_id, unary.slow_score), (store, 1));
+        let req = BatchCommandsRequest {
+            requests: vec![BatchReq {
+                cmd: Some(ReqCmd::GetHealthFeedback(
+                    kvrpcpb::GetHealthFeedbackRequest { context: Some(ctx) },
+                )),
+            }],
+            request_ids: vec![1],
+            ..Default::default()
+        };
+        let resp = h.c.handle_batch_commands(store, req, NOW).unwrap();
+        let Some(RespCmd::GetHealthFeedback(batched)) = &resp.responses[0].cmd else {
+            panic!("unexpected {:?}", resp.responses[0].cmd);
+        };
+        let batched = batched.health_feedback.unwrap();
+        assert!(batched.feedback_seq_no > unary.feedback_seq_no);
+        assert_eq!(h.c.counters().rpcs_of("GetHealthFeedback"), 2);
+    }
+
+    #[test]
+    fn a_batch_command_the_mock_does_not_serve_fails_as_unimplemented_never_empty() {
+        let mut h = Harness::v1();
+        let (store, _) = h.ctx(b"k");
+        let req = BatchCommandsRequest {
+            requests: vec![BatchReq {
+                cmd: Some(ReqCmd::Coprocessor(Default::default())),
+            }],
+            request_ids: vec![1],
+            ..Default::default()
+        };
+        let e = h.c.handle_batch_commands(store, req, NOW).unwrap_err();
+        assert_eq!(e.code, Code::Unimplemented);
+        assert!(e.message.contains("Coprocessor"), "{}", e.message);
     }
 }
