@@ -222,6 +222,41 @@ pub enum Error {
         key: Key,
     },
 
+    /// A pessimistic lock waited for another transaction's lock longer than the caller's
+    /// wait timeout (client-go's `ErrLockWaitTimeout`). Nothing this call locked stays locked.
+    #[error("lock wait timeout on key {key}: still locked by transaction {lock_ts}")]
+    LockWaitTimeout {
+        /// The key that stayed locked.
+        key: Key,
+        /// The start timestamp of the transaction holding it.
+        lock_ts: u64,
+    },
+
+    /// A pessimistic lock asked not to wait met another transaction's lock
+    /// (client-go's `ErrLockAcquireFailAndNoWaitSet`).
+    #[error("key {key} is locked by transaction {lock_ts} and the lock was asked not to wait")]
+    LockAcquireFailAndNoWaitSet {
+        /// The locked key.
+        key: Key,
+        /// The start timestamp of the transaction holding it.
+        lock_ts: u64,
+    },
+
+    /// Waiting for the lock would close a cycle of transactions waiting for each other: TiKV
+    /// chose this transaction as the victim (client-go's `ErrDeadlock`). Rolling back and
+    /// retrying usually succeeds.
+    #[error("deadlock on key {key}: transaction {lock_ts} holds it, wait chain {wait_chain:?}")]
+    Deadlock {
+        /// The key this transaction wanted.
+        key: Key,
+        /// The start timestamp of the transaction holding it.
+        lock_ts: u64,
+        /// TiKV's hash of the key that closed the cycle.
+        deadlock_key_hash: u64,
+        /// The cycle: `(txn, waits for txn, on key)` entries as TiKV reported them.
+        wait_chain: Vec<(u64, u64, Key)>,
+    },
+
     /// The transaction was rolled back (by another client resolving its locks, or because its
     /// locks expired) before it could commit.
     #[error("transaction {start_ts} aborted: {detail}")]
@@ -272,6 +307,9 @@ impl Error {
             ),
             Error::Region { .. } | Error::BackoffExhausted { .. } => true,
             Error::WriteConflict { .. } | Error::TxnAborted { .. } => true,
+            Error::LockWaitTimeout { .. }
+            | Error::LockAcquireFailAndNoWaitSet { .. }
+            | Error::Deadlock { .. } => true,
             Error::KeyExists { .. } => false,
             Error::Pd { kind, .. } => kind.is_retryable(),
             Error::InvalidArgument(_)

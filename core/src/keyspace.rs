@@ -133,6 +133,30 @@ impl KeyspaceCodec {
                 message,
             },
             Error::KeyExists { key } => Error::KeyExists { key: user(key) },
+            Error::LockWaitTimeout { key, lock_ts } => Error::LockWaitTimeout {
+                key: user(key),
+                lock_ts,
+            },
+            Error::LockAcquireFailAndNoWaitSet { key, lock_ts } => {
+                Error::LockAcquireFailAndNoWaitSet {
+                    key: user(key),
+                    lock_ts,
+                }
+            }
+            Error::Deadlock {
+                key,
+                lock_ts,
+                deadlock_key_hash,
+                wait_chain,
+            } => Error::Deadlock {
+                key: user(key),
+                lock_ts,
+                deadlock_key_hash,
+                wait_chain: wait_chain
+                    .into_iter()
+                    .map(|(t, w, k)| (t, w, user(k)))
+                    .collect(),
+            },
             Error::WriteConflict {
                 key,
                 primary,

@@ -436,9 +436,6 @@ impl TransactionOptions {
 
     /// `Err(Error::Unsupported)` naming the first option this client cannot honour yet.
     pub fn check(&self) -> Result<(), Error> {
-        if self.mode == TxnMode::Pessimistic {
-            return Err(unsupported("pessimistic transactions"));
-        }
         if self.assertion_level != AssertionLevel::Off {
             return Err(unsupported("assertions"));
         }
@@ -532,7 +529,6 @@ mod tests {
     #[test]
     fn what_is_not_implemented_fails_loudly() {
         for options in [
-            TransactionOptions::pessimistic(),
             TransactionOptions::default().with_assertion_level(AssertionLevel::Strict),
             TransactionOptions::default()
                 .with_read(ReadOptions::default().with_replica_read(ReplicaRead::Follower)),

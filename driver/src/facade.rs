@@ -13,9 +13,10 @@ macro_rules! facade {
         pub use $crate::__facade::{
             ApiVersion, AssertionLevel, BoxFuture, Bytes, CasResult, Checksum, Config, Delivery,
             DiskFullOpt, Error, GrpcCode, Instant, IsolationLevel, Key, KeyRange, KvPair, Lock,
-            PdErrorKind, PdErrorType, Peer, PeerRole, Priority, ReadOptions, Region, RegionEpoch,
-            RegionId, RegionVerId, ReplicaRead, Resolved, Result, Runtime, Security, Store,
-            StoreId, StoreState, Target, Timestamp, TransactionOptions, TxnMode, TxnStatus,
+            LockOptions, LockWait, LockedValue, PdErrorKind, PdErrorType, Peer, PeerRole, Priority,
+            ReadOptions, Region, RegionEpoch, RegionId, RegionVerId, ReplicaRead, Resolved, Result,
+            Runtime, Security, Store, StoreId, StoreState, Target, Timestamp, TransactionOptions,
+            TxnMode, TxnStatus,
         };
 
         /// The runtime this crate's clients run on (what `connect_with` takes).
@@ -49,7 +50,7 @@ pub mod exports {
         TransactionOptions, TxnMode,
     };
     pub use tikv_core::raw::{CasResult, Checksum, KvPair};
-    pub use tikv_core::txn::{Lock, Resolved, TxnStatus};
+    pub use tikv_core::txn::{Lock, LockOptions, LockWait, LockedValue, Resolved, TxnStatus};
     pub use tikv_core::{
         ApiVersion, Config, Delivery, Error, GrpcCode, Instant, Key, KeyRange, PdErrorKind,
         PdErrorType, Peer, PeerRole, Region, RegionEpoch, RegionId, RegionVerId, Result, Store,

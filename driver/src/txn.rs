@@ -32,11 +32,12 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tikv_core::backoff::{Backoffer, budget};
 use tikv_core::machine::Budgeted;
-use tikv_core::options::{ContextOptions, ReadOptions, TransactionOptions};
+use tikv_core::options::{ContextOptions, ReadOptions, TransactionOptions, TxnMode};
 use tikv_core::raw::KvPair;
+use tikv_core::txn::pessimistic::{MANAGED_LOCK_TTL_MS, pessimistic_rollback};
 use tikv_core::txn::{
-    CheckTxnStatus, Committer, Lock, Mutation, ReadBypass, ResolveLocks, Resolved,
-    SnapshotBatchGet, SnapshotGet, SnapshotScan, TxnStatus, WriteBuffer,
+    CheckTxnStatus, Committer, Lock, LockKeys, LockOptions, LockedValue, Mutation, ReadBypass,
+    ResolveLocks, Resolved, SnapshotBatchGet, SnapshotGet, SnapshotScan, TxnStatus, WriteBuffer,
 };
 use tikv_core::{Config, Error, Key, KeyMode, KeyRange, Machine, Result, Timestamp};
 use tracing::warn;
@@ -207,6 +208,7 @@ impl<R: Runtime> TransactionClient<R> {
             causal_consistency: options.causal_consistency,
             started_at: self.ctx.runtime.now(),
             buffer: WriteBuffer::new(),
+            pessimistic: (options.mode == TxnMode::Pessimistic).then(Pessimistic::default),
             finished: false,
         })
     }
@@ -423,8 +425,21 @@ pub struct Transaction<R: Runtime> {
     /// When the transaction began (bounds the commit timestamp of async commit and 1PC).
     started_at: tikv_core::Instant,
     buffer: WriteBuffer,
+    /// Pessimistic mode: the keys locked so far, the primary, the latest `for_update_ts`.
+    pessimistic: Option<Pessimistic>,
     /// Committed or rolled back: nothing to warn about on drop.
     finished: bool,
+}
+
+/// What a pessimistic transaction holds in TiKV before it commits.
+#[derive(Debug, Default)]
+struct Pessimistic {
+    /// The first key it locked (user form): the transaction's primary.
+    primary: Option<Key>,
+    /// Every key it has locked (user form).
+    locked: std::collections::BTreeSet<Key>,
+    /// The newest `for_update_ts` its locks were taken at.
+    for_update_ts: Timestamp,
 }
 
 impl<R: Runtime> Transaction<R> {
@@ -555,24 +570,174 @@ impl<R: Runtime> Transaction<R> {
     pub async fn commit(mut self) -> Result<Timestamp> {
         self.finished = true;
         let ctx = &self.reads.ctx;
-        let committer = Committer::new(&ctx.config, self.reads.ts, &self.buffer)
+        let mut committer = Committer::new(&ctx.config, self.reads.ts, &self.buffer)
             .with_one_pc(self.try_one_pc)
             .with_async_commit(self.async_commit)
             .with_causal_consistency(self.causal_consistency)
             .with_started_at(self.started_at);
+        if let Some(p) = self.pessimistic.take() {
+            if let Some(primary) = p.primary {
+                committer = committer.with_pessimistic(primary, p.for_update_ts, p.locked);
+            }
+        }
         run_with(ctx, committer, self.write_context.clone()).await
     }
 
     /// Abandons the transaction. An optimistic transaction has written nothing to TiKV
-    /// before commit, so this only drops its buffered writes.
+    /// before commit, so this only drops its buffered writes; a pessimistic one also
+    /// releases the locks it took (`KvPessimisticRollback`).
     pub async fn rollback(mut self) -> Result<()> {
         self.finished = true;
-        Ok(())
+        match self.pessimistic.take() {
+            Some(p) if !p.locked.is_empty() => {
+                let ctx = &self.reads.ctx;
+                run_with(ctx, self.unlock(p), self.write_context.clone()).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Locks `keys` (pessimistic transactions): until the transaction ends, no other
+    /// transaction can write them, and this one's commit cannot meet a write conflict on them.
+    /// Waits for other transactions' locks as `options.wait` says. The locks are taken at a
+    /// fresh `for_update_ts`, so a key written and committed by another transaction since this
+    /// one started fails with [`Error::WriteConflict`]; retrying the statement (call again)
+    /// then locks at a newer `for_update_ts`. On any failure nothing this call locked stays
+    /// locked. Returns the keys' values or existence when `options` asks for them.
+    ///
+    /// An optimistic transaction gets [`Error::InvalidArgument`]: its keys are checked at
+    /// commit instead.
+    pub async fn lock_keys(
+        &mut self,
+        keys: impl IntoIterator<Item = impl Into<Key>>,
+        options: LockOptions,
+    ) -> Result<Vec<LockedValue>> {
+        let keys: Vec<Key> = keys.into_iter().map(Into::into).collect();
+        let ctx = self.reads.ctx.clone();
+        let Some(p) = self.pessimistic.as_mut() else {
+            return Err(Error::InvalidArgument(
+                "lock_keys needs a pessimistic transaction (TransactionOptions::pessimistic())"
+                    .into(),
+            ));
+        };
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let for_update_ts = ctx.pd.get_timestamp().await?;
+        let is_first_lock = p.primary.is_none();
+        let primary = p
+            .primary
+            .get_or_insert_with(|| keys.iter().min().cloned().unwrap_or_default())
+            .clone();
+        let age_ms = ctx
+            .runtime
+            .now()
+            .saturating_duration_since(self.started_at)
+            .as_millis();
+        let ttl = u64::try_from(age_ms)
+            .unwrap_or(u64::MAX)
+            .saturating_add(MANAGED_LOCK_TTL_MS);
+        let machine = LockKeys::new(
+            ctx.config.keyspace_codec(),
+            keys.clone(),
+            primary,
+            self.reads.ts,
+            for_update_ts,
+            is_first_lock,
+            ttl,
+            &options,
+        );
+        let backoff = Backoffer::new("lock keys", ctx.config.budget(budget::PESSIMISTIC_LOCK));
+        let result = run_with(
+            &ctx,
+            Budgeted::new(backoff, machine),
+            self.write_context.clone(),
+        )
+        .await;
+        match result {
+            Ok(values) => {
+                p.for_update_ts = p.for_update_ts.max(for_update_ts);
+                p.locked.extend(keys);
+                Ok(values)
+            }
+            Err(e) => {
+                if is_first_lock {
+                    // The primary was not kept: the next lock chooses again.
+                    p.primary = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Locks `key` and reads its latest committed value (`SELECT ... FOR UPDATE`), waiting
+    /// for other transactions' locks as long as it takes. Pessimistic transactions only.
+    pub async fn get_for_update(&mut self, key: impl Into<Key>) -> Result<Option<Bytes>> {
+        let key = key.into();
+        if let Some(own) = self.buffer.get(&key) {
+            let own = own.cloned();
+            self.lock_keys([key], LockOptions::default()).await?;
+            return Ok(own);
+        }
+        let options = LockOptions::default().with_return_values(true);
+        let mut values = self.lock_keys([key], options).await?;
+        Ok(values.pop().and_then(|v| v.value))
+    }
+
+    /// [`get_for_update`](Self::get_for_update) of many keys: the pairs that exist, in key
+    /// order (the transaction's own writes win over what TiKV returned).
+    pub async fn batch_get_for_update(
+        &mut self,
+        keys: impl IntoIterator<Item = impl Into<Key>>,
+    ) -> Result<Vec<KvPair>> {
+        let options = LockOptions::default().with_return_values(true);
+        let locked = self.lock_keys(keys, options).await?;
+        Ok(locked
+            .into_iter()
+            .filter_map(|v| {
+                let value = match self.buffer.get(&v.key) {
+                    Some(own) => own.cloned(),
+                    None => v.value,
+                };
+                value.map(|value| KvPair { key: v.key, value })
+            })
+            .collect())
+    }
+
+    /// The rollback of a pessimistic transaction's locks (before anything was prewritten).
+    fn unlock(&self, p: Pessimistic) -> impl Machine<Output = Result<()>> + Send + 'static {
+        let codec = self.reads.ctx.config.keyspace_codec();
+        let keys = codec.encode_all(p.locked.into_iter().collect());
+        let backoff = Backoffer::new(
+            "pessimistic rollback",
+            self.reads.ctx.config.budget(budget::PESSIMISTIC_ROLLBACK),
+        );
+        let m = pessimistic_rollback(self.reads.ts, p.for_update_ts, keys);
+        let m = tikv_core::machine::Map::new(m, |r: Result<Vec<(Vec<Key>, _)>>| r.map(|_| ()));
+        Budgeted::new(backoff, m)
     }
 }
 
 impl<R: Runtime> Drop for Transaction<R> {
     fn drop(&mut self) {
+        if let Some(p) = self.pessimistic.take().filter(|p| !p.locked.is_empty()) {
+            if !self.finished {
+                // A live client never leaves its locks for their TTL to expire: release them
+                // in the background.
+                warn!(
+                    start_ts = %self.reads.ts,
+                    locks = p.locked.len(),
+                    "pessimistic transaction dropped without commit or rollback; releasing its locks"
+                );
+                let ctx = self.reads.ctx.clone();
+                let unlock = self.unlock(p);
+                let context = self.write_context.clone();
+                let runtime = ctx.runtime.clone();
+                runtime.spawn(async move {
+                    let _ = run_with(&ctx, unlock, context).await;
+                });
+            }
+        }
         if !self.finished && !self.buffer.is_empty() {
             warn!(
                 start_ts = %self.reads.ts,

@@ -377,10 +377,6 @@ async fn read_options_reach_tikv_and_unsupported_ones_fail_loudly() {
     );
     t.rollback().await.unwrap();
 
-    assert!(matches!(
-        c.begin_with(TransactionOptions::pessimistic()).await,
-        Err(Error::Unsupported(_))
-    ));
     let stale = ReadOptions::default().with_stale_read(true);
     assert!(matches!(
         c.snapshot_with(now, stale),

@@ -84,6 +84,7 @@ replies! {
     ResolveLockResponse => KvResolveLock;
     CheckSecondaryLocksResponse => KvCheckSecondaryLocks;
     PessimisticRollbackResponse => KvPessimisticRollback;
+    PessimisticLockResponse => KvPessimisticLock;
     RawGetResponse => RawGet;
     RawBatchGetResponse => RawBatchGet;
     RawScanResponse => RawScan;
@@ -111,6 +112,12 @@ single_key_error!(
 );
 
 impl HasKeyError for kvrpcpb::PrewriteResponse {
+    fn add_key_error(&mut self, e: kvrpcpb::KeyError) {
+        self.errors.push(e);
+    }
+}
+
+impl HasKeyError for kvrpcpb::PessimisticLockResponse {
     fn add_key_error(&mut self, e: kvrpcpb::KeyError) {
         self.errors.push(e);
     }
@@ -373,6 +380,38 @@ impl Resp<kvrpcpb::CheckSecondaryLocksResponse> {
     /// back).
     pub fn missing(self, commit_ts: Timestamp) -> Outcome {
         self.with(|r| r.commit_ts = commit_ts.as_u64()).ok()
+    }
+}
+
+/// A `KvPessimisticLock` reply builder.
+pub fn pessimistic_lock() -> Resp<kvrpcpb::PessimisticLockResponse> {
+    Resp::default()
+}
+
+impl Resp<kvrpcpb::PessimisticLockResponse> {
+    /// Locked, returning these values (`None`: the key does not exist).
+    pub fn values(self, values: &[Option<&str>]) -> Outcome {
+        self.with(|r| {
+            r.values = values
+                .iter()
+                .map(|v| Bytes::copy_from_slice(v.unwrap_or("").as_bytes()))
+                .collect();
+            r.not_founds = values.iter().map(Option::is_none).collect();
+        })
+        .ok()
+    }
+}
+
+/// A `WriteConflict` key error for `key`, conflicting with a commit at `commit_ts`.
+pub fn conflict(key: &str, commit_ts: Timestamp) -> kvrpcpb::KeyError {
+    kvrpcpb::KeyError {
+        conflict: Some(kvrpcpb::WriteConflict {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            conflict_commit_ts: commit_ts.as_u64(),
+            reason: kvrpcpb::write_conflict::Reason::PessimisticRetry as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -769,6 +808,11 @@ pub fn keys_of(request: &TikvRequest) -> Vec<Key> {
         TikvRequest::KvCheckTxnStatus(r) => vec![Key::from(r.primary_key.clone())],
         TikvRequest::KvCheckSecondaryLocks(r) => keys(&r.keys),
         TikvRequest::KvPessimisticRollback(r) => keys(&r.keys),
+        TikvRequest::KvPessimisticLock(r) => r
+            .mutations
+            .iter()
+            .map(|m| Key::from(m.key.clone()))
+            .collect(),
         TikvRequest::RawGet(r) => vec![Key::from(r.key.clone())],
         TikvRequest::RawBatchGet(r) => keys(&r.keys),
         TikvRequest::RawScan(r) => vec![r.start_key.clone().into(), r.end_key.clone().into()],

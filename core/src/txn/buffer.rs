@@ -17,6 +17,10 @@ pub enum Mutation {
     Delete,
     /// Set the value, failing the commit if the key exists (`KeyExists`).
     Insert(Bytes),
+    /// Leave the value alone: a key a pessimistic transaction locked without writing it,
+    /// prewritten so that its lock is released at commit. Only the committer adds these; a
+    /// buffer never holds one.
+    Lock,
 }
 
 impl Mutation {
@@ -24,7 +28,7 @@ impl Mutation {
     pub fn value(&self) -> Option<&Bytes> {
         match self {
             Mutation::Put(v) | Mutation::Insert(v) => Some(v),
-            Mutation::Delete => None,
+            Mutation::Delete | Mutation::Lock => None,
         }
     }
 
@@ -34,6 +38,7 @@ impl Mutation {
             Mutation::Put(v) => (kvrpcpb::Op::Put, v.clone()),
             Mutation::Delete => (kvrpcpb::Op::Del, Bytes::new()),
             Mutation::Insert(v) => (kvrpcpb::Op::Insert, v.clone()),
+            Mutation::Lock => (kvrpcpb::Op::Lock, Bytes::new()),
         };
         kvrpcpb::Mutation {
             op: op as i32,

@@ -33,6 +33,7 @@
 //! point, a prewrite whose delivery is unknown makes the outcome [`Error::Undetermined`]
 //! instead of a rollback.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +92,9 @@ pub struct PrewritePlan {
     max_commit_ts: Timestamp,
     /// Async commit: every lock is marked, and the batch holding the primary lists these.
     secondaries: Option<Arc<[Bytes]>>,
+    /// A pessimistic transaction: its `for_update_ts` and the keys it locked (each checked
+    /// for its lock at prewrite; the others need no check).
+    pessimistic: Option<(Timestamp, Arc<BTreeSet<Key>>)>,
 }
 
 impl BatchPlan for PrewritePlan {
@@ -115,6 +119,21 @@ impl BatchPlan for PrewritePlan {
             max_commit_ts: self.max_commit_ts.as_u64(),
             try_one_pc: self.try_one_pc && items.len() as u64 == self.txn_size,
             use_async_commit: self.secondaries.is_some(),
+            for_update_ts: self.pessimistic.as_ref().map_or(0, |(ts, _)| ts.as_u64()),
+            pessimistic_actions: match &self.pessimistic {
+                Some((_, locked)) => items
+                    .iter()
+                    .map(|(k, _)| {
+                        use kvrpcpb::prewrite_request::PessimisticAction;
+                        if locked.contains(k) {
+                            PessimisticAction::DoPessimisticCheck as i32
+                        } else {
+                            PessimisticAction::SkipPessimisticCheck as i32
+                        }
+                    })
+                    .collect(),
+                None => Vec::new(),
+            },
             secondaries: match &self.secondaries {
                 Some(list) if items.iter().any(|(k, _)| *k == self.primary) => list.to_vec(),
                 _ => Vec::new(),
@@ -235,6 +254,8 @@ pub struct Committer {
     safe_window: Duration,
     /// Whether the prewrite in flight is the commit point (async commit or 1PC asked).
     prewrite_decides: bool,
+    /// A pessimistic transaction's `for_update_ts` and locked keys (stored form).
+    pessimistic: Option<(Timestamp, Arc<BTreeSet<Key>>)>,
     state: State,
 }
 
@@ -289,8 +310,35 @@ impl Committer {
             started_at: None,
             safe_window: config.async_commit_safe_window,
             prewrite_decides: false,
+            pessimistic: None,
             state: State::StartPrewrite(mutations),
         }
+    }
+
+    /// Commits a pessimistic transaction: `primary` (user key) is the primary it locked
+    /// first, `locked` (user keys) every key it locked, at `for_update_ts` at the latest.
+    /// Locked keys it did not write are prewritten as `Lock` mutations (their locks are then
+    /// released by the commit); every locked key is checked for its pessimistic lock.
+    pub fn with_pessimistic(
+        mut self,
+        primary: Key,
+        for_update_ts: Timestamp,
+        locked: impl IntoIterator<Item = Key>,
+    ) -> Self {
+        let State::StartPrewrite(items) = &mut self.state else {
+            return self; // only before the commit starts
+        };
+        let locked: BTreeSet<Key> = locked.into_iter().map(|k| self.codec.encode(k)).collect();
+        let written: BTreeSet<Key> = items.iter().map(|(k, _)| k.clone()).collect();
+        for key in locked.difference(&written) {
+            items.push((key.clone(), Mutation::Lock));
+        }
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        self.keys = items.iter().map(|(k, _)| k.clone()).collect();
+        self.txn_size = self.keys.len() as u64;
+        self.primary = self.codec.encode(primary);
+        self.pessimistic = Some((for_update_ts, Arc::new(locked)));
+        self
     }
 
     /// Whether to use async commit (when the transaction is small enough: see
@@ -364,6 +412,7 @@ impl Committer {
                 Timestamp::ZERO
             },
             secondaries,
+            pessimistic: self.pessimistic.clone(),
         }
     }
 

@@ -139,6 +139,19 @@ impl KeyErrorKind {
 
 /// Classifies a key error returned for `key` by a transaction started at `start_ts`.
 pub fn key_error(e: &kvrpcpb::KeyError, start_ts: Timestamp) -> KeyErrorKind {
+    // A deadlock first: TiKV may describe the lock waited for alongside it.
+    if let Some(d) = &e.deadlock {
+        return KeyErrorKind::Fail(Error::Deadlock {
+            key: Key::from(d.lock_key.clone()),
+            lock_ts: d.lock_ts,
+            deadlock_key_hash: d.deadlock_key_hash,
+            wait_chain: d
+                .wait_chain
+                .iter()
+                .map(|w| (w.txn, w.wait_for_txn, Key::from(w.key.clone())))
+                .collect(),
+        });
+    }
     if let Some(lock) = &e.locked {
         return KeyErrorKind::Locked(Lock::from(lock));
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`buffer`]: the transaction's local writes.
 //! - [`lock`]: locks found by reads and writes, and what TiKV says about their transactions.
+//! - [`pessimistic`]: pessimistic locks (`lock_keys`), with waits for other transactions.
 //! - [`resolve`]: the lock resolver — asks the lock owner's primary for its fate
 //!   (`CheckTxnStatus`), then commits or rolls back the lock (`ResolveLock`).
 //! - [`snapshot`]: reads at a start timestamp that resolve the locks they meet.
@@ -12,6 +13,7 @@
 pub mod buffer;
 pub mod commit;
 pub mod lock;
+pub mod pessimistic;
 pub mod resolve;
 pub mod scan;
 pub mod snapshot;
@@ -20,6 +22,7 @@ pub mod status_cache;
 pub use buffer::{Mutation, WriteBuffer};
 pub use commit::Committer;
 pub use lock::{Lock, TxnStatus, key_error};
+pub use pessimistic::{LockKeys, LockOptions, LockWait, LockedValue};
 pub use resolve::{CheckTxnStatus, ReadBypass, ResolveLocks, Resolved};
 pub use scan::SnapshotScan;
 pub use snapshot::{SnapshotBatchGet, SnapshotGet};

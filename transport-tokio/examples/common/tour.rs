@@ -117,10 +117,15 @@ async fn tour(runtime: tikv::ClientRuntime, pd: &str) -> tikv::Result<()> {
     let snapshot = txns.snapshot_with(now, read_committed)?;
     let all = snapshot.scan(key("")..key("~"), 100).await?;
     println!("  read-committed scan of this run's keys -> {} pairs", all.len());
-    match txns.begin_with(TransactionOptions::pessimistic()).await {
-        Err(e @ Error::Unsupported(_)) => println!("  pessimistic -> {e}"),
-        Err(e) => return Err(e),
-        Ok(_) => println!("  pessimistic transactions are available"),
-    }
+    // Pessimistic: lock a key and read its latest value, then write it.
+    let mut locking = txns.begin_with(TransactionOptions::pessimistic()).await?;
+    let before = locking.get_for_update(key("one-pc")).await?;
+    locking.put(key("one-pc"), "rewritten under a pessimistic lock").await?;
+    locking.commit().await?;
+    println!(
+        "  pessimistic: locked {:?} (was {} bytes) and rewrote it",
+        key("one-pc"),
+        before.map_or(0, |v| v.len())
+    );
     Ok(())
 }

@@ -8,6 +8,7 @@ use crate::testing::{Harness, region};
 
 mod commit;
 mod keyspace;
+mod pessimistic;
 mod resolve;
 mod scan;
 mod snapshot;

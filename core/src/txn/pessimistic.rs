@@ -1,0 +1,523 @@
+//! Pessimistic locking: a transaction's `lock_keys` as a machine (client-go's
+//! `actionPessimisticLock`, TiKV's `AcquirePessimisticLock`).
+//!
+//! The keys are locked per region, concurrently; on a transaction's first lock the primary
+//! key goes alone first, so that its lock exists before any secondary points at it. A request
+//! that meets another transaction's lock waits inside TiKV (up to `wait_timeout`, at most
+//! TiKV's own limit) and then answers with that lock: the machine resolves it as a writer
+//! would (a dead owner's lock is cleaned up) and asks again, until the caller's wait is over
+//! ([`LockWait`]). TiKV applies each request whole or not at all, so a failed batch is sent
+//! again whole.
+//!
+//! A failure — a write conflict, a deadlock (TiKV's detector picked this transaction), an
+//! existing key, a wait timeout, no-wait — rolls back exactly the keys this call locked
+//! (`KvPessimisticRollback` at its `for_update_ts`) before it is reported: whether to retry the
+//! statement with a newer `for_update_ts` is the caller's choice.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tikv_proto::kvrpcpb;
+
+use crate::error::Error;
+use crate::key::Key;
+use crate::keyspace::KeyspaceCodec;
+use crate::machine::{Cx, Effect, EffectId, Machine, Outcome, Step};
+use crate::plan::{BatchLimits, BatchPlan, MultiKey};
+use crate::ready;
+use crate::request::RpcOptions;
+use crate::rpc::{TikvRequest, TikvResponse};
+use crate::time::Instant;
+use crate::timestamp::Timestamp;
+use crate::txn::lock::{KeyErrorKind, Lock, key_error};
+use crate::txn::resolve::ResolveLocks;
+
+/// TTL of a pessimistic lock beyond the transaction's age (client-go's `ManagedLockTTL`,
+/// 20 s): long enough for the transaction to heartbeat or finish.
+pub const MANAGED_LOCK_TTL_MS: u64 = 20_000;
+
+/// How long `lock_keys` waits for other transactions' locks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockWait {
+    /// Fail at once with [`Error::LockAcquireFailAndNoWaitSet`] (client-go's `LockNoWait`).
+    NoWait,
+    /// Give up with [`Error::LockWaitTimeout`] after this long.
+    Timeout(Duration),
+    /// Wait until the lock goes, however long (client-go's `LockAlwaysWait`).
+    Forever,
+}
+
+/// Options of one `lock_keys` call (client-go's `LockCtx`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockOptions {
+    /// How long to wait for other transactions' locks (forever, as client-go's default).
+    pub wait: LockWait,
+    /// Return each key's value (as of `for_update_ts`) with its lock.
+    pub return_values: bool,
+    /// Return whether each key exists (cheaper than its value).
+    pub check_existence: bool,
+    /// Lock only the keys that exist (needs `return_values`, as TiKV requires).
+    pub lock_only_if_exists: bool,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            wait: LockWait::Forever,
+            return_values: false,
+            check_existence: false,
+            lock_only_if_exists: false,
+        }
+    }
+}
+
+impl LockOptions {
+    /// Sets [`wait`](Self::wait).
+    pub fn with_wait(mut self, wait: LockWait) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Sets [`return_values`](Self::return_values).
+    pub fn with_return_values(mut self, on: bool) -> Self {
+        self.return_values = on;
+        self
+    }
+
+    /// Sets [`check_existence`](Self::check_existence).
+    pub fn with_check_existence(mut self, on: bool) -> Self {
+        self.check_existence = on;
+        self
+    }
+
+    /// Sets [`lock_only_if_exists`](Self::lock_only_if_exists).
+    pub fn with_lock_only_if_exists(mut self, on: bool) -> Self {
+        self.lock_only_if_exists = on;
+        self
+    }
+}
+
+/// What one key's lock returned (with `return_values` or `check_existence`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockedValue {
+    /// The key (user form).
+    pub key: Key,
+    /// Whether it exists as of `for_update_ts`.
+    pub exists: bool,
+    /// Its value, with `return_values` (`None` if absent or not asked for).
+    pub value: Option<Bytes>,
+}
+
+/// Batch plan: `KvPessimisticLock`.
+#[derive(Clone, Debug)]
+pub struct PessimisticLockPlan {
+    primary: Key,
+    start_ts: Timestamp,
+    for_update_ts: Timestamp,
+    lock_ttl: u64,
+    is_first_lock: bool,
+    wait_timeout: i64,
+    return_values: bool,
+    check_existence: bool,
+    lock_only_if_exists: bool,
+}
+
+impl BatchPlan for PessimisticLockPlan {
+    type Item = Key;
+    fn key(item: &Key) -> &Key {
+        item
+    }
+    fn size(item: &Key) -> usize {
+        item.len()
+    }
+    fn build(&self, items: &[Key]) -> TikvRequest {
+        TikvRequest::KvPessimisticLock(kvrpcpb::PessimisticLockRequest {
+            mutations: items
+                .iter()
+                .map(|k| kvrpcpb::Mutation {
+                    op: kvrpcpb::Op::PessimisticLock as i32,
+                    key: k.to_bytes(),
+                    ..Default::default()
+                })
+                .collect(),
+            primary_lock: self.primary.to_bytes(),
+            start_version: self.start_ts.as_u64(),
+            lock_ttl: self.lock_ttl,
+            for_update_ts: self.for_update_ts.as_u64(),
+            is_first_lock: self.is_first_lock,
+            wait_timeout: self.wait_timeout,
+            return_values: self.return_values,
+            min_commit_ts: self.for_update_ts.next().as_u64(),
+            check_existence: self.check_existence,
+            lock_only_if_exists: self.lock_only_if_exists,
+            ..Default::default()
+        })
+    }
+}
+
+/// Whether `e` is TiKV waking a lock request whose wait ended because the lock holder rolled
+/// back (`WriteConflict` with reason `PessimisticRetry` and no conflicting commit): the key
+/// was not written meanwhile, so retrying at the same `for_update_ts` is safe. (Woken by a
+/// commit, the conflict carries the commit ts and is a real write conflict.)
+fn woken_after_rollback(e: &kvrpcpb::KeyError) -> bool {
+    e.conflict.as_ref().is_some_and(|c| {
+        c.reason == kvrpcpb::write_conflict::Reason::PessimisticRetry as i32
+            && c.conflict_commit_ts == 0
+    })
+}
+
+/// Batch plan: `KvPessimisticRollback` of keys locked at `for_update_ts`.
+#[derive(Clone, Debug)]
+pub struct PessimisticRollbackPlan {
+    start_ts: Timestamp,
+    for_update_ts: Timestamp,
+}
+
+impl BatchPlan for PessimisticRollbackPlan {
+    type Item = Key;
+    fn key(item: &Key) -> &Key {
+        item
+    }
+    fn size(item: &Key) -> usize {
+        item.len()
+    }
+    fn build(&self, items: &[Key]) -> TikvRequest {
+        TikvRequest::KvPessimisticRollback(kvrpcpb::PessimisticRollbackRequest {
+            start_version: self.start_ts.as_u64(),
+            for_update_ts: self.for_update_ts.as_u64(),
+            keys: items.iter().map(Key::to_bytes).collect(),
+            ..Default::default()
+        })
+    }
+}
+
+/// Rolls back pessimistic locks (stored keys) of the transaction started at `start_ts`,
+/// taken at or below `for_update_ts`; `Ok(())` once every region answered.
+pub fn pessimistic_rollback(
+    start_ts: Timestamp,
+    for_update_ts: Timestamp,
+    keys: Vec<Key>,
+) -> MultiKey<PessimisticRollbackPlan> {
+    let plan = PessimisticRollbackPlan {
+        start_ts,
+        for_update_ts,
+    };
+    MultiKey::new(plan, keys, BatchLimits::UNLIMITED, RpcOptions::READ)
+}
+
+#[derive(Debug)]
+enum State {
+    /// Send the next round (the primary alone first, then the rest).
+    Round,
+    Locking(Box<MultiKey<PessimisticLockPlan>>, std::time::Duration),
+    Resolving(Box<ResolveLocks>),
+    /// TiKV answered without waiting: pause briefly before asking again.
+    Pausing(EffectId),
+    RollingBack(Box<MultiKey<PessimisticRollbackPlan>>, Box<Error>),
+    Done,
+}
+
+/// Locks keys for a pessimistic transaction.
+#[derive(Debug)]
+pub struct LockKeys {
+    codec: KeyspaceCodec,
+    plan: PessimisticLockPlan,
+    wait: LockWait,
+    /// Keys to lock in the next round (stored form).
+    pending: Vec<Key>,
+    /// Keys waiting for the primary's lock (first lock only).
+    after_primary: Vec<Key>,
+    /// Keys this call has locked (rolled back if it fails).
+    locked: Vec<Key>,
+    values: Vec<LockedValue>,
+    /// When the call started (for the wait timeout).
+    started: Option<Instant>,
+    /// The lock that last blocked a round, for the wait errors.
+    blocker: Option<Lock>,
+    /// The last round came back without TiKV having waited.
+    blocker_fast: bool,
+    state: State,
+}
+
+impl LockKeys {
+    /// Locks `keys` (user keys of `codec`'s keyspace) for the transaction started at
+    /// `start_ts` with primary `primary` (user key), at `for_update_ts`. `is_first_lock`:
+    /// the transaction holds no lock yet (the primary is then locked first, alone).
+    /// `lock_ttl_ms`: the locks' TTL from the transaction's start.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        codec: KeyspaceCodec,
+        keys: Vec<Key>,
+        primary: Key,
+        start_ts: Timestamp,
+        for_update_ts: Timestamp,
+        is_first_lock: bool,
+        lock_ttl_ms: u64,
+        options: &LockOptions,
+    ) -> Self {
+        let primary = codec.encode(primary);
+        let mut keys = codec.encode_all(keys);
+        keys.sort();
+        keys.dedup();
+        let (pending, after_primary) = if is_first_lock && keys.contains(&primary) {
+            let rest = keys.into_iter().filter(|k| *k != primary).collect();
+            (vec![primary.clone()], rest)
+        } else {
+            (keys, Vec::new())
+        };
+        LockKeys {
+            codec,
+            plan: PessimisticLockPlan {
+                primary,
+                start_ts,
+                for_update_ts,
+                lock_ttl: lock_ttl_ms,
+                is_first_lock,
+                wait_timeout: 0,
+                return_values: options.return_values,
+                check_existence: options.check_existence,
+                lock_only_if_exists: options.lock_only_if_exists,
+            },
+            wait: options.wait,
+            pending,
+            after_primary,
+            locked: Vec::new(),
+            values: Vec::new(),
+            started: None,
+            blocker: None,
+            blocker_fast: false,
+            state: State::Round,
+        }
+    }
+
+    /// Time left to wait, as TiKV's `wait_timeout` (ms; -1: no wait); `None` when the wait
+    /// is over.
+    fn wait_timeout(&self, now: Instant) -> Option<i64> {
+        let waited = self
+            .started
+            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+        match self.wait {
+            LockWait::NoWait => Some(-1),
+            // 0 is TiKV's "its own default wait"; the loop asks again after each one.
+            LockWait::Forever => Some(0),
+            LockWait::Timeout(limit) => {
+                let left = limit.checked_sub(waited)?;
+                let ms = i64::try_from(left.as_millis()).unwrap_or(i64::MAX);
+                (ms > 0).then_some(ms)
+            }
+        }
+    }
+
+    /// The error that ends a wait, naming the key and owner that still block.
+    fn wait_error(&self) -> Error {
+        let (key, lock_ts) = self
+            .blocker
+            .as_ref()
+            .map_or((Key::EMPTY, 0), |l| (l.key.clone(), l.start_ts.as_u64()));
+        match self.wait {
+            LockWait::NoWait => Error::LockAcquireFailAndNoWaitSet { key, lock_ts },
+            _ => Error::LockWaitTimeout { key, lock_ts },
+        }
+    }
+
+    /// Reads a round's replies: locks to resolve (their batches go back to `pending`), or
+    /// the error that ends the call.
+    fn absorb(&mut self, replies: Vec<(Vec<Key>, TikvResponse)>) -> Result<Vec<Lock>, Error> {
+        let mut locks = Vec::new();
+        for (keys, reply) in replies {
+            let first = keys.first().cloned().unwrap_or_default();
+            let TikvResponse::KvPessimisticLock(r) = reply else {
+                return Err(Error::KeyError {
+                    key: first,
+                    message: format!("pessimistic lock answered with {}", reply.method_name()),
+                });
+            };
+            if r.errors.is_empty() {
+                self.record(&keys, &r)?;
+                continue;
+            }
+            for e in &r.errors {
+                if woken_after_rollback(e) {
+                    // The lock waited for went away without a commit: nothing newer was
+                    // written, so the same request may simply be sent again.
+                    continue;
+                }
+                match key_error(e, self.plan.start_ts).on_key(&first) {
+                    KeyErrorKind::Locked(lock) => locks.push(lock),
+                    KeyErrorKind::Fail(e) => return Err(e),
+                    other => {
+                        return Err(Error::KeyError {
+                            key: first,
+                            message: format!("pessimistic lock: {other:?}"),
+                        });
+                    }
+                }
+            }
+            // TiKV locked nothing of this batch: all of it again.
+            self.pending.extend(keys);
+        }
+        Ok(locks)
+    }
+
+    /// Records a batch that was locked, with what TiKV returned for its keys.
+    fn record(&mut self, keys: &[Key], r: &kvrpcpb::PessimisticLockResponse) -> Result<(), Error> {
+        self.locked.extend_from_slice(keys);
+        if !(self.plan.return_values || self.plan.check_existence) {
+            return Ok(());
+        }
+        if r.not_founds.len() != keys.len()
+            || (self.plan.return_values && r.values.len() != keys.len())
+        {
+            return Err(Error::KeyError {
+                key: keys.first().cloned().unwrap_or_default(),
+                message: format!(
+                    "pessimistic lock of {} keys answered {} values and {} existence flags",
+                    keys.len(),
+                    r.values.len(),
+                    r.not_founds.len()
+                ),
+            });
+        }
+        for (i, key) in keys.iter().enumerate() {
+            let exists = !r.not_founds[i];
+            let value = (self.plan.return_values && exists).then(|| r.values[i].clone());
+            self.values.push(LockedValue {
+                key: key.clone(),
+                exists,
+                value,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fails the call, first rolling back what it locked (nothing to send if it locked
+    /// nothing: the rollback then finishes at once).
+    fn fail(&mut self, error: Error) {
+        let keys = std::mem::take(&mut self.locked);
+        let m = pessimistic_rollback(self.plan.start_ts, self.plan.for_update_ts, keys);
+        self.state = State::RollingBack(Box::new(m), Box::new(error));
+    }
+
+    fn finish(
+        &mut self,
+        result: Result<Vec<LockedValue>, Error>,
+    ) -> Step<Result<Vec<LockedValue>, Error>> {
+        self.state = State::Done;
+        let codec = self.codec;
+        let result = result.and_then(|values| {
+            values
+                .into_iter()
+                .map(|v| {
+                    Ok(LockedValue {
+                        key: codec.decode(v.key)?,
+                        ..v
+                    })
+                })
+                .collect()
+        });
+        Step::Done(codec.decode_result(result))
+    }
+}
+
+impl Machine for LockKeys {
+    type Output = Result<Vec<LockedValue>, Error>;
+
+    fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
+        loop {
+            match &mut self.state {
+                State::Done | State::Pausing(_) => return Step::Wait,
+                State::Round => {
+                    let started = *self.started.get_or_insert(cx.now);
+                    if self.pending.is_empty() {
+                        if self.after_primary.is_empty() {
+                            let mut values = std::mem::take(&mut self.values);
+                            values.sort_by(|a, b| a.key.cmp(&b.key));
+                            return self.finish(Ok(values));
+                        }
+                        // The primary is locked: the rest may point at it now.
+                        self.pending = std::mem::take(&mut self.after_primary);
+                        self.plan.is_first_lock = false;
+                    }
+                    let Some(wait_timeout) = self.wait_timeout(cx.now) else {
+                        let e = self.wait_error();
+                        self.fail(e);
+                        continue;
+                    };
+                    let mut plan = self.plan.clone();
+                    plan.wait_timeout = wait_timeout;
+                    let keys = std::mem::take(&mut self.pending);
+                    let options = RpcOptions {
+                        idempotent: true,
+                        max_execution: Some(cx.config.max_write_execution),
+                    };
+                    let m = MultiKey::new(plan, keys, BatchLimits::UNLIMITED, options);
+                    let sent_at = cx.now.saturating_duration_since(started);
+                    self.state = State::Locking(Box::new(m), sent_at);
+                }
+                State::Locking(m, sent_at) => {
+                    let sent_at = *sent_at;
+                    let replies = ready!(m.poll(cx));
+                    match replies.and_then(|r| self.absorb(r)) {
+                        Ok(locks) if locks.is_empty() => self.state = State::Round,
+                        Ok(locks) => {
+                            self.blocker = locks.first().cloned();
+                            // The round's duration tells whether TiKV waited.
+                            let took = self
+                                .started
+                                .map_or(Duration::ZERO, |s| cx.now.saturating_duration_since(s))
+                                .saturating_sub(sent_at);
+                            let resolver = ResolveLocks::for_write(locks, Timestamp::ZERO);
+                            self.state = State::Resolving(Box::new(resolver));
+                            // Remember to pause if the owner turns out alive.
+                            self.blocker_fast = took < Duration::from_millis(1);
+                        }
+                        Err(e) => self.fail(e),
+                    }
+                }
+                State::Resolving(m) => match ready!(m.poll(cx)) {
+                    Ok(resolved) if resolved.must_wait().is_none() => {
+                        self.blocker_fast = false;
+                        self.state = State::Round;
+                    }
+                    Ok(_) if self.wait == LockWait::NoWait => {
+                        let e = self.wait_error();
+                        self.fail(e);
+                    }
+                    Ok(_) if std::mem::take(&mut self.blocker_fast) => {
+                        // TiKV answered at once (no wait on its side, as with a store that
+                        // does not wait): pause a moment rather than spin.
+                        let id = cx.next_id();
+                        self.state = State::Pausing(id);
+                        return Step::Effect(Effect::Sleep {
+                            id,
+                            duration: Duration::from_millis(5),
+                        });
+                    }
+                    Ok(_) => self.state = State::Round,
+                    Err(e) => self.fail(e),
+                },
+                State::RollingBack(m, _) => {
+                    // Best effort: a lock left behind expires with its TTL.
+                    let _ = ready!(m.poll(cx));
+                    let State::RollingBack(_, error) =
+                        std::mem::replace(&mut self.state, State::Done)
+                    else {
+                        return Step::Wait; // matched just above
+                    };
+                    return self.finish(Err(*error));
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
+        match &mut self.state {
+            State::Locking(m, _) => m.handle(cx, id, outcome),
+            State::Resolving(m) => m.handle(cx, id, outcome),
+            State::RollingBack(m, _) => m.handle(cx, id, outcome),
+            State::Pausing(want) if *want == id => self.state = State::Round,
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! `LockKeys`: the primary first, locks waited for and resolved, failures rolling back what
+//! the call locked; and the committer's prewrite of a pessimistic transaction.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tikv_proto::kvrpcpb;
+
+use super::*;
+use crate::error::Error;
+use crate::key::Key;
+use crate::keyspace::KeyspaceCodec;
+use crate::machine::Machine;
+use crate::testing::resp::{keys, lock, ts};
+use crate::timestamp::Timestamp;
+use crate::txn::buffer::{Mutation, WriteBuffer};
+use crate::txn::commit::Committer;
+use crate::txn::pessimistic::{LockKeys, LockOptions, LockWait, LockedValue};
+
+const START: Timestamp = Timestamp::compose(1000, 0);
+const FOR_UPDATE: Timestamp = Timestamp::compose(1100, 0);
+
+fn lock_keys(
+    keys: &[&str],
+    first: bool,
+    options: LockOptions,
+) -> impl Machine<Output = Result<Vec<LockedValue>, Error>> {
+    LockKeys::new(
+        KeyspaceCodec::NONE,
+        keys.iter().map(|k| Key::from(*k)).collect(),
+        "a".into(),
+        START,
+        FOR_UPDATE,
+        first,
+        20_000,
+        &options,
+    )
+}
+
+#[test]
+fn the_first_lock_takes_the_primary_alone_then_the_rest() {
+    let mut h = harness();
+    let out = h.run(
+        lock_keys(&["x", "a", "b"], true, LockOptions::default()),
+        cluster([], |_| resp::pessimistic_lock().ok()),
+    );
+    assert!(out.unwrap().is_empty());
+    let sent = resp::sent(&h.effects);
+    let rounds: Vec<_> = sent.iter().map(|s| (s.store, s.keys.clone())).collect();
+    assert_eq!(
+        rounds,
+        [(1, keys(&["a"])), (1, keys(&["b"])), (2, keys(&["x"]))],
+        "the primary's lock exists before any secondary points at it"
+    );
+    let primary = req!(sent[0], KvPessimisticLock);
+    assert!(primary.is_first_lock);
+    assert_eq!(primary.primary_lock, "a");
+    assert_eq!(primary.start_version, START.as_u64());
+    assert_eq!(primary.for_update_ts, FOR_UPDATE.as_u64());
+    assert_eq!(primary.min_commit_ts, FOR_UPDATE.next().as_u64());
+    assert_eq!(primary.lock_ttl, 20_000);
+    assert_eq!(
+        primary.wait_timeout, 0,
+        "forever: TiKV's own wait, then again"
+    );
+    assert!(!req!(sent[1], KvPessimisticLock).is_first_lock);
+}
+
+#[test]
+fn values_and_existence_come_back_per_key() {
+    let mut h = harness();
+    let options = LockOptions::default().with_return_values(true);
+    let out = h.run(
+        lock_keys(&["b", "c"], false, options),
+        cluster([], |_| resp::pessimistic_lock().values(&[Some("2"), None])),
+    );
+    assert_eq!(
+        out.unwrap(),
+        [
+            LockedValue {
+                key: "b".into(),
+                exists: true,
+                value: Some(Bytes::from_static(b"2"))
+            },
+            LockedValue {
+                key: "c".into(),
+                exists: false,
+                value: None
+            }
+        ]
+    );
+    assert!(req!(resp::sent(&h.effects)[0], KvPessimisticLock).return_values);
+}
+
+#[test]
+fn a_write_conflict_rolls_back_what_the_call_locked() {
+    let mut h = harness();
+    let out = h.run(
+        lock_keys(&["a", "x"], true, LockOptions::default()),
+        cluster([], |s| match (s.method, s.store) {
+            ("KvPessimisticLock", 1) => resp::pessimistic_lock().ok(),
+            ("KvPessimisticLock", _) => {
+                resp::pessimistic_lock().key_error(resp::conflict("x", ts(1200)))
+            }
+            ("KvPessimisticRollback", _) => resp::pessimistic_rollback().ok(),
+            other => panic!("unexpected {other:?}"),
+        }),
+    );
+    assert!(matches!(out, Err(Error::WriteConflict { .. })), "{out:?}");
+    let sent = resp::sent(&h.effects);
+    let rollback = sent.last().unwrap();
+    assert_eq!(rollback.method, "KvPessimisticRollback");
+    assert_eq!(rollback.keys, keys(&["a"]), "exactly what this call locked");
+    assert_eq!(
+        req!(rollback, KvPessimisticRollback).for_update_ts,
+        FOR_UPDATE.as_u64()
+    );
+}
+
+#[test]
+fn a_live_lock_fails_a_no_wait_call_and_times_out_a_waiting_one() {
+    let holder = lock("b", "p", ts(990)).ttl(20_000).pessimistic();
+    for (wait, no_wait) in [
+        (LockWait::NoWait, true),
+        (LockWait::Timeout(Duration::from_millis(50)), false),
+    ] {
+        let mut h = harness();
+        let options = LockOptions::default().with_wait(wait);
+        let out = h.run(
+            lock_keys(&["b"], false, options),
+            cluster(
+                std::iter::repeat_with(|| resp::tso(ts(1200))),
+                |s| match s.method {
+                    "KvPessimisticLock" => {
+                        let sent = req!(s, KvPessimisticLock).wait_timeout;
+                        if no_wait {
+                            assert_eq!(sent, -1);
+                        } else {
+                            assert!((1..=50).contains(&sent), "{sent}");
+                        }
+                        resp::pessimistic_lock().key_error(resp::locked(holder.clone()))
+                    }
+                    "KvCheckTxnStatus" => resp::check_txn_status().alive(20_000),
+                    "KvPessimisticRollback" => resp::pessimistic_rollback().ok(),
+                    other => panic!("unexpected {other}"),
+                },
+            ),
+        );
+        match (no_wait, out) {
+            (true, Err(Error::LockAcquireFailAndNoWaitSet { key, lock_ts })) => {
+                assert_eq!((key, lock_ts), (Key::from("b"), ts(990).as_u64()));
+            }
+            (false, Err(Error::LockWaitTimeout { key, .. })) => assert_eq!(key, Key::from("b")),
+            (_, other) => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_dead_owners_lock_is_resolved_and_the_lock_taken() {
+    let mut h = harness();
+    let dead = lock("b", "p", ts(100)).ttl(10);
+    let mut rounds = 0;
+    let out = h.run(
+        lock_keys(&["b"], false, LockOptions::default()),
+        cluster([resp::tso(ts(1200))], |s| match s.method {
+            "KvPessimisticLock" => {
+                rounds += 1;
+                if rounds == 1 {
+                    resp::pessimistic_lock().key_error(resp::locked(dead.clone()))
+                } else {
+                    resp::pessimistic_lock().ok()
+                }
+            }
+            "KvCheckTxnStatus" => resp::check_txn_status().rolled_back(),
+            "KvResolveLock" => resp::resolve_lock().ok(),
+            other => panic!("unexpected {other}"),
+        }),
+    );
+    assert!(out.is_ok(), "{out:?}");
+    assert_eq!(rounds, 2);
+}
+
+#[test]
+fn the_commit_of_a_pessimistic_transaction_checks_its_locks_and_releases_lock_only_keys() {
+    let mut h = harness();
+    let config = h.config.clone();
+    let mut buffer = WriteBuffer::new();
+    buffer.set("b".into(), Mutation::Put("1".into()));
+    buffer.set("c".into(), Mutation::Put("2".into()));
+    let committer = Committer::new(&config, START, &buffer).with_pessimistic(
+        "x".into(),
+        FOR_UPDATE,
+        ["b".into(), "x".into()],
+    );
+    let out = h.run(
+        committer,
+        cluster([resp::tso(ts(1300))], |s| match s.method {
+            "KvPrewrite" => resp::prewrite().ok(),
+            _ => resp::commit().ok(),
+        }),
+    );
+    assert_eq!(out.unwrap(), ts(1300));
+    let sent = resp::sent(&h.effects);
+    for s in sent.iter().filter(|s| s.method == "KvPrewrite") {
+        let p = req!(s, KvPrewrite);
+        assert_eq!(p.primary_lock, "x", "the primary is the first locked key");
+        assert_eq!(p.for_update_ts, FOR_UPDATE.as_u64());
+        use kvrpcpb::prewrite_request::PessimisticAction as A;
+        let actions: Vec<(Key, i32, i32)> = p
+            .mutations
+            .iter()
+            .zip(&p.pessimistic_actions)
+            .map(|(m, a)| (Key::from(m.key.clone()), m.op, *a))
+            .collect();
+        for (key, op, action) in actions {
+            let expected = match key.as_bytes() {
+                b"b" => (kvrpcpb::Op::Put as i32, A::DoPessimisticCheck as i32),
+                b"c" => (kvrpcpb::Op::Put as i32, A::SkipPessimisticCheck as i32),
+                b"x" => (kvrpcpb::Op::Lock as i32, A::DoPessimisticCheck as i32),
+                other => panic!("unexpected key {other:?}"),
+            };
+            assert_eq!((op, action), expected, "{key}");
+        }
+    }
+    let primary_commit = sent.iter().find(|s| s.method == "KvCommit").unwrap();
+    assert_eq!(primary_commit.keys, keys(&["x"]));
+}

@@ -1,0 +1,238 @@
+//! Pessimistic transactions against the mock over loopback gRPC: locks that make other
+//! writers wait, waits that end by release, timeout, no-wait or deadlock, values read under a
+//! lock, commit of locked-only keys, rollback and drop releasing locks, and readers that
+//! pessimistic locks never block.
+
+use std::time::Duration;
+
+use tikv_integration_tests::crashed::locks_left_after_cleanup;
+use tikv_integration_tests::mock_txn_cluster;
+use tikv_mock::server::MockServer;
+use tikv_tokio::{
+    Config, Error, LockOptions, LockWait, ReadOptions, TransactionClient, TransactionOptions,
+};
+
+async fn client(mock: &MockServer) -> TransactionClient {
+    TransactionClient::connect(&[mock.pd_address()], Config::default().with_rng_seed(9))
+        .await
+        .unwrap()
+}
+
+fn waiting(ms: u64) -> LockOptions {
+    LockOptions::default().with_wait(LockWait::Timeout(Duration::from_millis(ms)))
+}
+
+async fn put(c: &TransactionClient, key: &str, value: &str) {
+    let mut t = c.begin().await.unwrap();
+    t.put(key, value.to_string()).await.unwrap();
+    t.commit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_read_write_commit() {
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let c = client(&mock).await;
+    put(&c, "a", "1").await;
+    let mut t = c
+        .begin_with(TransactionOptions::pessimistic())
+        .await
+        .unwrap();
+    assert_eq!(
+        t.get_for_update("a").await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    t.put("a", "2").await.unwrap();
+    // Locked but not written: released by the commit (a Lock mutation).
+    let locked = t
+        .lock_keys(["x"], LockOptions::default().with_check_existence(true))
+        .await
+        .unwrap();
+    assert!(!locked[0].exists);
+    let start = t.start_ts().as_u64();
+    t.commit().await.unwrap();
+    assert_eq!(
+        c.begin().await.unwrap().get("a").await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    assert_eq!(
+        locks_left_after_cleanup(&mock, start).await,
+        0,
+        "no lock left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_writers_wait_time_out_or_fail_at_once_and_readers_never_wait() {
+    let mock = mock_txn_cluster(3, &[]).await;
+    let c = client(&mock).await;
+    put(&c, "k", "old").await;
+    let mut holder = c
+        .begin_with(TransactionOptions::pessimistic())
+        .await
+        .unwrap();
+    holder
+        .lock_keys(["k"], LockOptions::default())
+        .await
+        .unwrap();
+
+    let mut other = c
+        .begin_with(TransactionOptions::pessimistic())
+        .await
+        .unwrap();
+    match other.lock_keys(["k"], waiting(300)).await {
+        Err(Error::LockWaitTimeout { key, lock_ts }) => {
+            assert_eq!(key.as_bytes(), b"k");
+            assert_eq!(lock_ts, holder.start_ts().as_u64());
+        }
+        other => panic!("expected a lock wait timeout, got {other:?}"),
+    }
+    let no_wait = LockOptions::default().with_wait(LockWait::NoWait);
+    assert!(matches!(
+        other.lock_keys(["k"], no_wait).await,
+        Err(Error::LockAcquireFailAndNoWaitSet { .. })
+    ));
+    // A reader passes a pessimistic lock at once (TiKV ignores them for reads).
+    let now = c.current_timestamp().await.unwrap();
+    let prompt = ReadOptions::default().with_timeout(Duration::from_millis(500));
+    let snapshot = c.snapshot_with(now, prompt).unwrap();
+    assert_eq!(
+        snapshot.get("k").await.unwrap().as_deref(),
+        Some(&b"old"[..])
+    );
+    // An optimistic writer's commit meets the lock and waits for it: here it times out of
+    // its budget only if the holder never finishes, so finish the holder first.
+    holder.rollback().await.unwrap();
+    other
+        .lock_keys(["k"], LockOptions::default().with_wait(LockWait::NoWait))
+        .await
+        .unwrap();
+    other.rollback().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_ends_when_the_holder_commits_and_a_retry_locks_at_a_newer_ts() {
+    let mock = mock_txn_cluster(3, &[]).await;
+    let c = client(&mock).await;
+    put(&c, "k", "0").await;
+    let mut holder = c
+        .begin_with(TransactionOptions::pessimistic())
+        .await
+        .unwrap();
+    holder
+        .lock_keys(["k"], LockOptions::default())
+        .await
+        .unwrap();
+    let waiter_client = c.clone();
+    let waiter = tokio::spawn(async move {
+        let mut t = waiter_client
+            .begin_with(TransactionOptions::pessimistic())
+            .await
+            .unwrap();
+        let first = t.get_for_update("k").await;
+        // The holder committed a newer version while we waited: a write conflict, after
+        // which the statement is retried at a newer for_update_ts.
+        assert!(
+            matches!(first, Err(Error::WriteConflict { .. })),
+            "{first:?}"
+        );
+        let value = t.get_for_update("k").await.unwrap();
+        t.put("k", "2").await.unwrap();
+        t.commit().await.unwrap();
+        value
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    holder.put("k", "1").await.unwrap();
+    holder.commit().await.unwrap();
+    let seen = waiter.await.unwrap();
+    assert_eq!(
+        seen.as_deref(),
+        Some(&b"1"[..]),
+        "read under the lock: the latest"
+    );
+    assert_eq!(
+        c.begin().await.unwrap().get("k").await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_fails_exactly_one_of_the_two_transactions() {
+    let mock = mock_txn_cluster(3, &[]).await;
+    let c = client(&mock).await;
+    let mut t1 = c
+        .begin_with(TransactionOptions::pessimistic())
+        .await
+        .unwrap();
+    let mut t2 = c
+        .begin_with(TransactionOptions::pessimistic())
+        .await
+        .unwrap();
+    t1.lock_keys(["a"], LockOptions::default()).await.unwrap();
+    t2.lock_keys(["b"], LockOptions::default()).await.unwrap();
+    let first = tokio::spawn(async move {
+        let r = t1.lock_keys(["b"], waiting(5_000)).await;
+        (t1, r)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = t2.lock_keys(["a"], waiting(5_000)).await;
+    // The victim gives up its locks (rolling back); the other one's wait then ends.
+    t2.rollback().await.unwrap();
+    let (t1, first) = first.await.unwrap();
+    let outcomes = [first.is_ok(), second.is_ok()];
+    assert_eq!(
+        outcomes.iter().filter(|ok| **ok).count(),
+        1,
+        "exactly one victim: {first:?} / {second:?}"
+    );
+    assert!(
+        matches!(
+            (&first, &second),
+            (Ok(_), Err(Error::Deadlock { .. })) | (Err(Error::Deadlock { .. }), Ok(_))
+        ),
+        "{first:?} / {second:?}"
+    );
+    let victim = first.as_ref().err().or(second.as_ref().err());
+    if let Some(Error::Deadlock { wait_chain, .. }) = victim {
+        assert!(!wait_chain.is_empty(), "the cycle is reported");
+    }
+    t1.rollback().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_pessimistic_transaction_releases_its_locks() {
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let c = client(&mock).await;
+    let mut t = c
+        .begin_with(TransactionOptions::pessimistic())
+        .await
+        .unwrap();
+    t.lock_keys(["a", "x"], LockOptions::default())
+        .await
+        .unwrap();
+    let start = t.start_ts().as_u64();
+    drop(t);
+    assert_eq!(locks_left_after_cleanup(&mock, start).await, 0);
+    let mut other = c
+        .begin_with(TransactionOptions::pessimistic())
+        .await
+        .unwrap();
+    other
+        .lock_keys(
+            ["a", "x"],
+            LockOptions::default().with_wait(LockWait::NoWait),
+        )
+        .await
+        .unwrap();
+    other.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn optimistic_transactions_cannot_lock() {
+    let mock = mock_txn_cluster(1, &[]).await;
+    let c = client(&mock).await;
+    let mut t = c.begin().await.unwrap();
+    assert!(matches!(
+        t.lock_keys(["a"], LockOptions::default()).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
