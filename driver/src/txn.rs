@@ -546,23 +546,50 @@ impl<R: Runtime> Transaction<R> {
         })
     }
 
-    /// Sets `key` to `value` (buffered until commit).
+    /// Sets `key` to `value` (buffered until commit). A pessimistic transaction first locks
+    /// the key (waiting for other transactions' locks), so the commit cannot meet a write
+    /// conflict on it.
     pub async fn put(&mut self, key: impl Into<Key>, value: impl Into<Bytes>) -> Result<()> {
-        self.buffer.set(key.into(), Mutation::Put(value.into()));
+        let key = key.into();
+        self.lock_for_write(&key).await?;
+        self.buffer.set(key, Mutation::Put(value.into()));
         Ok(())
     }
 
     /// Sets `key` to `value`, making the commit fail with [`Error::KeyExists`] if the key
-    /// exists by then.
+    /// exists by then. A pessimistic transaction locks the key first and fails at once with
+    /// [`Error::KeyExists`] if it exists (the lock is kept until the transaction ends).
     pub async fn insert(&mut self, key: impl Into<Key>, value: impl Into<Bytes>) -> Result<()> {
-        self.buffer.set(key.into(), Mutation::Insert(value.into()));
+        let key = key.into();
+        if self.pessimistic.is_some() && self.buffer.get(&key).is_none() {
+            let options = LockOptions::default().with_check_existence(true);
+            let locked = self.lock_keys([key.clone()], options).await?;
+            if locked.iter().any(|v| v.exists) {
+                return Err(Error::KeyExists { key });
+            }
+        }
+        self.buffer.set(key, Mutation::Insert(value.into()));
         Ok(())
     }
 
-    /// Deletes `key` (buffered until commit).
+    /// Deletes `key` (buffered until commit); a pessimistic transaction locks it first.
     pub async fn delete(&mut self, key: impl Into<Key>) -> Result<()> {
-        self.buffer.set(key.into(), Mutation::Delete);
+        let key = key.into();
+        self.lock_for_write(&key).await?;
+        self.buffer.set(key, Mutation::Delete);
         Ok(())
+    }
+
+    /// In a pessimistic transaction, locks `key` before it is written (once).
+    async fn lock_for_write(&mut self, key: &Key) -> Result<()> {
+        match &self.pessimistic {
+            Some(p) if !p.locked.contains(key) => {
+                self.lock_keys([key.clone()], LockOptions::default())
+                    .await?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Commits the buffered writes; returns the commit timestamp (the start timestamp for a
@@ -646,7 +673,8 @@ impl<R: Runtime> Transaction<R> {
             is_first_lock,
             ttl,
             &options,
-        );
+        )
+        .keeping(p.locked.iter().cloned());
         let backoff = Backoffer::new("lock keys", ctx.config.budget(budget::PESSIMISTIC_LOCK));
         let result = run_with(
             &ctx,

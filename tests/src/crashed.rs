@@ -232,3 +232,52 @@ pub fn context_for(cluster: &tikv_mock::Cluster, key: &[u8]) -> (u64, kvrpcpb::C
     };
     (leader.store_id, ctx)
 }
+
+/// Every lock left in `cluster`, as TiKV's `ScanLock` reports them.
+///
+/// # Panics
+///
+/// If the cluster refuses the scan (a test setup failure).
+pub fn scan_locks(cluster: &mut tikv_mock::Cluster) -> Vec<kvrpcpb::LockInfo> {
+    let now = now_ms();
+    let regions: Vec<(u64, kvrpcpb::Context)> = cluster
+        .topology()
+        .regions()
+        .map(|r| {
+            let leader = *r.leader().expect("every mock region has a leader");
+            let ctx = kvrpcpb::Context {
+                region_id: r.id(),
+                region_epoch: r.meta.region_epoch,
+                peer: Some(leader),
+                ..Default::default()
+            };
+            (leader.store_id, ctx)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (store, ctx) in regions {
+        let request = kvrpcpb::ScanLockRequest {
+            context: Some(ctx),
+            max_version: u64::MAX,
+            ..Default::default()
+        };
+        let r = cluster
+            .tikv::<tikv_service::KvScanLock>(store, request, now)
+            .expect("scan lock");
+        out.extend(r.locks);
+    }
+    out
+}
+
+/// Every lock left in `cluster`, described for a failure message.
+///
+/// # Panics
+///
+/// If the cluster refuses the scan (a test setup failure).
+pub fn describe_locks(cluster: &mut tikv_mock::Cluster) -> String {
+    scan_locks(cluster)
+        .iter()
+        .map(|l| format!("{l:?}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -236,3 +236,36 @@ async fn optimistic_transactions_cannot_lock() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_a_pessimistic_transaction_lock_their_keys_first() {
+    let mock = mock_txn_cluster(3, &[]).await;
+    let c = client(&mock).await;
+    put(&c, "taken", "x").await;
+    let mut t1 = c
+        .begin_with(TransactionOptions::pessimistic())
+        .await
+        .unwrap();
+    t1.put("k", "from t1").await.unwrap();
+    // Another pessimistic writer of the same key waits for t1's lock.
+    let mut t2 = c
+        .begin_with(TransactionOptions::pessimistic())
+        .await
+        .unwrap();
+    assert!(matches!(
+        t2.lock_keys(["k"], waiting(200)).await,
+        Err(Error::LockWaitTimeout { .. })
+    ));
+    // An insert of an existing key fails at once, not at commit.
+    assert!(matches!(
+        t1.insert("taken", "y").await,
+        Err(Error::KeyExists { .. })
+    ));
+    t1.commit().await.unwrap();
+    t2.put("k", "from t2").await.unwrap();
+    t2.commit().await.unwrap();
+    assert_eq!(
+        c.begin().await.unwrap().get("k").await.unwrap().as_deref(),
+        Some(&b"from t2"[..])
+    );
+}

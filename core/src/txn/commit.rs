@@ -93,7 +93,7 @@ pub struct PrewritePlan {
     /// Async commit: every lock is marked, and the batch holding the primary lists these.
     secondaries: Option<Arc<[Bytes]>>,
     /// A pessimistic transaction: its `for_update_ts` and the keys it locked (each checked
-    /// for its lock at prewrite; the others need no check).
+    /// for its lock at prewrite; the others for newer writes).
     pessimistic: Option<(Timestamp, Arc<BTreeSet<Key>>)>,
 }
 
@@ -128,7 +128,10 @@ impl BatchPlan for PrewritePlan {
                         if locked.contains(k) {
                             PessimisticAction::DoPessimisticCheck as i32
                         } else {
-                            PessimisticAction::SkipPessimisticCheck as i32
+                            // Written without a lock: checked for newer writes at prewrite,
+                            // as an optimistic write is (TiKV skips that check otherwise,
+                            // which would let a concurrent update be lost).
+                            PessimisticAction::DoConstraintCheck as i32
                         }
                     })
                     .collect(),

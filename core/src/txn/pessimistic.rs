@@ -10,9 +10,10 @@
 //! again whole.
 //!
 //! A failure — a write conflict, a deadlock (TiKV's detector picked this transaction), an
-//! existing key, a wait timeout, no-wait — rolls back exactly the keys this call locked
-//! (`KvPessimisticRollback` at its `for_update_ts`) before it is reported: whether to retry the
-//! statement with a newer `for_update_ts` is the caller's choice.
+//! existing key, a wait timeout, no-wait, a lost reply — rolls back every key this call tried
+//! to lock, except those the transaction held before (`KvPessimisticRollback` at its
+//! `for_update_ts`), before it is reported: whether to retry the statement with a newer
+//! `for_update_ts` is the caller's choice.
 
 use std::time::Duration;
 
@@ -228,8 +229,11 @@ pub struct LockKeys {
     pending: Vec<Key>,
     /// Keys waiting for the primary's lock (first lock only).
     after_primary: Vec<Key>,
-    /// Keys this call has locked (rolled back if it fails).
+    /// Keys this call has locked.
     locked: Vec<Key>,
+    /// Keys rolled back if the call fails: every key it tried to lock (a lock whose reply was
+    /// lost is held all the same) except those the transaction held before.
+    attempted: Vec<Key>,
     values: Vec<LockedValue>,
     /// When the call started (for the wait timeout).
     started: Option<Instant>,
@@ -260,6 +264,7 @@ impl LockKeys {
         let mut keys = codec.encode_all(keys);
         keys.sort();
         keys.dedup();
+        let attempted = keys.clone();
         let (pending, after_primary) = if is_first_lock && keys.contains(&primary) {
             let rest = keys.into_iter().filter(|k| *k != primary).collect();
             (vec![primary.clone()], rest)
@@ -283,6 +288,7 @@ impl LockKeys {
             pending,
             after_primary,
             locked: Vec::new(),
+            attempted,
             values: Vec::new(),
             started: None,
             blocker: None,
@@ -391,10 +397,20 @@ impl LockKeys {
         Ok(())
     }
 
-    /// Fails the call, first rolling back what it locked (nothing to send if it locked
-    /// nothing: the rollback then finishes at once).
+    /// Keys the transaction already held before this call (user keys): a failure of the call
+    /// leaves their locks in place.
+    pub fn keeping(mut self, held: impl IntoIterator<Item = Key>) -> Self {
+        let held: std::collections::BTreeSet<Key> =
+            held.into_iter().map(|k| self.codec.encode(k)).collect();
+        self.attempted.retain(|k| !held.contains(k));
+        self
+    }
+
+    /// Fails the call, first rolling back every key it tried to lock (rolling back a key it
+    /// did not lock is harmless; one whose reply was lost may be locked all the same).
     fn fail(&mut self, error: Error) {
-        let keys = std::mem::take(&mut self.locked);
+        self.locked.clear();
+        let keys = std::mem::take(&mut self.attempted);
         let m = pessimistic_rollback(self.plan.start_ts, self.plan.for_update_ts, keys);
         self.state = State::RollingBack(Box::new(m), Box::new(error));
     }
