@@ -48,6 +48,7 @@ fn write_options(config: &Config) -> RpcOptions {
     RpcOptions {
         idempotent: true,
         max_execution: Some(config.max_write_execution),
+        timeout: None,
     }
 }
 
@@ -240,6 +241,7 @@ pub fn compare_and_swap(
     let options = RpcOptions {
         idempotent: false,
         max_execution: Some(config.max_write_execution),
+        timeout: None,
     };
     user_errors(
         codec,

@@ -37,6 +37,8 @@ pub struct RpcOptions {
     pub idempotent: bool,
     /// `max_execution_duration_ms` for TiKV, for writes.
     pub max_execution: Option<Duration>,
+    /// How long one attempt may wait for its answer (`Config::rpc_timeout` when `None`).
+    pub timeout: Option<Duration>,
 }
 
 impl RpcOptions {
@@ -44,6 +46,7 @@ impl RpcOptions {
     pub const READ: RpcOptions = RpcOptions {
         idempotent: true,
         max_execution: None,
+        timeout: None,
     };
 }
 
@@ -238,7 +241,7 @@ impl RegionRpc {
                     store_id: peer.store_id,
                     address,
                     request: Box::new(request),
-                    timeout: cx.config.rpc_timeout,
+                    timeout: self.options.timeout.unwrap_or(cx.config.rpc_timeout),
                 })
             }
         }
@@ -771,6 +774,7 @@ mod tests {
         let opts = RpcOptions {
             idempotent: false,
             max_execution: Some(Duration::from_secs(20)),
+            timeout: None,
         };
         let out = h.run(rpc(region(7, "", "", &[1, 2]), cas, opts), |_| {
             transport(Delivery::MaybeDelivered)

@@ -34,6 +34,7 @@ use tikv_core::backoff::{Backoffer, budget};
 use tikv_core::machine::Budgeted;
 use tikv_core::options::{ContextOptions, ReadOptions, TransactionOptions, TxnMode};
 use tikv_core::raw::KvPair;
+use tikv_core::txn::heartbeat::{Heartbeat, HeartbeatStop};
 use tikv_core::txn::pessimistic::{MANAGED_LOCK_TTL_MS, pessimistic_rollback};
 use tikv_core::txn::{
     CheckTxnStatus, Committer, Lock, LockKeys, LockOptions, LockedValue, Mutation, ReadBypass,
@@ -440,6 +441,17 @@ struct Pessimistic {
     locked: std::collections::BTreeSet<Key>,
     /// The newest `for_update_ts` its locks were taken at.
     for_update_ts: Timestamp,
+    /// Ends the heartbeats that keep the primary alive (started with the first lock).
+    heartbeat: Option<HeartbeatStop>,
+}
+
+impl Pessimistic {
+    /// The transaction is over: no more heartbeats.
+    fn stop_heartbeat(&self) {
+        if let Some(stop) = &self.heartbeat {
+            stop.stop();
+        }
+    }
 }
 
 impl<R: Runtime> Transaction<R> {
@@ -602,12 +614,18 @@ impl<R: Runtime> Transaction<R> {
             .with_async_commit(self.async_commit)
             .with_causal_consistency(self.causal_consistency)
             .with_started_at(self.started_at);
+        let heartbeat = self.pessimistic.as_ref().and_then(|p| p.heartbeat.clone());
         if let Some(p) = self.pessimistic.take() {
             if let Some(primary) = p.primary {
                 committer = committer.with_pessimistic(primary, p.for_update_ts, p.locked);
             }
         }
-        run_with(ctx, committer, self.write_context.clone()).await
+        let result = run_with(ctx, committer, self.write_context.clone()).await;
+        // Committed or not, the transaction is over (a failed commit rolled back).
+        if let Some(stop) = heartbeat {
+            stop.stop();
+        }
+        result
     }
 
     /// Abandons the transaction. An optimistic transaction has written nothing to TiKV
@@ -615,6 +633,9 @@ impl<R: Runtime> Transaction<R> {
     /// releases the locks it took (`KvPessimisticRollback`).
     pub async fn rollback(mut self) -> Result<()> {
         self.finished = true;
+        if let Some(p) = &self.pessimistic {
+            p.stop_heartbeat();
+        }
         match self.pessimistic.take() {
             Some(p) if !p.locked.is_empty() => {
                 let ctx = &self.reads.ctx;
@@ -686,6 +707,20 @@ impl<R: Runtime> Transaction<R> {
             Ok(values) => {
                 p.for_update_ts = p.for_update_ts.max(for_update_ts);
                 p.locked.extend(keys);
+                if p.heartbeat.is_none() {
+                    // The primary is locked: keep it alive for as long as the transaction runs.
+                    let stop = HeartbeatStop::default();
+                    let codec = ctx.config.keyspace_codec();
+                    let primary = codec.encode(p.primary.clone().unwrap_or_default());
+                    let beat =
+                        Heartbeat::new(primary, self.reads.ts, self.started_at, stop.clone());
+                    let backoff = Backoffer::new("heartbeat", ctx.config.budget(budget::HEARTBEAT));
+                    let (task_ctx, context) = (ctx.clone(), self.write_context.clone());
+                    ctx.runtime.spawn(async move {
+                        run_with(&task_ctx, Budgeted::new(backoff, beat), context).await;
+                    });
+                    p.heartbeat = Some(stop);
+                }
                 Ok(values)
             }
             Err(e) => {
@@ -748,6 +783,9 @@ impl<R: Runtime> Transaction<R> {
 
 impl<R: Runtime> Drop for Transaction<R> {
     fn drop(&mut self) {
+        if let Some(p) = &self.pessimistic {
+            p.stop_heartbeat();
+        }
         if let Some(p) = self.pessimistic.take().filter(|p| !p.locked.is_empty()) {
             if !self.finished {
                 // A live client never leaves its locks for their TTL to expire: release them

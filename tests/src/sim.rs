@@ -628,3 +628,53 @@ async fn no_locks_after_readers(
     }
     Ok(())
 }
+
+/// A pessimistic transaction that holds its lock for a minute of virtual time, three times
+/// the lock's TTL, under a lossy network: its heartbeats keep the lock alive, so another
+/// transaction cannot take it, and it commits at the end.
+pub fn run_long_pessimistic(seed: u64) -> Outcome {
+    use tikv_mock::sim::client::{LockOptions, LockWait, TransactionClient, TransactionOptions};
+    simulate(seed, 1, move |rt, net, config| async move {
+        let client = TransactionClient::connect_over(
+            rt.clone(),
+            Arc::new(net.clone()),
+            &[PD_ADDRESS],
+            config,
+        )
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+        let mut long = client
+            .begin_with(TransactionOptions::pessimistic())
+            .await
+            .map_err(|e| format!("begin: {e}"))?;
+        long.lock_keys(["held"], LockOptions::default())
+            .await
+            .map_err(|e| format!("lock: {e}"))?;
+        rt.sleep(Duration::from_secs(60)).await;
+        let mut other = client
+            .begin_with(TransactionOptions::pessimistic())
+            .await
+            .map_err(|e| format!("begin: {e}"))?;
+        let no_wait = LockOptions::default().with_wait(LockWait::NoWait);
+        match other.lock_keys(["held"], no_wait).await {
+            Err(Error::LockAcquireFailAndNoWaitSet { .. }) => {}
+            Ok(_) => {
+                let counters = net.cluster().lock().counters().clone();
+                return Err(format!(
+                    "the lock was taken over: heartbeats did not keep it ({} heartbeats, {:?})",
+                    counters.rpcs_of("KvTxnHeartBeat"),
+                    counters.rpcs
+                ));
+            }
+            Err(e) => return Err(format!("unexpected: {e}")),
+        }
+        let _ = other.rollback().await;
+        long.put("held", "after a minute")
+            .await
+            .map_err(|e| format!("put: {e}"))?;
+        match long.commit().await {
+            Ok(_) | Err(Error::Undetermined { .. }) => Ok(()),
+            Err(e) => Err(format!("the long transaction could not commit: {e}")),
+        }
+    })
+}

@@ -4,7 +4,7 @@
 //! `cargo test` runs a few dozen seeds; `SIM_SEEDS=1000` runs more; `SIM_SEED=n` replays one.
 //! A failure prints its seed and the command that replays it.
 
-use tikv_integration_tests::sim::{run, run_bank, run_cas, run_txn_register};
+use tikv_integration_tests::sim::{run, run_bank, run_cas, run_long_pessimistic, run_txn_register};
 
 fn seeds() -> Vec<u64> {
     if let Ok(one) = std::env::var("SIM_SEED") {
@@ -79,6 +79,18 @@ fn transactional_register_is_linearizable_under_async_commit_one_pc_and_2pc() {
         if let Err(why) = &outcome.verdict {
             panic!(
                 "seed {seed} failed: {why}\n  replay: SIM_SEED={seed} cargo test -p tikv-integration-tests --test sim transactional_register"
+            );
+        }
+    }
+}
+
+#[test]
+fn heartbeats_keep_a_long_pessimistic_transaction_alive() {
+    for seed in seeds().into_iter().take(8) {
+        let outcome = run_long_pessimistic(seed);
+        if let Err(why) = &outcome.verdict {
+            panic!(
+                "seed {seed} failed: {why}\n  replay: SIM_SEED={seed} cargo test -p tikv-integration-tests --test sim heartbeats"
             );
         }
     }

@@ -354,6 +354,7 @@ fn single_key_maybe_delivered_is_undetermined_for_writes_and_retried_for_reads()
     let write = RpcOptions {
         idempotent: false,
         max_execution: None,
+        timeout: None,
     };
     let out = h.run(single("k", cas, write), |_| {
         resp::rpc_failed(Delivery::MaybeDelivered)

@@ -85,6 +85,7 @@ replies! {
     CheckSecondaryLocksResponse => KvCheckSecondaryLocks;
     PessimisticRollbackResponse => KvPessimisticRollback;
     PessimisticLockResponse => KvPessimisticLock;
+    TxnHeartBeatResponse => KvTxnHeartBeat;
     RawGetResponse => RawGet;
     RawBatchGetResponse => RawBatchGet;
     RawScanResponse => RawScan;
@@ -108,7 +109,8 @@ single_key_error!(
     BatchRollbackResponse,
     CheckTxnStatusResponse,
     ResolveLockResponse,
-    CheckSecondaryLocksResponse
+    CheckSecondaryLocksResponse,
+    TxnHeartBeatResponse
 );
 
 impl HasKeyError for kvrpcpb::PrewriteResponse {
@@ -381,6 +383,11 @@ impl Resp<kvrpcpb::CheckSecondaryLocksResponse> {
     pub fn missing(self, commit_ts: Timestamp) -> Outcome {
         self.with(|r| r.commit_ts = commit_ts.as_u64()).ok()
     }
+}
+
+/// A `KvTxnHeartBeat` reply builder.
+pub fn heartbeat() -> Resp<kvrpcpb::TxnHeartBeatResponse> {
+    Resp::default()
 }
 
 /// A `KvPessimisticLock` reply builder.

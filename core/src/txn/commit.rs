@@ -301,6 +301,7 @@ impl Committer {
             write_options: RpcOptions {
                 idempotent: true,
                 max_execution: Some(config.max_write_execution),
+                timeout: None,
             },
             try_one_pc: config.try_one_pc && fits_one_request,
             fits_one_request,
@@ -626,6 +627,7 @@ impl Committer {
         let options = RpcOptions {
             idempotent: false,
             max_execution: self.write_options.max_execution,
+            timeout: None,
         };
         SingleKey::new(self.primary.clone(), request, options)
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`buffer`]: the transaction's local writes.
 //! - [`lock`]: locks found by reads and writes, and what TiKV says about their transactions.
+//! - [`heartbeat`]: the TTL manager keeping a long transaction's primary lock alive.
 //! - [`pessimistic`]: pessimistic locks (`lock_keys`), with waits for other transactions.
 //! - [`resolve`]: the lock resolver — asks the lock owner's primary for its fate
 //!   (`CheckTxnStatus`), then commits or rolls back the lock (`ResolveLock`).
@@ -12,6 +13,7 @@
 
 pub mod buffer;
 pub mod commit;
+pub mod heartbeat;
 pub mod lock;
 pub mod pessimistic;
 pub mod resolve;

@@ -466,6 +466,7 @@ impl Machine for LockKeys {
                     let options = RpcOptions {
                         idempotent: true,
                         max_execution: Some(cx.config.max_write_execution),
+                        timeout: None,
                     };
                     let m = MultiKey::new(plan, keys, BatchLimits::UNLIMITED, options);
                     let sent_at = cx.now.saturating_duration_since(started);

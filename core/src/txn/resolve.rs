@@ -693,6 +693,7 @@ impl ResolveLocks {
         let options = RpcOptions {
             idempotent: true,
             max_execution: None,
+            timeout: None,
         };
         // Popped from the back.
         self.cleanups = cleanups

@@ -236,3 +236,49 @@ fn the_commit_of_a_pessimistic_transaction_checks_its_locks_and_releases_lock_on
     let primary_commit = sent.iter().find(|s| s.method == "KvCommit").unwrap();
     assert_eq!(primary_commit.keys, keys(&["x"]));
 }
+
+#[test]
+fn heartbeats_extend_the_primary_every_half_ttl_until_stopped() {
+    use crate::txn::heartbeat::{Heartbeat, HeartbeatStop};
+    let mut h = harness();
+    let stop = HeartbeatStop::default();
+    let started = h.cx().now;
+    let beat = Heartbeat::new("a".into(), START, started, stop.clone());
+    let mut ttls = Vec::new();
+    h.run(
+        beat,
+        cluster([], |s| {
+            let r = req!(s, KvTxnHeartBeat);
+            assert_eq!(r.primary_lock, "a");
+            assert_eq!(r.start_version, START.as_u64());
+            ttls.push(r.advise_lock_ttl);
+            if ttls.len() == 3 {
+                stop.stop();
+            }
+            let ttl = r.advise_lock_ttl;
+            resp::heartbeat().with(|r| r.lock_ttl = ttl).ok()
+        }),
+    );
+    assert_eq!(
+        ttls,
+        [30_000, 40_000, 50_000],
+        "age (10, 20, 30 s) + the 20 s managed TTL"
+    );
+}
+
+#[test]
+fn heartbeats_stop_when_the_primary_is_gone() {
+    use crate::txn::heartbeat::{Heartbeat, HeartbeatStop};
+    let mut h = harness();
+    let started = h.cx().now;
+    let beat = Heartbeat::new("a".into(), START, started, HeartbeatStop::default());
+    let mut beats = 0;
+    h.run(
+        beat,
+        cluster([], |_| {
+            beats += 1;
+            resp::heartbeat().key_error(resp::abort("txn not found"))
+        }),
+    );
+    assert_eq!(beats, 1, "no lock to keep alive: the task ends");
+}
