@@ -460,6 +460,11 @@ impl<R: Runtime> Transaction<R> {
         self.reads.ts
     }
 
+    /// Whether the transaction locks keys as it goes (pessimistic mode).
+    pub fn is_pessimistic(&self) -> bool {
+        self.pessimistic.is_some()
+    }
+
     /// The value of `key`: the transaction's own write if any, else the snapshot's.
     pub async fn get(&self, key: impl Into<Key>) -> Result<Option<Bytes>> {
         let key = key.into();
