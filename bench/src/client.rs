@@ -23,6 +23,8 @@ pub(crate) enum Commit {
     Async,
     /// One-phase commit (falls back to 2PC when the keys need several requests).
     OnePc,
+    /// A pessimistic transaction: lock every key (one `lock_keys` call), write, commit.
+    Pessimistic,
 }
 
 impl Commit {
@@ -32,6 +34,7 @@ impl Commit {
             Commit::TwoPc => "2PC",
             Commit::Async => "async commit",
             Commit::OnePc => "1PC",
+            Commit::Pessimistic => "pessimistic",
         }
     }
 }
@@ -76,26 +79,41 @@ impl TxnClient {
     ) -> Result<(), String> {
         match self {
             TxnClient::Ours(c) => {
-                let options = tikv_tokio::TransactionOptions::default()
-                    .with_async_commit(mode == Commit::Async)
-                    .with_try_one_pc(mode == Commit::OnePc);
+                let options = if mode == Commit::Pessimistic {
+                    tikv_tokio::TransactionOptions::pessimistic()
+                } else {
+                    tikv_tokio::TransactionOptions::default()
+                        .with_async_commit(mode == Commit::Async)
+                        .with_try_one_pc(mode == Commit::OnePc)
+                };
                 let mut t = c.begin_with(options).await.map_err(|e| e.to_string())?;
+                if mode == Commit::Pessimistic {
+                    let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.clone()).collect();
+                    t.lock_keys(keys, tikv_tokio::LockOptions::default())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
                 for (k, v) in pairs {
                     t.put(k, v).await.map_err(|e| e.to_string())?;
                 }
                 t.commit().await.map(|_| ()).map_err(|e| e.to_string())
             }
             TxnClient::ClientRust(c) => {
-                let mut options = tikv_client::TransactionOptions::new_optimistic();
-                options = match mode {
-                    Commit::TwoPc => options,
-                    Commit::Async => options.use_async_commit(),
-                    Commit::OnePc => options.try_one_pc(),
+                let optimistic = tikv_client::TransactionOptions::new_optimistic();
+                let options = match mode {
+                    Commit::TwoPc => optimistic,
+                    Commit::Async => optimistic.use_async_commit(),
+                    Commit::OnePc => optimistic.try_one_pc(),
+                    Commit::Pessimistic => tikv_client::TransactionOptions::new_pessimistic(),
                 };
                 let mut t = c
                     .begin_with_options(options)
                     .await
                     .map_err(|e| e.to_string())?;
+                if mode == Commit::Pessimistic {
+                    let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.clone()).collect();
+                    t.lock_keys(keys).await.map_err(|e| e.to_string())?;
+                }
                 for (k, v) in pairs {
                     t.put(k, v).await.map_err(|e| e.to_string())?;
                 }

@@ -195,6 +195,8 @@ fn specs(o: &Options) -> Vec<Spec> {
     for mode in [Commit::TwoPc, Commit::Async] {
         all.push(commit(16, mode, false, 1));
     }
+    all.push(commit(1, Commit::Pessimistic, false, 1));
+    all.push(commit(16, Commit::Pessimistic, false, 1));
     // Throughput: the batch workloads' concurrency.
     let c = o.batch_concurrency;
     for mode in [Commit::TwoPc, Commit::Async, Commit::OnePc] {
@@ -207,6 +209,8 @@ fn specs(o: &Options) -> Vec<Spec> {
         all.push(commit(16, mode, false, c));
         all.push(commit(256, mode, false, c));
     }
+    all.push(commit(1, Commit::Pessimistic, false, c));
+    all.push(commit(16, Commit::Pessimistic, false, c));
     all.retain(|s| {
         o.only
             .as_deref()
