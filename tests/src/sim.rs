@@ -593,31 +593,31 @@ async fn no_locks_after_readers(
         .map_err(|e| format!("read after the run: {e}"))?;
     // Resolution of async-commit secondaries and background commits finish in the background.
     rt.sleep(Duration::from_secs(1)).await;
-    // Readers pass pessimistic locks; those a client left (an undetermined commit, a failed
-    // rollback) go once their TTL (20 s past the transaction's age) has run out and a writer
-    // or GC resolves them: do what they would.
-    let pessimistic: Vec<tikv_core::txn::Lock> =
-        crate::crashed::scan_locks(&mut net.cluster().lock())
-            .iter()
-            .filter(|l| l.lock_type == tikv_proto::kvrpcpb::Op::PessimisticLock as i32)
-            .map(tikv_core::txn::Lock::from)
-            .collect();
-    if !pessimistic.is_empty() {
+    // What is left now has a TTL longer than the wait above: pessimistic locks (readers pass
+    // them) and the prewrite locks that replaced them (20 s past the transaction's age), left
+    // by undetermined commits or failed rollbacks. A writer or GC resolves them once the TTL
+    // has run out: do what they would.
+    let leftover: Vec<tikv_core::txn::Lock> = crate::crashed::scan_locks(&mut net.cluster().lock())
+        .iter()
+        .map(tikv_core::txn::Lock::from)
+        .collect();
+    if !leftover.is_empty() {
         rt.sleep(Duration::from_secs(25)).await;
         let now = client
             .current_timestamp()
             .await
             .map_err(|e| format!("timestamp: {e}"))?;
         let resolved = client
-            .resolve_locks(pessimistic, now)
+            .resolve_locks(leftover, now)
             .await
-            .map_err(|e| format!("resolving the pessimistic locks left: {e}"))?;
+            .map_err(|e| format!("resolving the locks left: {e}"))?;
         if resolved.alive > 0 {
             return Err(format!(
-                "{} pessimistic lock(s) still alive after their TTL",
+                "{} lock(s) still alive after their TTL",
                 resolved.alive
             ));
         }
+        rt.sleep(Duration::from_secs(1)).await;
     }
     let left = crate::crashed::count_locks(&mut net.cluster().lock(), None);
     if left > 0 {

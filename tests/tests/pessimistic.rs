@@ -269,3 +269,50 @@ async fn writes_of_a_pessimistic_transaction_lock_their_keys_first() {
         Some(&b"from t2"[..])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_party_deadlock_has_exactly_one_victim() {
+    let mock = mock_txn_cluster(3, &[]).await;
+    let c = client(&mock).await;
+    let mut txns = Vec::new();
+    for key in ["a", "b", "c"] {
+        let mut t = c
+            .begin_with(TransactionOptions::pessimistic())
+            .await
+            .unwrap();
+        t.lock_keys([key], LockOptions::default()).await.unwrap();
+        txns.push(t);
+    }
+    // t1 waits for b (t2), t2 for c (t3); t3 asking for a (t1) closes the cycle.
+    let mut t3 = txns.pop().unwrap();
+    let mut t2 = txns.pop().unwrap();
+    let mut t1 = txns.pop().unwrap();
+    let first = tokio::spawn(async move {
+        let r = t1.lock_keys(["b"], waiting(5_000)).await;
+        (t1, r)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = tokio::spawn(async move {
+        let r = t2.lock_keys(["c"], waiting(5_000)).await;
+        // Done (or failed): release, so that the first waiter can go on.
+        let _ = t2.rollback().await;
+        r
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let third = t3.lock_keys(["a"], waiting(5_000)).await;
+    t3.rollback().await.unwrap();
+    let second = second.await.unwrap();
+    let (t1, first) = first.await.unwrap();
+    t1.rollback().await.unwrap();
+    let results = [&first, &second, &third];
+    let victims = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::Deadlock { .. })))
+        .count();
+    assert_eq!(victims, 1, "{results:?}");
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        2,
+        "the others get their locks once the victim lets go: {results:?}"
+    );
+}

@@ -25,6 +25,8 @@ use tikv_proto::tikvpb;
 use super::runtime::SimRuntime;
 use crate::rng::SplitMix64;
 use crate::server::SharedCluster;
+use crate::txn::LockWaitOutcome;
+use crate::txn::lock_wait::LockWaitId;
 use crate::{FailureKind, MockError};
 
 /// The address the simulated PD answers on (PD member 0, the leader at start).
@@ -89,7 +91,18 @@ struct State {
     partitioned: Vec<u64>,
     trace: u64,
     delivered: u64,
+    /// Parked `KvPessimisticLock` requests (waiting for another transaction's lock, as on
+    /// TiKV) and how to answer each.
+    waits: std::collections::BTreeMap<LockWaitId, Deliver>,
+    /// Whether the task polling the engine's lock waits runs.
+    pumping: bool,
 }
+
+/// Delivers one parked lock request's answer.
+type Deliver = Box<dyn FnOnce(tikv_proto::kvrpcpb::PessimisticLockResponse) + Send>;
+
+/// How often, in virtual time, parked lock requests are looked at (as the gRPC front does).
+const LOCK_WAIT_TICK: Duration = Duration::from_millis(5);
 
 /// The simulated network.
 #[derive(Clone)]
@@ -170,6 +183,8 @@ impl SimNetwork {
             partitioned: Vec::new(),
             trace: 0xcbf2_9ce4_8422_2325,
             delivered: 0,
+            waits: std::collections::BTreeMap::new(),
+            pumping: false,
         };
         SimNetwork {
             runtime,
@@ -299,6 +314,74 @@ impl SimNetwork {
     }
 }
 
+impl SimNetwork {
+    /// Registers how to answer the parked lock request `id` (call it under the cluster lock
+    /// that parked it) and makes sure the pump runs.
+    fn park(&self, id: LockWaitId, deliver: Deliver) {
+        let start = {
+            let mut state = lock(&self.state);
+            state.waits.insert(id, deliver);
+            !std::mem::replace(&mut state.pumping, true)
+        };
+        if start {
+            let net = self.clone();
+            self.runtime.spawn(async move { net.pump().await });
+        }
+    }
+
+    /// Polls the engine's lock waits every tick of virtual time while any request is
+    /// parked, delivering the answers (released, deadlocked or timed out), as TiKV's lock
+    /// manager wakes its waiters.
+    async fn pump(self) {
+        loop {
+            self.runtime.sleep(LOCK_WAIT_TICK).await;
+            let now = self.now_ms();
+            let answers = self.cluster.lock().poll_lock_waits(now);
+            for (id, answer) in answers {
+                let deliver = lock(&self.state).waits.remove(&id);
+                if let Some(deliver) = deliver {
+                    deliver(answer);
+                }
+            }
+            let mut state = lock(&self.state);
+            if state.waits.is_empty() {
+                state.pumping = false;
+                return;
+            }
+        }
+    }
+
+    /// A unary `KvPessimisticLock` to store `store`: answered at once, or once its wait
+    /// ends (in virtual time).
+    async fn pessimistic_lock(&self, store: u64, message: Bytes) -> Result<Bytes, MockError> {
+        use tikv_proto::kvrpcpb::PessimisticLockRequest;
+        let path = <tikv_proto::tikvpb::tikv_service::KvPessimisticLock as tikv_proto::method::Method>::PATH;
+        let request = PessimisticLockRequest::decode(message)
+            .map_err(|e| MockError::undecodable(path, &e))?;
+        let (answer_tx, answer_rx) = futures_channel::oneshot::channel();
+        let outcome = {
+            let mut cluster = self.cluster.lock();
+            let outcome = cluster.kv_pessimistic_lock_or_wait(store, request, self.now_ms())?;
+            if let LockWaitOutcome::Waiting(id) = &outcome {
+                self.park(
+                    *id,
+                    Box::new(move |answer| {
+                        let _ = answer_tx.send(answer);
+                    }),
+                );
+            }
+            outcome
+        };
+        let answer = match outcome {
+            LockWaitOutcome::Done(answer) => *answer,
+            LockWaitOutcome::Waiting(_) => answer_rx
+                .await
+                .map_err(|_| MockError::unreachable("the simulated store stopped"))?,
+        };
+        Ok(Bytes::from(answer.encode_to_vec()))
+    }
+}
+
 impl Transport for SimNetwork {
     fn unary(
         &self,
@@ -327,7 +410,12 @@ impl Transport for SimNetwork {
             }
             net.runtime.sleep(there).await;
             net.record(&address, path, &message);
-            let (reply, delay) = net.serve(&address, store, path, message);
+            let lock_path =
+                <tikv_proto::tikvpb::tikv_service::KvPessimisticLock as tikv_proto::method::Method>::PATH;
+            let (reply, delay) = match store {
+                Some(id) if path == lock_path => (net.pessimistic_lock(id, message).await, None),
+                _ => net.serve(&address, store, path, message),
+            };
             if let Some(delay) = delay {
                 net.runtime.sleep(delay).await;
             }
@@ -384,9 +472,26 @@ impl Transport for SimNetwork {
                         let mut cluster = server.cluster.lock();
                         let reply = match store {
                             Some(id) => match tikvpb::BatchCommandsRequest::decode(message) {
-                                Ok(req) => cluster
-                                    .handle_batch_commands(id, req, now)
-                                    .map(|r| Bytes::from(r.encode_to_vec())),
+                                Ok(req) => {
+                                    let mut parked = Vec::new();
+                                    let reply = cluster
+                                        .handle_batch_commands_parking(id, req, now, &mut parked)
+                                        .map(|r| Bytes::from(r.encode_to_vec()));
+                                    // A parked lock request is answered later on this stream,
+                                    // alone in its message, as the gRPC front does.
+                                    for (request_id, wait) in parked {
+                                        let to_client = to_client.clone();
+                                        server.park(
+                                            wait,
+                                            Box::new(move |answer| {
+                                                let _ = to_client.unbounded_send(Ok(late_answer(
+                                                    request_id, answer,
+                                                )));
+                                            }),
+                                        );
+                                    }
+                                    reply
+                                }
                                 Err(e) => Err(MockError::undecodable(path, &e)),
                             },
                             None => cluster.handle_pd_on(
@@ -417,6 +522,19 @@ impl Transport for SimNetwork {
             ))
         })
     }
+}
+
+/// A parked lock request's answer, as a `BatchCommands` message of its own.
+fn late_answer(request_id: u64, answer: tikv_proto::kvrpcpb::PessimisticLockResponse) -> Bytes {
+    use tikvpb::batch_commands_response::{Response, response::Cmd};
+    let message = tikvpb::BatchCommandsResponse {
+        responses: vec![Response {
+            cmd: Some(Cmd::PessimisticLock(answer)),
+        }],
+        request_ids: vec![request_id],
+        ..Default::default()
+    };
+    Bytes::from(message.encode_to_vec())
 }
 
 struct SimTx(mpsc::UnboundedSender<Bytes>);
