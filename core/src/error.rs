@@ -257,6 +257,12 @@ pub enum Error {
         wait_chain: Vec<(u64, u64, Key)>,
     },
 
+    /// The operation was stopped from outside: its interrupt flag was set, or it ran past
+    /// its max execution time (client-go's `ErrQueryInterrupted`). Nothing it locked stays
+    /// locked.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+
     /// The transaction was rolled back (by another client resolving its locks, or because its
     /// locks expired) before it could commit.
     #[error("transaction {start_ts} aborted: {detail}")]
@@ -310,6 +316,7 @@ impl Error {
             Error::LockWaitTimeout { .. }
             | Error::LockAcquireFailAndNoWaitSet { .. }
             | Error::Deadlock { .. } => true,
+            Error::Interrupted(_) => false,
             Error::KeyExists { .. } => false,
             Error::Pd { kind, .. } => kind.is_retryable(),
             Error::InvalidArgument(_)

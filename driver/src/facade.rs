@@ -12,11 +12,11 @@ macro_rules! facade {
     ($rt:ty) => {
         pub use $crate::__facade::{
             ApiVersion, AssertionLevel, BoxFuture, Bytes, CasResult, Checksum, Config, Delivery,
-            DiskFullOpt, Error, GrpcCode, Instant, IsolationLevel, Key, KeyRange, KvPair, Lock,
-            LockOptions, LockWait, LockedValue, PdErrorKind, PdErrorType, Peer, PeerRole, Priority,
-            ReadOptions, Region, RegionEpoch, RegionId, RegionVerId, ReplicaRead, Resolved, Result,
-            Runtime, Security, Store, StoreId, StoreState, Target, Timestamp, TransactionOptions,
-            TxnMode, TxnStatus,
+            DiskFullOpt, Error, GrpcCode, Instant, Interrupt, IsolationLevel, Key, KeyRange,
+            KvPair, Lock, LockOptions, LockStats, LockWait, Locked, LockedValue, PdErrorKind,
+            PdErrorType, Peer, PeerRole, Priority, ReadOptions, Region, RegionEpoch, RegionId,
+            RegionVerId, ReplicaRead, Resolved, Result, Runtime, Security, Store, StoreId,
+            StoreState, Target, Timestamp, TransactionOptions, TxnMode, TxnStatus,
         };
 
         /// The runtime this crate's clients run on (what `connect_with` takes).
@@ -50,7 +50,9 @@ pub mod exports {
         TransactionOptions, TxnMode,
     };
     pub use tikv_core::raw::{CasResult, Checksum, KvPair};
-    pub use tikv_core::txn::{Lock, LockOptions, LockWait, LockedValue, Resolved, TxnStatus};
+    pub use tikv_core::txn::{
+        Interrupt, Lock, LockOptions, LockStats, LockWait, Locked, LockedValue, Resolved, TxnStatus,
+    };
     pub use tikv_core::{
         ApiVersion, Config, Delivery, Error, GrpcCode, Instant, Key, KeyRange, PdErrorKind,
         PdErrorType, Peer, PeerRole, Region, RegionEpoch, RegionId, RegionVerId, Result, Store,

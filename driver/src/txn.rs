@@ -37,7 +37,7 @@ use tikv_core::raw::KvPair;
 use tikv_core::txn::heartbeat::{Heartbeat, HeartbeatStop};
 use tikv_core::txn::pessimistic::{MANAGED_LOCK_TTL_MS, pessimistic_rollback};
 use tikv_core::txn::{
-    CheckTxnStatus, Committer, Lock, LockKeys, LockOptions, LockedValue, Mutation, ReadBypass,
+    CheckTxnStatus, Committer, Lock, LockKeys, LockOptions, Locked, Mutation, ReadBypass,
     ResolveLocks, Resolved, SnapshotBatchGet, SnapshotGet, SnapshotScan, TxnStatus, WriteBuffer,
 };
 use tikv_core::{Config, Error, Key, KeyMode, KeyRange, Machine, Result, Timestamp};
@@ -581,7 +581,7 @@ impl<R: Runtime> Transaction<R> {
         if self.pessimistic.is_some() && self.buffer.get(&key).is_none() {
             let options = LockOptions::default().with_check_existence(true);
             let locked = self.lock_keys([key.clone()], options).await?;
-            if locked.iter().any(|v| v.exists) {
+            if locked.values.iter().any(|v| v.exists) {
                 return Err(Error::KeyExists { key });
             }
         }
@@ -656,7 +656,9 @@ impl<R: Runtime> Transaction<R> {
     /// fresh `for_update_ts`, so a key written and committed by another transaction since this
     /// one started fails with [`Error::WriteConflict`]; retrying the statement (call again)
     /// then locks at a newer `for_update_ts`. On any failure nothing this call locked stays
-    /// locked. Returns the keys' values or existence when `options` asks for them.
+    /// locked. Returns the keys' values or existence when `options` asks for them, and what
+    /// the call cost ([`Locked::stats`]). With `options.max_execution` or `options.interrupt`
+    /// a wait ends early with [`Error::Interrupted`].
     ///
     /// An optimistic transaction gets [`Error::InvalidArgument`]: its keys are checked at
     /// commit instead.
@@ -664,7 +666,7 @@ impl<R: Runtime> Transaction<R> {
         &mut self,
         keys: impl IntoIterator<Item = impl Into<Key>>,
         options: LockOptions,
-    ) -> Result<Vec<LockedValue>> {
+    ) -> Result<Locked> {
         let keys: Vec<Key> = keys.into_iter().map(Into::into).collect();
         let ctx = self.reads.ctx.clone();
         let Some(p) = self.pessimistic.as_mut() else {
@@ -674,7 +676,7 @@ impl<R: Runtime> Transaction<R> {
             ));
         };
         if keys.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Locked::default());
         }
         let for_update_ts = ctx.pd.get_timestamp().await?;
         let is_first_lock = p.primary.is_none();
@@ -748,8 +750,8 @@ impl<R: Runtime> Transaction<R> {
             return Ok(own);
         }
         let options = LockOptions::default().with_return_values(true);
-        let mut values = self.lock_keys([key], options).await?;
-        Ok(values.pop().and_then(|v| v.value))
+        let mut locked = self.lock_keys([key], options).await?;
+        Ok(locked.values.pop().and_then(|v| v.value))
     }
 
     /// [`get_for_update`](Self::get_for_update) of many keys: the pairs that exist, in key
@@ -761,6 +763,7 @@ impl<R: Runtime> Transaction<R> {
         let options = LockOptions::default().with_return_values(true);
         let locked = self.lock_keys(keys, options).await?;
         Ok(locked
+            .values
             .into_iter()
             .filter_map(|v| {
                 let value = match self.buffer.get(&v.key) {

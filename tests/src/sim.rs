@@ -483,13 +483,14 @@ pub fn run_bank(seed: u64) -> Outcome {
                             let lock = LockOptions::default()
                                 .with_return_values(true)
                                 .with_wait(LockWait::Timeout(Duration::from_millis(300)));
-                            let Ok(values) = t.lock_keys([account(a), account(b)], lock).await
+                            let Ok(locked) = t.lock_keys([account(a), account(b)], lock).await
                             else {
                                 let _ = t.rollback().await;
                                 continue;
                             };
                             let value_of = |k: String| {
-                                Ok(values
+                                Ok(locked
+                                    .values
                                     .iter()
                                     .find(|v| v.key.as_bytes() == k.as_bytes())
                                     .and_then(|v| v.value.clone()))

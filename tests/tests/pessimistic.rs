@@ -47,7 +47,8 @@ async fn lock_read_write_commit() {
         .lock_keys(["x"], LockOptions::default().with_check_existence(true))
         .await
         .unwrap();
-    assert!(!locked[0].exists);
+    assert!(!locked.values[0].exists);
+    assert_eq!((locked.stats.keys, locked.stats.requests), (1, 1));
     let start = t.start_ts().as_u64();
     t.commit().await.unwrap();
     assert_eq!(

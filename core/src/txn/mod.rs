@@ -24,7 +24,7 @@ pub mod status_cache;
 pub use buffer::{Mutation, WriteBuffer};
 pub use commit::Committer;
 pub use lock::{Lock, TxnStatus, key_error};
-pub use pessimistic::{LockKeys, LockOptions, LockWait, LockedValue};
+pub use pessimistic::{Interrupt, LockKeys, LockOptions, LockStats, LockWait, Locked, LockedValue};
 pub use resolve::{CheckTxnStatus, ReadBypass, ResolveLocks, Resolved};
 pub use scan::SnapshotScan;
 pub use snapshot::{SnapshotBatchGet, SnapshotGet};

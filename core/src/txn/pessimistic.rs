@@ -48,6 +48,55 @@ pub enum LockWait {
     Forever,
 }
 
+/// Stops a lock wait from outside (client-go's `LockCtx.Killed`): set it, and a `lock_keys`
+/// call that is waiting fails with [`Error::Interrupted`] at its next step. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Interrupt(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Interrupt {
+    /// Interrupts the calls watching this flag.
+    pub fn interrupt(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`interrupt`](Self::interrupt) was called.
+    pub fn is_interrupted(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl PartialEq for Interrupt {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Interrupt {}
+
+/// What one `lock_keys` call cost (client-go's `LockCtx.Stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockStats {
+    /// Keys it locked.
+    pub keys: usize,
+    /// `KvPessimisticLock` requests it sent (one per region and round).
+    pub requests: usize,
+    /// Rounds sent again after meeting other transactions' locks.
+    pub retries: usize,
+    /// Time spent from the call's start to its end, waits included.
+    pub total: Duration,
+}
+
+/// What a successful `lock_keys` returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Locked {
+    /// Each key's value or existence, when asked for (in key order).
+    pub values: Vec<LockedValue>,
+    /// What the call cost.
+    pub stats: LockStats,
+}
+
 /// Options of one `lock_keys` call (client-go's `LockCtx`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -60,6 +109,11 @@ pub struct LockOptions {
     pub check_existence: bool,
     /// Lock only the keys that exist (needs `return_values`, as TiKV requires).
     pub lock_only_if_exists: bool,
+    /// Fail with [`Error::Interrupted`] once the call has run this long, waits included
+    /// (client-go's `MaxExecutionDeadline`; none by default).
+    pub max_execution: Option<Duration>,
+    /// Fail with [`Error::Interrupted`] once this is set (client-go's kill signal).
+    pub interrupt: Option<Interrupt>,
 }
 
 impl Default for LockOptions {
@@ -69,6 +123,8 @@ impl Default for LockOptions {
             return_values: false,
             check_existence: false,
             lock_only_if_exists: false,
+            max_execution: None,
+            interrupt: None,
         }
     }
 }
@@ -95,6 +151,18 @@ impl LockOptions {
     /// Sets [`lock_only_if_exists`](Self::lock_only_if_exists).
     pub fn with_lock_only_if_exists(mut self, on: bool) -> Self {
         self.lock_only_if_exists = on;
+        self
+    }
+
+    /// Sets [`max_execution`](Self::max_execution).
+    pub fn with_max_execution(mut self, limit: Duration) -> Self {
+        self.max_execution = Some(limit);
+        self
+    }
+
+    /// Sets [`interrupt`](Self::interrupt).
+    pub fn with_interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = Some(interrupt);
         self
     }
 }
@@ -241,6 +309,9 @@ pub struct LockKeys {
     blocker: Option<Lock>,
     /// The last round came back without TiKV having waited.
     blocker_fast: bool,
+    max_execution: Option<Duration>,
+    interrupt: Option<Interrupt>,
+    stats: LockStats,
     state: State,
 }
 
@@ -293,6 +364,9 @@ impl LockKeys {
             started: None,
             blocker: None,
             blocker_fast: false,
+            max_execution: options.max_execution,
+            interrupt: options.interrupt.clone(),
+            stats: LockStats::default(),
             state: State::Round,
         }
     }
@@ -303,15 +377,42 @@ impl LockKeys {
         let waited = self
             .started
             .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+        // A max execution time caps every wait (client-go's `calculateEffectiveWaitTime`).
+        let until_deadline = self
+            .max_execution
+            .map(|limit| limit.saturating_sub(waited).as_millis())
+            .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX).max(1));
+        let capped = |ms: i64| until_deadline.map_or(ms, |d| if ms == 0 { d } else { ms.min(d) });
         match self.wait {
             LockWait::NoWait => Some(-1),
             // 0 is TiKV's "its own default wait"; the loop asks again after each one.
-            LockWait::Forever => Some(0),
+            LockWait::Forever => Some(capped(0)),
             LockWait::Timeout(limit) => {
                 let left = limit.checked_sub(waited)?;
                 let ms = i64::try_from(left.as_millis()).unwrap_or(i64::MAX);
-                (ms > 0).then_some(ms)
+                (ms > 0).then_some(capped(ms))
             }
+        }
+    }
+
+    /// The error that ends the call from outside: its interrupt was set, or it has run
+    /// longer than its `max_execution`.
+    fn interrupted(&self, now: Instant) -> Option<Error> {
+        if self
+            .interrupt
+            .as_ref()
+            .is_some_and(Interrupt::is_interrupted)
+        {
+            return Some(Error::Interrupted("lock_keys was interrupted".into()));
+        }
+        let ran = self
+            .started
+            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+        match self.max_execution {
+            Some(limit) if ran >= limit => Some(Error::Interrupted(format!(
+                "lock_keys ran past its max execution time of {limit:?}"
+            ))),
+            _ => None,
         }
     }
 
@@ -330,6 +431,7 @@ impl LockKeys {
     /// Reads a round's replies: locks to resolve (their batches go back to `pending`), or
     /// the error that ends the call.
     fn absorb(&mut self, replies: Vec<(Vec<Key>, TikvResponse)>) -> Result<Vec<Lock>, Error> {
+        self.stats.requests += replies.len();
         let mut locks = Vec::new();
         for (keys, reply) in replies {
             let first = keys.first().cloned().unwrap_or_default();
@@ -415,14 +517,12 @@ impl LockKeys {
         self.state = State::RollingBack(Box::new(m), Box::new(error));
     }
 
-    fn finish(
-        &mut self,
-        result: Result<Vec<LockedValue>, Error>,
-    ) -> Step<Result<Vec<LockedValue>, Error>> {
+    fn finish(&mut self, result: Result<Locked, Error>) -> Step<Result<Locked, Error>> {
         self.state = State::Done;
         let codec = self.codec;
-        let result = result.and_then(|values| {
-            values
+        let result = result.and_then(|locked| {
+            let values = locked
+                .values
                 .into_iter()
                 .map(|v| {
                     Ok(LockedValue {
@@ -430,14 +530,18 @@ impl LockKeys {
                         ..v
                     })
                 })
-                .collect()
+                .collect::<Result<_, Error>>()?;
+            Ok(Locked {
+                values,
+                stats: locked.stats,
+            })
         });
         Step::Done(codec.decode_result(result))
     }
 }
 
 impl Machine for LockKeys {
-    type Output = Result<Vec<LockedValue>, Error>;
+    type Output = Result<Locked, Error>;
 
     fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
         loop {
@@ -449,11 +553,18 @@ impl Machine for LockKeys {
                         if self.after_primary.is_empty() {
                             let mut values = std::mem::take(&mut self.values);
                             values.sort_by(|a, b| a.key.cmp(&b.key));
-                            return self.finish(Ok(values));
+                            self.stats.keys = self.locked.len();
+                            self.stats.total = cx.now.saturating_duration_since(started);
+                            let stats = self.stats;
+                            return self.finish(Ok(Locked { values, stats }));
                         }
                         // The primary is locked: the rest may point at it now.
                         self.pending = std::mem::take(&mut self.after_primary);
                         self.plan.is_first_lock = false;
+                    }
+                    if let Some(e) = self.interrupted(cx.now) {
+                        self.fail(e);
+                        continue;
                     }
                     let Some(wait_timeout) = self.wait_timeout(cx.now) else {
                         let e = self.wait_error();
@@ -478,6 +589,8 @@ impl Machine for LockKeys {
                     match replies.and_then(|r| self.absorb(r)) {
                         Ok(locks) if locks.is_empty() => self.state = State::Round,
                         Ok(locks) => {
+                            // The blocked batches go again after the resolution.
+                            self.stats.retries += 1;
                             self.blocker = locks.first().cloned();
                             // The round's duration tells whether TiKV waited.
                             let took = self

@@ -15,7 +15,7 @@ use crate::testing::resp::{keys, lock, ts};
 use crate::timestamp::Timestamp;
 use crate::txn::buffer::{Mutation, WriteBuffer};
 use crate::txn::commit::Committer;
-use crate::txn::pessimistic::{LockKeys, LockOptions, LockWait, LockedValue};
+use crate::txn::pessimistic::{Interrupt, LockKeys, LockOptions, LockWait, Locked, LockedValue};
 
 const START: Timestamp = Timestamp::compose(1000, 0);
 const FOR_UPDATE: Timestamp = Timestamp::compose(1100, 0);
@@ -24,7 +24,7 @@ fn lock_keys(
     keys: &[&str],
     first: bool,
     options: LockOptions,
-) -> impl Machine<Output = Result<Vec<LockedValue>, Error>> {
+) -> impl Machine<Output = Result<Locked, Error>> {
     LockKeys::new(
         KeyspaceCodec::NONE,
         keys.iter().map(|k| Key::from(*k)).collect(),
@@ -44,7 +44,13 @@ fn the_first_lock_takes_the_primary_alone_then_the_rest() {
         lock_keys(&["x", "a", "b"], true, LockOptions::default()),
         cluster([], |_| resp::pessimistic_lock().ok()),
     );
-    assert!(out.unwrap().is_empty());
+    let out = out.unwrap();
+    assert!(out.values.is_empty());
+    assert_eq!(
+        (out.stats.keys, out.stats.requests, out.stats.retries),
+        (3, 3, 0),
+        "the primary's request, then one per region"
+    );
     let sent = resp::sent(&h.effects);
     let rounds: Vec<_> = sent.iter().map(|s| (s.store, s.keys.clone())).collect();
     assert_eq!(
@@ -75,7 +81,7 @@ fn values_and_existence_come_back_per_key() {
         cluster([], |_| resp::pessimistic_lock().values(&[Some("2"), None])),
     );
     assert_eq!(
-        out.unwrap(),
+        out.unwrap().values,
         [
             LockedValue {
                 key: "b".into(),
@@ -281,4 +287,40 @@ fn heartbeats_stop_when_the_primary_is_gone() {
         }),
     );
     assert_eq!(beats, 1, "no lock to keep alive: the task ends");
+}
+
+#[test]
+fn an_interrupt_or_the_max_execution_time_ends_a_wait() {
+    let holder = lock("b", "p", ts(990)).ttl(20_000).pessimistic();
+    let interrupt = Interrupt::default();
+    for options in [
+        LockOptions::default().with_interrupt(interrupt.clone()),
+        LockOptions::default().with_max_execution(Duration::from_millis(30)),
+    ] {
+        let mut h = harness();
+        let by_flag = options.interrupt.is_some();
+        let mut rounds = 0;
+        let out = h.run(
+            lock_keys(&["b"], false, options),
+            cluster(
+                std::iter::repeat_with(|| resp::tso(ts(1200))),
+                |s| match s.method {
+                    "KvPessimisticLock" => {
+                        rounds += 1;
+                        if by_flag && rounds == 2 {
+                            interrupt.interrupt();
+                        }
+                        resp::pessimistic_lock().key_error(resp::locked(holder.clone()))
+                    }
+                    "KvCheckTxnStatus" => resp::check_txn_status().alive(20_000),
+                    "KvPessimisticRollback" => resp::pessimistic_rollback().ok(),
+                    other => panic!("unexpected {other}"),
+                },
+            ),
+        );
+        assert!(matches!(out, Err(Error::Interrupted(_))), "{out:?}");
+        if by_flag {
+            assert_eq!(rounds, 2, "stopped at the next step after the flag");
+        }
+    }
 }
