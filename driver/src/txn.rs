@@ -713,7 +713,19 @@ impl<R: Runtime> Transaction<R> {
         match result {
             Ok(values) => {
                 p.for_update_ts = p.for_update_ts.max(for_update_ts);
-                p.locked.extend(keys);
+                if options.lock_only_if_exists {
+                    // Absent keys were not locked: they must not be checked for a lock at
+                    // commit (nor released).
+                    p.locked.extend(
+                        values
+                            .values
+                            .iter()
+                            .filter(|v| v.exists)
+                            .map(|v| v.key.clone()),
+                    );
+                } else {
+                    p.locked.extend(keys);
+                }
                 if p.heartbeat.is_none() {
                     // The primary is locked: keep it alive for as long as the transaction runs.
                     let stop = HeartbeatStop::default();

@@ -317,3 +317,45 @@ async fn a_three_party_deadlock_has_exactly_one_victim() {
         "the others get their locks once the victim lets go: {results:?}"
     );
 }
+
+#[tokio::test]
+async fn lock_only_if_exists_leaves_missing_keys_unlocked() {
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let c = client(&mock).await;
+    put(&c, "present", "1").await;
+    let mut t = c
+        .begin_with(TransactionOptions::pessimistic())
+        .await
+        .unwrap();
+    // TiKV requires return_values with lock_only_if_exists.
+    let options = LockOptions::default()
+        .with_return_values(true)
+        .with_lock_only_if_exists(true);
+    let locked = t.lock_keys(["present", "zmissing"], options).await.unwrap();
+    let exists: Vec<(Vec<u8>, bool)> = locked
+        .values
+        .iter()
+        .map(|v| (v.key.as_bytes().to_vec(), v.exists))
+        .collect();
+    assert_eq!(
+        exists,
+        [(b"present".to_vec(), true), (b"zmissing".to_vec(), false)]
+    );
+    let mut other = c
+        .begin_with(TransactionOptions::pessimistic())
+        .await
+        .unwrap();
+    let no_wait = || LockOptions::default().with_wait(LockWait::NoWait);
+    assert!(matches!(
+        other.lock_keys(["present"], no_wait()).await,
+        Err(Error::LockAcquireFailAndNoWaitSet { .. })
+    ));
+    // The missing key is free: another transaction writes it meanwhile.
+    other.lock_keys(["zmissing"], no_wait()).await.unwrap();
+    other.put("zmissing", "theirs").await.unwrap();
+    other.commit().await.unwrap();
+    // Only what was locked is checked at commit (a check of the unlocked key would find
+    // no lock and a newer write, and fail the commit).
+    t.put("present", "2").await.unwrap();
+    t.commit().await.unwrap();
+}
