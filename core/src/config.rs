@@ -152,6 +152,10 @@ pub struct Config {
     /// commit or 1PC (`AsyncCommit.SafeWindow`, 2 s): the `max_commit_ts` TiKV enforces,
     /// falling back to 2PC beyond it.
     pub async_commit_safe_window: Duration,
+    /// Transactions whose writes exceed this many bytes keep their primary lock alive with
+    /// heartbeats while they commit (client-go's `TTLRefreshedTxnSize`, 32 MiB): prewriting
+    /// them can take longer than their lock's TTL.
+    pub ttl_refreshed_txn_size: usize,
     /// TLS for every connection; `None` for cleartext.
     pub security: Option<Security>,
     /// Seed of the client's random generator (jitter, replica choice); `None` seeds from the
@@ -208,6 +212,7 @@ setters! {
     with_async_commit_keys_limit => async_commit_keys_limit: usize;
     with_async_commit_total_key_size_limit => async_commit_total_key_size_limit: usize;
     with_async_commit_safe_window => async_commit_safe_window: Duration;
+    with_ttl_refreshed_txn_size => ttl_refreshed_txn_size: usize;
 }
 
 impl Config {
@@ -293,6 +298,7 @@ impl Default for Config {
             async_commit_keys_limit: 256,
             async_commit_total_key_size_limit: 4 * 1024,
             async_commit_safe_window: Duration::from_secs(2),
+            ttl_refreshed_txn_size: 32 << 20,
             security: None,
             rng_seed: None,
         }

@@ -53,6 +53,7 @@ use crate::rpc::{TikvRequest, TikvResponse};
 use crate::time::Instant;
 use crate::timestamp::Timestamp;
 use crate::txn::buffer::{Mutation, WriteBuffer};
+use crate::txn::heartbeat::{Heartbeat, HeartbeatStop};
 use crate::txn::lock::{KeyErrorKind, Lock, key_error};
 use crate::txn::resolve::{Blocked, ResolveLocks};
 
@@ -259,6 +260,13 @@ pub struct Committer {
     prewrite_decides: bool,
     /// A pessimistic transaction's `for_update_ts` and locked keys (stored form).
     pessimistic: Option<(Timestamp, Arc<BTreeSet<Key>>)>,
+    /// A large transaction: heartbeat its primary once it is prewritten (`None`: small, or
+    /// already beating).
+    wants_heartbeat: bool,
+    /// Ends the heartbeats this commit started.
+    heartbeat: Option<HeartbeatStop>,
+    /// The heartbeat task to spawn on the next poll.
+    spawn_heartbeat: Option<Detached>,
     state: State,
 }
 
@@ -315,6 +323,9 @@ impl Committer {
             safe_window: config.async_commit_safe_window,
             prewrite_decides: false,
             pessimistic: None,
+            wants_heartbeat: buffer.size() > config.ttl_refreshed_txn_size,
+            heartbeat: None,
+            spawn_heartbeat: None,
             state: State::StartPrewrite(mutations),
         }
     }
@@ -342,6 +353,9 @@ impl Committer {
         self.txn_size = self.keys.len() as u64;
         self.primary = self.codec.encode(primary);
         self.pessimistic = Some((for_update_ts, Arc::new(locked)));
+        // The transaction's own heartbeats (started with its first lock) keep the primary
+        // alive through the commit.
+        self.wants_heartbeat = false;
         self
     }
 
@@ -472,7 +486,33 @@ impl Committer {
     /// Ends the commit; the keys an error names are given in user form.
     fn finish(&mut self, result: Result<Timestamp, Error>) -> Step<Result<Timestamp, Error>> {
         self.state = State::Done;
+        // Committed or not, there is nothing left to keep alive.
+        if let Some(stop) = self.heartbeat.take() {
+            stop.stop();
+        }
         Step::Done(self.codec.decode_result(result))
+    }
+
+    /// Once a large transaction's primary is prewritten, prepares the heartbeats that keep
+    /// it alive until the commit ends (client-go starts its TTL manager there too).
+    fn start_heartbeat(&mut self, replies: &[(Vec<Item>, TikvResponse)], cx: &Cx<'_>) {
+        if !self.wants_heartbeat {
+            return;
+        }
+        let primary_done = replies.iter().any(|(items, reply)| {
+            matches!(reply, TikvResponse::KvPrewrite(r) if r.errors.is_empty())
+                && items.iter().any(|(k, _)| *k == self.primary)
+        });
+        if !primary_done {
+            return;
+        }
+        self.wants_heartbeat = false;
+        let stop = HeartbeatStop::default();
+        let started = self.started_at.unwrap_or(cx.now);
+        let beat = Heartbeat::new(self.primary.clone(), self.start_ts, started, stop.clone());
+        let backoff = Backoffer::new("heartbeat", cx.config.budget(budget::HEARTBEAT));
+        self.spawn_heartbeat = Some(Detached::new("heartbeat", backoff, beat));
+        self.heartbeat = Some(stop);
     }
 
     /// Reads the prewrite replies: locks to resolve (and the items to prewrite again), or the
@@ -688,8 +728,18 @@ impl Machine for Committer {
                 State::Prewriting(m, one_pc_asked) => {
                     let one_pc_asked = *one_pc_asked;
                     let result = ready!(m.poll(&mut cx.with_backoff(&mut self.prewrite_backoff)));
+                    if let Ok(replies) = &result {
+                        if one_pc_commit_ts(replies).is_none() {
+                            self.start_heartbeat(replies, cx);
+                        }
+                    }
                     if let Some(e) = self.after_prewrite(result, one_pc_asked) {
                         return self.finish(Err(e));
+                    }
+                    if let Some(task) = self.spawn_heartbeat.take() {
+                        // No outcome to wait for: the executor polls again at once.
+                        let id = cx.next_id();
+                        return Step::Effect(Effect::Spawn { id, task });
                     }
                 }
                 State::Resolving(m, retry) => {

@@ -922,3 +922,36 @@ fn async_commit_tso_failure_before_the_prewrite_fails_without_writing() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_large_commit_heartbeats_its_primary_until_it_ends() {
+    let mut h = harness();
+    h.config.ttl_refreshed_txn_size = 0; // every transaction counts as large here
+    let config = h.config.clone();
+    let out = h.run(
+        committer(&config, &three_keys()),
+        cluster([resp::tso(COMMIT)], all_ok),
+    );
+    assert_eq!(out.unwrap(), COMMIT);
+    assert_eq!(
+        h.spawned,
+        ["heartbeat", "commit secondaries"],
+        "heartbeats start once the primary is prewritten"
+    );
+    assert!(
+        !resp::kinds(&h.effects).contains(&"KvTxnHeartBeat"),
+        "the commit ended before the first beat was due: the task stopped without one"
+    );
+}
+
+#[test]
+fn a_small_commit_needs_no_heartbeat() {
+    let mut h = harness();
+    let config = h.config.clone();
+    h.run(
+        committer(&config, &three_keys()),
+        cluster([resp::tso(COMMIT)], all_ok),
+    )
+    .unwrap();
+    assert_eq!(h.spawned, ["commit secondaries"]);
+}
