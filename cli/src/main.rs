@@ -18,6 +18,7 @@ mod error;
 mod format;
 mod mock;
 mod raw;
+mod txn;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -86,6 +87,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run one RawKV operation.
     Raw(raw::RawArgs),
+    /// Run one transaction: read, write (committed with 2PC, async commit, 1PC or
+    /// pessimistic locking), scan, or look up a transaction's status.
+    Txn(txn::TxnArgs),
     /// Serve a mock PD + TiKV cluster on loopback until interrupted (Ctrl-C).
     ///
     /// Prints `PD endpoint: <host:port>` first, then the stores; Ctrl-C prints the request
@@ -133,6 +137,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo(args) => demo::run(&cli.global, &args).await,
         Command::Raw(args) => raw::run(&cli.global, &args).await,
+        Command::Txn(args) => txn::run(&cli.global, &args).await,
         Command::Mock(args) => mock::run(&cli.global, &args).await,
         Command::Bench(args) => bench::run(&cli.global, &args).await,
     }

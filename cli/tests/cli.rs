@@ -392,3 +392,67 @@ fn help_and_version_exit_zero() {
     assert!(ok(&["bench", "--help"]).contains("--distribution"));
     assert!(ok(&["--version"]).starts_with("tikv-cli "));
 }
+
+#[test]
+fn txn_commands_against_a_mock_process() {
+    let mock = MockProcess::start(&["--stores", "3", "--regions", "4"]);
+    let pd = mock.pd.as_str();
+
+    let committed = ok(&["--pd", pd, "txn", "put", "apple", "red", "zebra", "striped"]);
+    // "committed at C (started at S)"
+    let numbers: Vec<u64> = committed
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().expect("a number"))
+        .collect();
+    let [commit_ts, start_ts] = numbers[..] else {
+        panic!("{committed}");
+    };
+    assert!(commit_ts > start_ts);
+    assert_eq!(ok(&["--pd", pd, "txn", "get", "apple"]), "red\n");
+    assert_eq!(
+        ok(&["--pd", pd, "txn", "get", "apple", "pear"]),
+        "apple\tred\npear\t(not found)\n"
+    );
+    // Every commit protocol, and pessimistic locking.
+    for flags in [&["--async-commit"][..], &["--one-pc"], &["--pessimistic"]] {
+        let mut args = vec!["--pd", pd, "txn", "put", "pear", "green"];
+        args.extend_from_slice(flags);
+        assert!(ok(&args).starts_with("committed at "), "{flags:?}");
+    }
+    assert_eq!(
+        ok(&["--pd", pd, "txn", "--pessimistic", "get", "pear"]),
+        "green\n"
+    );
+    assert_eq!(
+        ok(&["--pd", pd, "txn", "scan", "--limit", "2"]),
+        "apple\tred\npear\tgreen\n"
+    );
+    assert_eq!(
+        ok(&["--pd", pd, "--json", "txn", "scan", "p"]),
+        "[{\"key\":\"pear\",\"value\":\"green\"},{\"key\":\"zebra\",\"value\":\"striped\"}]\n"
+    );
+    assert!(ok(&["--pd", pd, "txn", "delete", "pear"]).starts_with("committed at "));
+    assert_eq!(ok(&["--pd", pd, "txn", "get", "pear"]), "(not found)\n");
+    // A transaction that never existed is settled as rolled back.
+    assert_eq!(
+        ok(&["--pd", pd, "txn", "status", "12345", "nothing"]),
+        "rolled back\n"
+    );
+    // The first transaction's primary is its first key.
+    assert_eq!(
+        ok(&[
+            "--pd",
+            pd,
+            "--json",
+            "txn",
+            "status",
+            &start_ts.to_string(),
+            "apple",
+        ]),
+        format!("{{\"status\":\"committed\",\"commit_ts\":{commit_ts}}}\n")
+    );
+    // An odd number of put arguments is a usage mistake, said in one line.
+    let e = one_line_error(&["--pd", pd, "txn", "put", "a", "1", "b"], 1);
+    assert!(e.contains("KEY VALUE pairs"), "{e}");
+}
