@@ -66,6 +66,17 @@ enum TxnCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// List the locks in [START, END) of transactions started until now (`ScanLock`):
+    /// key, owner's start ts, primary, kind and TTL.
+    Locks {
+        /// First key; omitted: the start of the key space.
+        start: Option<String>,
+        /// First key excluded; omitted: to the end of the key space.
+        end: Option<String>,
+        /// At most this many locks.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// The status of the transaction started at START_TS whose primary key is PRIMARY
     /// (committed, rolled back, or running with its lock's TTL).
     Status {
@@ -105,6 +116,22 @@ pub(crate) async fn run(global: &GlobalOpts, args: &TxnArgs) -> Result<(), CliEr
         _ => Vec::new(),
     };
     let (client, _mock) = client(global).await?;
+    let result = execute(global, args, &client, writes).await;
+    // Secondaries committed after `commit` returned and lock cleanups run in the background:
+    // let them finish before the process exits, so no lock is left behind.
+    client
+        .wait_background(std::time::Duration::from_secs(5))
+        .await;
+    result
+}
+
+async fn execute(
+    global: &GlobalOpts,
+    args: &TxnArgs,
+    client: &TransactionClient,
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) -> Result<(), CliError> {
+    let key = |s: &String| parse_bytes(s, global.hex, "key");
     let out = Out::new();
     let bytes = |b: &[u8]| {
         if global.json {
@@ -206,6 +233,42 @@ pub(crate) async fn run(global: &GlobalOpts, args: &TxnArgs) -> Result<(), CliEr
             }
             for p in pairs {
                 out.line(format!("{}\t{}", bytes(p.key.as_bytes()), bytes(&p.value)))?;
+            }
+            Ok(())
+        }
+        TxnCommand::Locks { start, end, limit } => {
+            let start = start.as_ref().map(key).transpose()?.unwrap_or_default();
+            let end = end.as_ref().map(key).transpose()?.unwrap_or_default();
+            let now = client.current_timestamp().await.context("timestamp")?;
+            let locks = client
+                .scan_locks(KeyRange::new(start, end), now, *limit)
+                .await
+                .context("scan locks")?;
+            if global.json {
+                let items: Vec<String> = locks
+                    .iter()
+                    .map(|l| {
+                        format!(
+                            "{{\"key\":{},\"start_ts\":{},\"primary\":{},\"kind\":\"{}\",\"ttl_ms\":{}}}",
+                            bytes(l.key.as_bytes()),
+                            l.start_ts.as_u64(),
+                            bytes(l.primary.as_bytes()),
+                            l.kind(),
+                            l.ttl_ms
+                        )
+                    })
+                    .collect();
+                return out.line(format!("[{}]", items.join(",")));
+            }
+            for l in locks {
+                out.line(format!(
+                    "{}\t{}\t{}\t{}\t{} ms",
+                    bytes(l.key.as_bytes()),
+                    l.start_ts.as_u64(),
+                    bytes(l.primary.as_bytes()),
+                    l.kind(),
+                    l.ttl_ms
+                ))?;
             }
             Ok(())
         }

@@ -452,6 +452,12 @@ fn txn_commands_against_a_mock_process() {
         ]),
         format!("{{\"status\":\"committed\",\"commit_ts\":{commit_ts}}}\n")
     );
+    // Committed transactions leave no lock behind.
+    assert_eq!(ok(&["--pd", pd, "txn", "locks"]), "");
+    assert_eq!(
+        ok(&["--pd", pd, "--json", "txn", "locks", "a", "z"]),
+        "[]\n"
+    );
     // An odd number of put arguments is a usage mistake, said in one line.
     let e = one_line_error(&["--pd", pd, "txn", "put", "a", "1", "b"], 1);
     assert!(e.contains("KEY VALUE pairs"), "{e}");

@@ -52,6 +52,8 @@ pub struct ClientContext<R: Runtime> {
     pub txn_statuses: TxnStatusCache,
     /// Where each operation's RNG comes from.
     pub rng: RngForks,
+    /// Background tasks (`Effect::Spawn`) still running.
+    pub background: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<R: Runtime> ClientContext<R> {
@@ -103,6 +105,7 @@ impl<R: Runtime> ClientContext<R> {
             stores: StoreCache::new(),
             txn_statuses: TxnStatusCache::default(),
             rng: RngForks::new(seed),
+            background: Arc::default(),
             config,
         })
     }
@@ -210,7 +213,27 @@ pub async fn run_with<R: Runtime, M: Machine>(
 /// already in flight finish first, as they hold the client while they run).
 fn spawn<R: Runtime>(ctx: &Arc<ClientContext<R>>, task: Detached, context: Arc<ContextOptions>) {
     let weak = Arc::downgrade(ctx);
-    ctx.runtime.spawn(run_detached(weak, task, context));
+    let running = Running::start(&ctx.background);
+    ctx.runtime.spawn(async move {
+        run_detached(weak, task, context).await;
+        drop(running);
+    });
+}
+
+/// Counts a background task as running until dropped (however the task ends).
+struct Running(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Running {
+    fn start(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Running(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 async fn run_detached<R: Runtime>(

@@ -38,7 +38,8 @@ use tikv_core::txn::heartbeat::{Heartbeat, HeartbeatStop};
 use tikv_core::txn::pessimistic::{MANAGED_LOCK_TTL_MS, pessimistic_rollback};
 use tikv_core::txn::{
     CheckTxnStatus, Committer, Lock, LockKeys, LockOptions, Locked, Mutation, ReadBypass,
-    ResolveLocks, Resolved, SnapshotBatchGet, SnapshotGet, SnapshotScan, TxnStatus, WriteBuffer,
+    ResolveLocks, Resolved, ScanLocks, SnapshotBatchGet, SnapshotGet, SnapshotScan, TxnStatus,
+    WriteBuffer,
 };
 use tikv_core::{Config, Error, Key, KeyMode, KeyRange, Machine, Result, Timestamp};
 use tracing::warn;
@@ -91,6 +92,28 @@ impl<R: Runtime> TransactionClient<R> {
         let ctx =
             ClientContext::connect(runtime, transport, pd_endpoints, config, KeyMode::Txn).await?;
         Ok(TransactionClient { ctx: Arc::new(ctx) })
+    }
+
+    /// Waits until the client's background work — secondaries committed after `commit`
+    /// returned, lock cleanups started by reads — has finished, for at most `timeout`;
+    /// `true` if it all did. A process about to exit calls this so that it leaves no lock
+    /// for others to resolve (they would be resolved, but later and at a cost).
+    pub async fn wait_background(&self, timeout: Duration) -> bool {
+        let started = self.ctx.runtime.now();
+        loop {
+            if self
+                .ctx
+                .background
+                .load(std::sync::atomic::Ordering::Acquire)
+                == 0
+            {
+                return true;
+            }
+            if self.ctx.runtime.now().saturating_duration_since(started) >= timeout {
+                return false;
+            }
+            self.ctx.runtime.sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// A fresh timestamp from PD.
@@ -149,6 +172,30 @@ impl<R: Runtime> TransactionClient<R> {
         let locks = self.stored_locks(locks);
         self.run_resolution(ResolveLocks::for_read(locks, caller_start_ts))
             .await
+    }
+
+    /// The locks in `range` of transactions started at or before `max_ts`, at most `limit`, in
+    /// key order (`KvScanLock` region by region, 1024 per request): what GC and operators list
+    /// before resolving them ([`resolve_locks`](Self::resolve_locks)).
+    pub async fn scan_locks(
+        &self,
+        range: impl Into<KeyRange>,
+        max_ts: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Lock>> {
+        let scan = ScanLocks::new(
+            self.ctx.config.keyspace_codec(),
+            range.into(),
+            max_ts,
+            limit,
+        );
+        let backoff = Backoffer::new("scan locks", self.ctx.config.budget(budget::SCAN));
+        run_with(
+            &self.ctx,
+            Budgeted::new(backoff, scan),
+            Arc::new(ContextOptions::default()),
+        )
+        .await
     }
 
     fn stored_locks(&self, locks: Vec<Lock>) -> Vec<Lock> {

@@ -344,3 +344,77 @@ async fn many_readers_meeting_one_crashed_transaction_check_it_once() {
     assert_eq!(rpcs(&mock, "KvCheckTxnStatus") - checks, 1);
     assert_eq!(locks_left_after_cleanup(&mock, owner).await, 0);
 }
+
+#[tokio::test]
+async fn locks_are_listed_page_by_page_and_resolved_like_gc_does() {
+    use tikv_tokio::Timestamp;
+    // 1500 locks of one crashed transaction over two regions, the first holding more than
+    // one ScanLock page (1024), plus a running transaction's lock.
+    let mock = mock_txn_cluster(3, &["k1200"]).await;
+    let c = client(&mock).await;
+    let keys: Vec<String> = (0..1500).map(|i| format!("k{i:04}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let dead = start_ts(&c).await;
+    Crashed::new(&refs)
+        .committed_primary()
+        .ttl(1)
+        .leave(&mock, dead);
+    let live = start_ts(&c).await;
+    Crashed::new(&["z"])
+        .pushable()
+        .ttl(60_000)
+        .leave(&mock, live);
+
+    let now = c.current_timestamp().await.unwrap();
+    let scans = rpcs(&mock, "KvScanLock");
+    let all = c.scan_locks(.., now, usize::MAX).await.unwrap();
+    assert_eq!(
+        all.len(),
+        1500,
+        "the committed primary holds no lock; 1499 + z"
+    );
+    assert_eq!(
+        rpcs(&mock, "KvScanLock") - scans,
+        3,
+        "two pages of the first region, one of the second"
+    );
+    assert!(all.windows(2).all(|w| w[0].key < w[1].key), "in key order");
+    assert_eq!(c.scan_locks(.., now, 10).await.unwrap().len(), 10);
+    // Only transactions started at or before max_ts.
+    let before_live = Timestamp::from_u64(live - 1);
+    assert_eq!(
+        c.scan_locks(.., before_live, usize::MAX)
+            .await
+            .unwrap()
+            .len(),
+        1499
+    );
+
+    // Resolve what was listed (as GC's lock resolution does): the dead transaction's locks
+    // go, the live one stays.
+    let resolved = c.resolve_locks(all, now).await.unwrap();
+    assert_eq!(resolved.alive, 1);
+    let left = c.scan_locks(.., now, usize::MAX).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].key.as_bytes(), b"z");
+    assert_eq!(left[0].start_ts.as_u64(), live);
+}
+
+#[tokio::test]
+async fn waiting_for_background_work_leaves_no_lock_behind() {
+    let mock = mock_txn_cluster(3, &["k3", "k6"]).await;
+    let c = client(&mock).await;
+    let mut t = c.begin().await.unwrap();
+    for k in ["k1", "k4", "k7"] {
+        t.put(k, "v").await.unwrap();
+    }
+    let start = t.start_ts().as_u64();
+    t.commit().await.unwrap();
+    // The secondaries are committed by a background task after `commit` returned.
+    assert!(c.wait_background(Duration::from_secs(5)).await);
+    assert_eq!(
+        locks_left(&mock, start),
+        0,
+        "nothing left once the background work is done"
+    );
+}

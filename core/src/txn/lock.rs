@@ -52,6 +52,11 @@ impl Lock {
         now.physical_ms() >= self.start_ts.physical_ms().saturating_add(self.ttl_ms)
     }
 
+    /// The lock's kind, as TiKV names it (`Put`, `Del`, `Lock`, `PessimisticLock`, ...).
+    pub fn kind(&self) -> &'static str {
+        kvrpcpb::Op::try_from(self.lock_type).map_or("unknown", |op| op.as_str_name())
+    }
+
     /// Whether this is a pessimistic lock (taken by `lock_keys`, not yet prewritten). It
     /// never blocks reads, and a dead owner's pessimistic lock is removed with
     /// `PessimisticRollback`, not `ResolveLock`.

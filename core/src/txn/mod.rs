@@ -6,6 +6,7 @@
 //! - [`pessimistic`]: pessimistic locks (`lock_keys`), with waits for other transactions.
 //! - [`resolve`]: the lock resolver — asks the lock owner's primary for its fate
 //!   (`CheckTxnStatus`), then commits or rolls back the lock (`ResolveLock`).
+//! - [`scan_lock`]: the locks in a key range (`ScanLock`), for operators and GC.
 //! - [`snapshot`]: reads at a start timestamp that resolve the locks they meet.
 //! - [`status_cache`]: decided transaction outcomes, shared by the client's resolutions.
 //! - [`commit`]: the committer — prewrite every key, take a commit timestamp, commit the
@@ -18,6 +19,7 @@ pub mod lock;
 pub mod pessimistic;
 pub mod resolve;
 pub mod scan;
+pub mod scan_lock;
 pub mod snapshot;
 pub mod status_cache;
 
@@ -27,6 +29,7 @@ pub use lock::{Lock, TxnStatus, key_error};
 pub use pessimistic::{Interrupt, LockKeys, LockOptions, LockStats, LockWait, Locked, LockedValue};
 pub use resolve::{CheckTxnStatus, ReadBypass, ResolveLocks, Resolved};
 pub use scan::SnapshotScan;
+pub use scan_lock::ScanLocks;
 pub use snapshot::{SnapshotBatchGet, SnapshotGet};
 pub use status_cache::TxnStatusCache;
 
