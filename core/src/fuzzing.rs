@@ -309,7 +309,7 @@ pub fn machines_with_responses(data: &[u8]) -> usize {
     let mut input = Input(data);
     let ts = Timestamp::compose(1000, 0);
     let keys = || vec![Key::from("a"), Key::from("k"), Key::from("z")];
-    match input.u8() % 9 {
+    match input.u8() % 12 {
         0 => drive(crate::raw::get(&config, Key::from("k"), ""), &mut input),
         1 => drive(crate::raw::batch_get(&config, keys(), ""), &mut input),
         2 | 3 => {
@@ -331,6 +331,32 @@ pub fn machines_with_responses(data: &[u8]) -> usize {
             }
             drive(Committer::new(&config, ts, &buffer), &mut input)
         }
+        9 => {
+            let options = crate::txn::LockOptions::default()
+                .with_return_values(data.len() % 2 == 0)
+                .with_wait(crate::txn::LockWait::Timeout(
+                    std::time::Duration::from_millis(50),
+                ));
+            let m = crate::txn::LockKeys::new(
+                codec,
+                keys(),
+                Key::from("a"),
+                ts,
+                ts.add_ms(10),
+                data.len() % 3 == 0,
+                20_000,
+                &options,
+            );
+            drive(m, &mut input)
+        }
+        10 => drive(
+            crate::txn::ScanLocks::new(codec, KeyRange::all(), ts, 2000),
+            &mut input,
+        ),
+        11 => drive(
+            crate::txn::CheckTxnStatus::new(codec, Key::from("a"), ts, ts.add_ms(5)),
+            &mut input,
+        ),
         _ => {
             let lock = Lock {
                 key: "k".into(),
@@ -386,6 +412,25 @@ mod tests {
             region_cache_ops(data);
             let effects = machines_with_responses(data);
             assert!(effects < 10_000, "{name}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod random_smoke {
+    #[test]
+    #[ignore = "long: run by hand"]
+    fn random_inputs_never_panic() {
+        let mut rng = crate::rng::Rng::seeded(42);
+        let n: u64 = std::env::var("FUZZ_ITERS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1000);
+        for _ in 0..n {
+            let len = rng.below(512) as usize;
+            let data: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+            let effects = super::machines_with_responses(&data);
+            assert!(effects < 10_000, "{data:?}");
         }
     }
 }
