@@ -257,6 +257,24 @@ pub enum Error {
         wait_chain: Vec<(u64, u64, Key)>,
     },
 
+    /// A write's assertion about its key did not hold at prewrite (client-go's
+    /// `ErrAssertionFailed`): the transaction rolled back.
+    #[error(
+        "assertion failed on key {key}: expected it to {}, but {}",
+        if *expected_exists { "exist" } else { "not exist" },
+        if *existing_commit_ts > 0 { format!("it was written at {existing_commit_ts}") } else { "it is absent".to_string() }
+    )]
+    AssertionFailed {
+        /// The key.
+        key: Key,
+        /// What was asserted: that the key exists (`true`) or not.
+        expected_exists: bool,
+        /// The start ts of the version found (0: none).
+        existing_start_ts: u64,
+        /// The commit ts of the version found (0: none).
+        existing_commit_ts: u64,
+    },
+
     /// The operation was stopped from outside: its interrupt flag was set, or it ran past
     /// its max execution time (client-go's `ErrQueryInterrupted`). Nothing it locked stays
     /// locked.
@@ -316,7 +334,7 @@ impl Error {
             Error::LockWaitTimeout { .. }
             | Error::LockAcquireFailAndNoWaitSet { .. }
             | Error::Deadlock { .. } => true,
-            Error::Interrupted(_) => false,
+            Error::Interrupted(_) | Error::AssertionFailed { .. } => false,
             Error::KeyExists { .. } => false,
             Error::Pd { kind, .. } => kind.is_retryable(),
             Error::InvalidArgument(_)

@@ -133,6 +133,17 @@ impl KeyspaceCodec {
                 message,
             },
             Error::KeyExists { key } => Error::KeyExists { key: user(key) },
+            Error::AssertionFailed {
+                key,
+                expected_exists,
+                existing_start_ts,
+                existing_commit_ts,
+            } => Error::AssertionFailed {
+                key: user(key),
+                expected_exists,
+                existing_start_ts,
+                existing_commit_ts,
+            },
             Error::LockWaitTimeout { key, lock_ts } => Error::LockWaitTimeout {
                 key: user(key),
                 lock_ts,

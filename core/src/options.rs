@@ -66,6 +66,16 @@ pub enum AssertionLevel {
     Strict,
 }
 
+/// What a write expects of its key's current state, checked at prewrite under an
+/// [`AssertionLevel`] other than `Off` (client-go's assertion flags on the mem-buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Assertion {
+    /// The key exists.
+    Exists,
+    /// The key does not exist.
+    NotExists,
+}
+
 /// Which replica serves reads (client-go's `kv.ReplicaReadType`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ReplicaRead {
@@ -436,9 +446,6 @@ impl TransactionOptions {
 
     /// `Err(Error::Unsupported)` naming the first option this client cannot honour yet.
     pub fn check(&self) -> Result<(), Error> {
-        if self.assertion_level != AssertionLevel::Off {
-            return Err(unsupported("assertions"));
-        }
         self.read.check()
     }
 
@@ -528,16 +535,12 @@ mod tests {
 
     #[test]
     fn what_is_not_implemented_fails_loudly() {
-        for options in [
-            TransactionOptions::default().with_assertion_level(AssertionLevel::Strict),
-            TransactionOptions::default()
-                .with_read(ReadOptions::default().with_replica_read(ReplicaRead::Follower)),
-        ] {
-            assert!(
-                matches!(options.check(), Err(Error::Unsupported(_))),
-                "{options:?}"
-            );
-        }
+        let follower = TransactionOptions::default()
+            .with_read(ReadOptions::default().with_replica_read(ReplicaRead::Follower));
+        assert!(
+            matches!(follower.check(), Err(Error::Unsupported(_))),
+            "{follower:?}"
+        );
         for read in [
             ReadOptions::default().with_stale_read(true),
             ReadOptions::default().with_isolation(IsolationLevel::ReadCommittedCheckTs),

@@ -11,12 +11,12 @@
 macro_rules! facade {
     ($rt:ty) => {
         pub use $crate::__facade::{
-            ApiVersion, AssertionLevel, BoxFuture, Bytes, CasResult, Checksum, Config, Delivery,
-            DiskFullOpt, Error, GrpcCode, Instant, Interrupt, IsolationLevel, Key, KeyRange,
-            KvPair, Lock, LockOptions, LockStats, LockWait, Locked, LockedValue, PdErrorKind,
-            PdErrorType, Peer, PeerRole, Priority, ReadOptions, Region, RegionEpoch, RegionId,
-            RegionVerId, ReplicaRead, Resolved, Result, Runtime, Security, Store, StoreId,
-            StoreState, Target, Timestamp, TransactionOptions, TxnMode, TxnStatus,
+            ApiVersion, Assertion, AssertionLevel, BoxFuture, Bytes, CasResult, Checksum, Config,
+            Delivery, DiskFullOpt, Error, GrpcCode, Instant, Interrupt, IsolationLevel, Key,
+            KeyRange, KvPair, Lock, LockOptions, LockStats, LockWait, Locked, LockedValue,
+            PdErrorKind, PdErrorType, Peer, PeerRole, Priority, ReadOptions, Region, RegionEpoch,
+            RegionId, RegionVerId, ReplicaRead, Resolved, Result, Runtime, Security, Store,
+            StoreId, StoreState, Target, Timestamp, TransactionOptions, TxnMode, TxnStatus,
         };
 
         /// The runtime this crate's clients run on (what `connect_with` takes).
@@ -46,7 +46,7 @@ pub mod exports {
     pub use bytes::Bytes;
     pub use tikv_core::config::Security;
     pub use tikv_core::options::{
-        AssertionLevel, DiskFullOpt, IsolationLevel, Priority, ReadOptions, ReplicaRead,
+        Assertion, AssertionLevel, DiskFullOpt, IsolationLevel, Priority, ReadOptions, ReplicaRead,
         TransactionOptions, TxnMode,
     };
     pub use tikv_core::raw::{CasResult, Checksum, KvPair};

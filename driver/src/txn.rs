@@ -32,7 +32,9 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tikv_core::backoff::{Backoffer, budget};
 use tikv_core::machine::Budgeted;
-use tikv_core::options::{ContextOptions, ReadOptions, TransactionOptions, TxnMode};
+use tikv_core::options::{
+    Assertion, AssertionLevel, ContextOptions, ReadOptions, TransactionOptions, TxnMode,
+};
 use tikv_core::raw::KvPair;
 use tikv_core::txn::heartbeat::{Heartbeat, HeartbeatStop};
 use tikv_core::txn::pessimistic::{MANAGED_LOCK_TTL_MS, pessimistic_rollback};
@@ -257,6 +259,8 @@ impl<R: Runtime> TransactionClient<R> {
             started_at: self.ctx.runtime.now(),
             buffer: WriteBuffer::new(),
             pessimistic: (options.mode == TxnMode::Pessimistic).then(Pessimistic::default),
+            assertion_level: options.assertion_level,
+            assertions: std::collections::BTreeMap::new(),
             finished: false,
         })
     }
@@ -475,6 +479,10 @@ pub struct Transaction<R: Runtime> {
     buffer: WriteBuffer,
     /// Pessimistic mode: the keys locked so far, the primary, the latest `for_update_ts`.
     pessimistic: Option<Pessimistic>,
+    /// How strictly prewrite checks `assertions`.
+    assertion_level: AssertionLevel,
+    /// What writes expect of their keys (checked at prewrite).
+    assertions: std::collections::BTreeMap<Key, Assertion>,
     /// Committed or rolled back: nothing to warn about on drop.
     finished: bool,
 }
@@ -505,6 +513,16 @@ impl<R: Runtime> Transaction<R> {
     /// The start timestamp: what the transaction reads as of.
     pub fn start_ts(&self) -> Timestamp {
         self.reads.ts
+    }
+
+    /// Asserts that `key` exists (or not) when the transaction commits: prewrite checks it as
+    /// strictly as the transaction's [`AssertionLevel`] says
+    /// ([`TransactionOptions::with_assertion_level`]; with `Off`, the default, nothing is
+    /// checked) and a failed assertion fails the commit with [`Error::AssertionFailed`]. A
+    /// safety net for applications that know what they expect (an insert path, an update of a
+    /// row read earlier); it applies to keys the transaction writes or locks.
+    pub fn set_assertion(&mut self, key: impl Into<Key>, assertion: Assertion) {
+        self.assertions.insert(key.into(), assertion);
     }
 
     /// Whether the transaction locks keys as it goes (pessimistic mode).
@@ -665,7 +683,8 @@ impl<R: Runtime> Transaction<R> {
             .with_one_pc(self.try_one_pc)
             .with_async_commit(self.async_commit)
             .with_causal_consistency(self.causal_consistency)
-            .with_started_at(self.started_at);
+            .with_started_at(self.started_at)
+            .with_assertions(self.assertion_level, std::mem::take(&mut self.assertions));
         let heartbeat = self.pessimistic.as_ref().and_then(|p| p.heartbeat.clone());
         if let Some(p) = self.pessimistic.take() {
             if let Some(primary) = p.primary {

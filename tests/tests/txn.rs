@@ -431,3 +431,56 @@ async fn streamed_transaction_scans_overlay_own_writes() {
     assert_eq!(committed.len(), 800, "the snapshot alone");
     t.rollback().await.unwrap();
 }
+
+#[tokio::test]
+async fn assertions_are_checked_at_prewrite_as_strictly_as_asked() {
+    use tikv_tokio::{Assertion, AssertionLevel};
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let c = client(&mock).await;
+    let mut t = c.begin().await.unwrap();
+    t.put("row", "1").await.unwrap();
+    t.commit().await.unwrap();
+
+    let strict = || TransactionOptions::default().with_assertion_level(AssertionLevel::Strict);
+    // Right assertions pass.
+    let mut t = c.begin_with(strict()).await.unwrap();
+    t.put("row", "2").await.unwrap();
+    t.set_assertion("row", Assertion::Exists);
+    t.put("new", "1").await.unwrap();
+    t.set_assertion("new", Assertion::NotExists);
+    t.commit().await.unwrap();
+    // A wrong one fails the commit, naming the key and the version found.
+    let mut t = c.begin_with(strict()).await.unwrap();
+    t.put("row", "3").await.unwrap();
+    t.set_assertion("row", Assertion::NotExists);
+    t.put("other", "x").await.unwrap();
+    match t.commit().await {
+        Err(Error::AssertionFailed {
+            key,
+            expected_exists,
+            existing_commit_ts,
+            ..
+        }) => {
+            assert_eq!(key.as_bytes(), b"row");
+            assert!(!expected_exists);
+            assert!(existing_commit_ts > 0);
+        }
+        other => panic!("expected an assertion failure, got {other:?}"),
+    }
+    assert_eq!(
+        c.begin()
+            .await
+            .unwrap()
+            .get("row")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"2"[..]),
+        "nothing of the failed transaction was committed"
+    );
+    // With assertions off nothing is checked.
+    let mut t = c.begin().await.unwrap();
+    t.put("row", "4").await.unwrap();
+    t.set_assertion("row", Assertion::NotExists);
+    t.commit().await.unwrap();
+}

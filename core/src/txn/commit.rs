@@ -33,7 +33,7 @@
 //! point, a prewrite whose delivery is unknown makes the outcome [`Error::Undetermined`]
 //! instead of a rollback.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +46,7 @@ use crate::error::Error;
 use crate::key::Key;
 use crate::keyspace::KeyspaceCodec;
 use crate::machine::{Cx, Detached, Effect, EffectId, Machine, Map, Outcome, Step};
+use crate::options::{Assertion, AssertionLevel};
 use crate::plan::{BatchLimits, BatchPlan, MultiKey, SingleKey};
 use crate::ready;
 use crate::request::RpcOptions;
@@ -96,6 +97,9 @@ pub struct PrewritePlan {
     /// A pessimistic transaction: its `for_update_ts` and the keys it locked (each checked
     /// for its lock at prewrite; the others for newer writes).
     pessimistic: Option<(Timestamp, Arc<BTreeSet<Key>>)>,
+    /// `kvrpcpb::AssertionLevel` of the prewrites, and the keys' assertions (stored keys).
+    assertion_level: i32,
+    assertions: Option<Arc<BTreeMap<Key, Assertion>>>,
 }
 
 impl BatchPlan for PrewritePlan {
@@ -108,7 +112,20 @@ impl BatchPlan for PrewritePlan {
     }
     fn build(&self, items: &[Self::Item]) -> TikvRequest {
         TikvRequest::KvPrewrite(kvrpcpb::PrewriteRequest {
-            mutations: items.iter().map(|(k, m)| m.to_proto(k)).collect(),
+            mutations: items
+                .iter()
+                .map(|(k, m)| {
+                    let mut proto = m.to_proto(k);
+                    if let Some(a) = self.assertions.as_ref().and_then(|a| a.get(k)) {
+                        proto.assertion = match a {
+                            Assertion::Exists => kvrpcpb::Assertion::Exist,
+                            Assertion::NotExists => kvrpcpb::Assertion::NotExist,
+                        } as i32;
+                    }
+                    proto
+                })
+                .collect(),
+            assertion_level: self.assertion_level,
             primary_lock: self.primary.to_bytes(),
             start_version: self.start_ts.as_u64(),
             lock_ttl: self.lock_ttl,
@@ -263,6 +280,8 @@ pub struct Committer {
     /// A large transaction: heartbeat its primary once it is prewritten (`None`: small, or
     /// already beating).
     wants_heartbeat: bool,
+    assertion_level: i32,
+    assertions: Option<Arc<BTreeMap<Key, Assertion>>>,
     /// Ends the heartbeats this commit started.
     heartbeat: Option<HeartbeatStop>,
     /// The heartbeat task to spawn on the next poll.
@@ -324,6 +343,8 @@ impl Committer {
             prewrite_decides: false,
             pessimistic: None,
             wants_heartbeat: buffer.size() > config.ttl_refreshed_txn_size,
+            assertion_level: 0,
+            assertions: None,
             heartbeat: None,
             spawn_heartbeat: None,
             state: State::StartPrewrite(mutations),
@@ -356,6 +377,27 @@ impl Committer {
         // The transaction's own heartbeats (started with its first lock) keep the primary
         // alive through the commit.
         self.wants_heartbeat = false;
+        self
+    }
+
+    /// Checks `assertions` (user keys: what each write expects of its key) at prewrite, as
+    /// strictly as `level` says; a failed one fails the commit with
+    /// [`Error::AssertionFailed`].
+    pub fn with_assertions(
+        mut self,
+        level: AssertionLevel,
+        assertions: impl IntoIterator<Item = (Key, Assertion)>,
+    ) -> Self {
+        self.assertion_level = match level {
+            AssertionLevel::Off => kvrpcpb::AssertionLevel::Off,
+            AssertionLevel::Fast => kvrpcpb::AssertionLevel::Fast,
+            AssertionLevel::Strict => kvrpcpb::AssertionLevel::Strict,
+        } as i32;
+        let map: BTreeMap<Key, Assertion> = assertions
+            .into_iter()
+            .map(|(k, a)| (self.codec.encode(k), a))
+            .collect();
+        self.assertions = (!map.is_empty()).then(|| Arc::new(map));
         self
     }
 
@@ -431,6 +473,8 @@ impl Committer {
             },
             secondaries,
             pessimistic: self.pessimistic.clone(),
+            assertion_level: self.assertion_level,
+            assertions: self.assertions.clone(),
         }
     }
 

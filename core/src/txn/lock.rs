@@ -172,6 +172,14 @@ pub fn key_error(e: &kvrpcpb::KeyError, start_ts: Timestamp) -> KeyErrorKind {
             reason: reason.to_string(),
         });
     }
+    if let Some(a) = &e.assertion_failed {
+        return KeyErrorKind::Fail(Error::AssertionFailed {
+            key: Key::from(a.key.clone()),
+            expected_exists: a.assertion == kvrpcpb::Assertion::Exist as i32,
+            existing_start_ts: a.existing_start_ts,
+            existing_commit_ts: a.existing_commit_ts,
+        });
+    }
     if let Some(a) = &e.already_exist {
         return KeyErrorKind::Fail(Error::KeyExists {
             key: Key::from(a.key.clone()),

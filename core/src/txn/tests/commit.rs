@@ -2,6 +2,7 @@
 //! an unknown primary commit is undetermined, 1PC commits at prewrite.
 
 use bytes::Bytes;
+use tikv_proto::kvrpcpb;
 
 use super::*;
 use crate::config::Config;
@@ -954,4 +955,39 @@ fn a_small_commit_needs_no_heartbeat() {
     )
     .unwrap();
     assert_eq!(h.spawned, ["commit secondaries"]);
+}
+
+#[test]
+fn prewrite_carries_the_assertion_level_and_each_keys_assertion() {
+    use crate::options::{Assertion, AssertionLevel};
+    let mut h = harness();
+    let config = h.config.clone();
+    let mut buffer = WriteBuffer::new();
+    for (k, m) in three_keys() {
+        buffer.set(k.into(), m);
+    }
+    let committer = Committer::new(&config, START, &buffer).with_assertions(
+        AssertionLevel::Fast,
+        [
+            ("a".into(), Assertion::Exists),
+            ("x".into(), Assertion::NotExists),
+        ],
+    );
+    let out = h.run(committer, cluster([resp::tso(COMMIT)], all_ok));
+    assert_eq!(out.unwrap(), COMMIT);
+    for s in resp::sent(&h.effects)
+        .iter()
+        .filter(|s| s.method == "KvPrewrite")
+    {
+        let p = req!(s, KvPrewrite);
+        assert_eq!(p.assertion_level, kvrpcpb::AssertionLevel::Fast as i32);
+        for m in &p.mutations {
+            let expected = match &m.key[..] {
+                b"a" => kvrpcpb::Assertion::Exist,
+                b"x" => kvrpcpb::Assertion::NotExist,
+                _ => kvrpcpb::Assertion::None,
+            };
+            assert_eq!(m.assertion, expected as i32, "{:?}", m.key);
+        }
+    }
 }
