@@ -284,9 +284,6 @@ impl ReadOptions {
 
     /// `Err(Error::Unsupported)` naming the first option this client cannot honour yet.
     pub fn check(&self) -> Result<(), Error> {
-        if self.isolation == IsolationLevel::ReadCommittedCheckTs {
-            return Err(unsupported("the RCCheckTS isolation level"));
-        }
         if self.replica_read != ReplicaRead::Leader {
             return Err(unsupported("reads from replicas other than the leader"));
         }
@@ -543,7 +540,6 @@ mod tests {
         );
         for read in [
             ReadOptions::default().with_stale_read(true),
-            ReadOptions::default().with_isolation(IsolationLevel::ReadCommittedCheckTs),
             ReadOptions::default().with_store_label("zone", "z1"),
         ] {
             assert!(

@@ -484,3 +484,32 @@ async fn assertions_are_checked_at_prewrite_as_strictly_as_asked() {
     t.set_assertion("row", Assertion::NotExists);
     t.commit().await.unwrap();
 }
+
+#[tokio::test]
+async fn rc_check_ts_reads_fail_on_a_newer_version_instead_of_reading_an_old_one() {
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let c = client(&mock).await;
+    for (k, v) in [("k", "1"), ("steady", "s")] {
+        let mut t = c.begin().await.unwrap();
+        t.put(k, v).await.unwrap();
+        t.commit().await.unwrap();
+    }
+    let before = c.current_timestamp().await.unwrap();
+    let mut t = c.begin().await.unwrap();
+    t.put("k", "2").await.unwrap();
+    t.commit().await.unwrap();
+
+    let check_ts = || ReadOptions::default().with_isolation(IsolationLevel::ReadCommittedCheckTs);
+    let old = c.snapshot_with(before, check_ts()).unwrap();
+    match old.get("k").await {
+        Err(e @ Error::WriteConflict { .. }) => {
+            assert!(e.is_retryable(), "retry with a fresh timestamp");
+            assert!(e.to_string().contains("RcCheckTs"), "{e}");
+        }
+        other => panic!("expected a write conflict, got {other:?}"),
+    }
+    assert_eq!(old.get("steady").await.unwrap().as_deref(), Some(&b"s"[..]));
+    let now = c.current_timestamp().await.unwrap();
+    let fresh = c.snapshot_with(now, check_ts()).unwrap();
+    assert_eq!(fresh.get("k").await.unwrap().as_deref(), Some(&b"2"[..]));
+}
