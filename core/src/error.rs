@@ -257,6 +257,37 @@ pub enum Error {
         wait_chain: Vec<(u64, u64, Key)>,
     },
 
+    /// A key longer than TiKV accepts (64 KiB - 1; client-go's `ErrKeyTooLarge`).
+    #[error("key of {size} bytes is too large (the limit is {limit})")]
+    KeyTooLarge {
+        /// The key's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// One write (key + value) larger than the transaction's entry size limit (client-go's
+    /// `ErrEntryTooLarge`); the write was not buffered.
+    #[error("write of {size} bytes to key {key} is larger than the entry limit of {limit}")]
+    EntryTooLarge {
+        /// The key.
+        key: Key,
+        /// Key + value size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// The buffered writes would pass the transaction's total size limit (client-go's
+    /// `ErrTxnTooLarge`); the write was not buffered.
+    #[error("transaction of {size} bytes is larger than its limit of {limit}")]
+    TxnTooLarge {
+        /// The size the buffer would have had.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+
     /// A write's assertion about its key did not hold at prewrite (client-go's
     /// `ErrAssertionFailed`): the transaction rolled back.
     #[error(
@@ -334,7 +365,11 @@ impl Error {
             Error::LockWaitTimeout { .. }
             | Error::LockAcquireFailAndNoWaitSet { .. }
             | Error::Deadlock { .. } => true,
-            Error::Interrupted(_) | Error::AssertionFailed { .. } => false,
+            Error::Interrupted(_)
+            | Error::AssertionFailed { .. }
+            | Error::KeyTooLarge { .. }
+            | Error::EntryTooLarge { .. }
+            | Error::TxnTooLarge { .. } => false,
             Error::KeyExists { .. } => false,
             Error::Pd { kind, .. } => kind.is_retryable(),
             Error::InvalidArgument(_)

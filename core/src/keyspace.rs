@@ -133,6 +133,11 @@ impl KeyspaceCodec {
                 message,
             },
             Error::KeyExists { key } => Error::KeyExists { key: user(key) },
+            Error::EntryTooLarge { key, size, limit } => Error::EntryTooLarge {
+                key: user(key),
+                size,
+                limit,
+            },
             Error::AssertionFailed {
                 key,
                 expected_exists,

@@ -353,6 +353,13 @@ pub struct TransactionOptions {
     pub disk_full_opt: DiskFullOpt,
     /// Make the raft log durable before answering each write (off).
     pub sync_log: bool,
+    /// Largest key + value of one write, in bytes (client-go's entry size limit; none by
+    /// default, as in client-go — TiDB sets 6 MiB): a larger write fails with
+    /// [`Error::EntryTooLarge`].
+    pub entry_size_limit: Option<usize>,
+    /// Largest total of the buffered writes, in bytes (none by default; TiDB sets 100 MiB):
+    /// a write past it fails with [`Error::TxnTooLarge`].
+    pub total_size_limit: Option<usize>,
     /// How the transaction reads.
     pub read: ReadOptions,
 }
@@ -432,6 +439,14 @@ impl TransactionOptions {
     /// Sets [`sync_log`](Self::sync_log).
     pub fn with_sync_log(mut self, sync_log: bool) -> Self {
         self.sync_log = sync_log;
+        self
+    }
+
+    /// Sets [`entry_size_limit`](Self::entry_size_limit) and
+    /// [`total_size_limit`](Self::total_size_limit) (client-go's `SetEntrySizeLimit`).
+    pub fn with_size_limits(mut self, entry: Option<usize>, total: Option<usize>) -> Self {
+        self.entry_size_limit = entry;
+        self.total_size_limit = total;
         self
     }
 

@@ -260,6 +260,8 @@ impl<R: Runtime> TransactionClient<R> {
             buffer: WriteBuffer::new(),
             pessimistic: (options.mode == TxnMode::Pessimistic).then(Pessimistic::default),
             assertion_level: options.assertion_level,
+            entry_size_limit: options.entry_size_limit,
+            total_size_limit: options.total_size_limit,
             assertions: std::collections::BTreeMap::new(),
             finished: false,
         })
@@ -481,6 +483,9 @@ pub struct Transaction<R: Runtime> {
     pessimistic: Option<Pessimistic>,
     /// How strictly prewrite checks `assertions`.
     assertion_level: AssertionLevel,
+    /// Largest key + value of one write, and of all of them.
+    entry_size_limit: Option<usize>,
+    total_size_limit: Option<usize>,
     /// What writes expect of their keys (checked at prewrite).
     assertions: std::collections::BTreeMap<Key, Assertion>,
     /// Committed or rolled back: nothing to warn about on drop.
@@ -633,8 +638,36 @@ impl<R: Runtime> Transaction<R> {
     /// conflict on it.
     pub async fn put(&mut self, key: impl Into<Key>, value: impl Into<Bytes>) -> Result<()> {
         let key = key.into();
+        let mutation = Mutation::Put(value.into());
+        self.check_size(&key, &mutation)?;
         self.lock_for_write(&key).await?;
-        self.buffer.set(key, Mutation::Put(value.into()));
+        self.buffer.set(key, mutation);
+        Ok(())
+    }
+
+    /// Whether writing `mutation` to `key` stays within TiKV's key size and the transaction's
+    /// size limits (client-go's mem-buffer checks); nothing is buffered otherwise.
+    fn check_size(&self, key: &Key, mutation: &Mutation) -> Result<()> {
+        // TiKV's (and client-go's) largest key: 64 KiB - 1.
+        const MAX_KEY_LEN: usize = u16::MAX as usize;
+        if key.len() > MAX_KEY_LEN {
+            return Err(Error::KeyTooLarge {
+                size: key.len(),
+                limit: MAX_KEY_LEN,
+            });
+        }
+        let entry = key.len() + mutation.value().map_or(0, Bytes::len);
+        if let Some(limit) = self.entry_size_limit.filter(|l| entry > *l) {
+            return Err(Error::EntryTooLarge {
+                key: key.clone(),
+                size: entry,
+                limit,
+            });
+        }
+        let total = self.buffer.size_after(key, mutation);
+        if let Some(limit) = self.total_size_limit.filter(|l| total > *l) {
+            return Err(Error::TxnTooLarge { size: total, limit });
+        }
         Ok(())
     }
 
@@ -643,6 +676,8 @@ impl<R: Runtime> Transaction<R> {
     /// [`Error::KeyExists`] if it exists (the lock is kept until the transaction ends).
     pub async fn insert(&mut self, key: impl Into<Key>, value: impl Into<Bytes>) -> Result<()> {
         let key = key.into();
+        let value = value.into();
+        self.check_size(&key, &Mutation::Insert(value.clone()))?;
         if self.pessimistic.is_some() && self.buffer.get(&key).is_none() {
             let options = LockOptions::default().with_check_existence(true);
             let locked = self.lock_keys([key.clone()], options).await?;
@@ -650,13 +685,14 @@ impl<R: Runtime> Transaction<R> {
                 return Err(Error::KeyExists { key });
             }
         }
-        self.buffer.set(key, Mutation::Insert(value.into()));
+        self.buffer.set(key, Mutation::Insert(value));
         Ok(())
     }
 
     /// Deletes `key` (buffered until commit); a pessimistic transaction locks it first.
     pub async fn delete(&mut self, key: impl Into<Key>) -> Result<()> {
         let key = key.into();
+        self.check_size(&key, &Mutation::Delete)?;
         self.lock_for_write(&key).await?;
         self.buffer.set(key, Mutation::Delete);
         Ok(())

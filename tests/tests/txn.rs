@@ -513,3 +513,46 @@ async fn rc_check_ts_reads_fail_on_a_newer_version_instead_of_reading_an_old_one
     let fresh = c.snapshot_with(now, check_ts()).unwrap();
     assert_eq!(fresh.get("k").await.unwrap().as_deref(), Some(&b"2"[..]));
 }
+
+#[tokio::test]
+async fn writes_past_the_size_limits_fail_and_are_not_buffered() {
+    let mock = mock_txn_cluster(1, &[]).await;
+    let c = client(&mock).await;
+    let options = TransactionOptions::default().with_size_limits(Some(10), Some(25));
+    let mut t = c.begin_with(options).await.unwrap();
+    t.put("a", "123456789").await.unwrap(); // 10 bytes: at the entry limit
+    assert!(matches!(
+        t.put("b", "1234567890").await,
+        Err(Error::EntryTooLarge {
+            size: 11,
+            limit: 10,
+            ..
+        })
+    ));
+    t.put("c", "12345").await.unwrap(); // 16 in all
+    assert!(matches!(
+        t.put("d", "123456789").await,
+        Err(Error::TxnTooLarge {
+            size: 26,
+            limit: 25
+        })
+    ));
+    // Rewriting a key counts its new size only.
+    t.put("a", "1").await.unwrap();
+    t.put("d", "1234567").await.unwrap();
+    let long = vec![b'k'; 70_000];
+    assert!(matches!(
+        t.put(long, "v").await,
+        Err(Error::KeyTooLarge { size: 70_000, .. })
+    ));
+    t.commit().await.unwrap();
+    let t = c.begin().await.unwrap();
+    let got = t.batch_get(["a", "b", "c", "d"]).await.unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|p| p.key.as_bytes().to_vec())
+            .collect::<Vec<_>>(),
+        [b"a".to_vec(), b"c".to_vec(), b"d".to_vec()],
+        "the refused writes were not buffered"
+    );
+}

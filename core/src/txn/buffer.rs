@@ -72,6 +72,14 @@ impl WriteBuffer {
         self.size += add;
     }
 
+    /// The buffer's size once `key` is set to `mutation` (the size is key + value bytes of
+    /// every buffered write).
+    pub fn size_after(&self, key: &Key, mutation: &Mutation) -> usize {
+        let entry = |m: &Mutation| key.len() + m.value().map_or(0, Bytes::len);
+        let old = self.mutations.get(key).map_or(0, entry);
+        self.size - old + entry(mutation)
+    }
+
     /// What the transaction wrote for `key`: `Some(Some(v))` a value, `Some(None)` a delete,
     /// `None` nothing (read the snapshot).
     pub fn get(&self, key: &Key) -> Option<Option<&Bytes>> {
@@ -192,6 +200,16 @@ impl WriteBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_after_counts_the_new_entry_in_place_of_the_old() {
+        let mut b = WriteBuffer::new();
+        b.set("k".into(), Mutation::Put("abc".into()));
+        assert_eq!(b.size(), 4);
+        assert_eq!(b.size_after(&"k".into(), &Mutation::Put("a".into())), 2);
+        assert_eq!(b.size_after(&"k".into(), &Mutation::Delete), 1);
+        assert_eq!(b.size_after(&"x".into(), &Mutation::Put("yz".into())), 7);
+    }
 
     #[test]
     fn last_write_wins_and_size_tracks() {
