@@ -139,6 +139,26 @@ pub trait BatchPlan {
     fn build(&self, items: &[Self::Item]) -> TikvRequest;
 }
 
+/// A batch plan whose items are bare keys, sized by their length: implement this and
+/// [`BatchPlan`] comes with it.
+pub trait KeyBatchPlan {
+    /// The request for one batch of keys of one region.
+    fn build_keys(&self, keys: &[Key]) -> TikvRequest;
+}
+
+impl<T: KeyBatchPlan> BatchPlan for T {
+    type Item = Key;
+    fn key(item: &Key) -> &Key {
+        item
+    }
+    fn size(item: &Key) -> usize {
+        item.len()
+    }
+    fn build(&self, items: &[Key]) -> TikvRequest {
+        self.build_keys(items)
+    }
+}
+
 /// Routes items by region, and sends one request per batch, concurrently.
 #[derive(Debug)]
 pub struct MultiKey<P: BatchPlan> {

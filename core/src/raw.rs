@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::key::{Key, KeyRange};
 use crate::keyspace::KeyspaceCodec;
 use crate::machine::{Budgeted, Machine, Map};
-use crate::plan::{BatchLimits, BatchPlan, MultiKey, RangePlan, RangeWalk, SingleKey};
+use crate::plan::{
+    BatchLimits, BatchPlan, KeyBatchPlan, MultiKey, RangePlan, RangeWalk, SingleKey,
+};
 use crate::region::Region;
 use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
@@ -267,15 +269,8 @@ pub struct BatchGetPlan {
     cf: String,
 }
 
-impl BatchPlan for BatchGetPlan {
-    type Item = Key;
-    fn key(item: &Key) -> &Key {
-        item
-    }
-    fn size(item: &Key) -> usize {
-        item.len()
-    }
-    fn build(&self, items: &[Key]) -> TikvRequest {
+impl KeyBatchPlan for BatchGetPlan {
+    fn build_keys(&self, items: &[Key]) -> TikvRequest {
         TikvRequest::RawBatchGet(kvrpcpb::RawBatchGetRequest {
             keys: items.iter().map(Key::to_bytes).collect(),
             cf: self.cf.clone(),
@@ -438,15 +433,8 @@ pub struct BatchDeletePlan {
     for_cas: bool,
 }
 
-impl BatchPlan for BatchDeletePlan {
-    type Item = Key;
-    fn key(item: &Key) -> &Key {
-        item
-    }
-    fn size(item: &Key) -> usize {
-        item.len()
-    }
-    fn build(&self, items: &[Key]) -> TikvRequest {
+impl KeyBatchPlan for BatchDeletePlan {
+    fn build_keys(&self, items: &[Key]) -> TikvRequest {
         TikvRequest::RawBatchDelete(kvrpcpb::RawBatchDeleteRequest {
             keys: items.iter().map(Key::to_bytes).collect(),
             cf: self.cf.clone(),

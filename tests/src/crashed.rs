@@ -166,39 +166,10 @@ pub async fn locks_left_after_cleanup(mock: &MockServer, start_ts: u64) -> usize
 ///
 /// If the cluster refuses the scan (a test setup failure).
 pub fn count_locks(cluster: &mut tikv_mock::Cluster, start_ts: Option<u64>) -> usize {
-    let now = now_ms();
-    let regions: Vec<(u64, kvrpcpb::Context)> = cluster
-        .topology()
-        .regions()
-        .map(|r| {
-            let leader = *r.leader().expect("every mock region has a leader");
-            let ctx = kvrpcpb::Context {
-                region_id: r.id(),
-                region_epoch: r.meta.region_epoch,
-                peer: Some(leader),
-                ..Default::default()
-            };
-            (leader.store_id, ctx)
-        })
-        .collect();
-    let mut left = 0;
-    for (store, ctx) in regions {
-        let request = kvrpcpb::ScanLockRequest {
-            context: Some(ctx),
-            max_version: u64::MAX,
-            limit: 0,
-            ..Default::default()
-        };
-        let r = cluster
-            .tikv::<tikv_service::KvScanLock>(store, request, now)
-            .expect("scan lock");
-        left += r
-            .locks
-            .iter()
-            .filter(|l| start_ts.is_none_or(|ts| l.lock_version == ts))
-            .count();
-    }
-    left
+    scan_locks(cluster)
+        .iter()
+        .filter(|l| start_ts.is_none_or(|ts| l.lock_version == ts))
+        .count()
 }
 
 fn now_ms() -> u64 {

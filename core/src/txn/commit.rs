@@ -47,7 +47,7 @@ use crate::key::Key;
 use crate::keyspace::KeyspaceCodec;
 use crate::machine::{Cx, Detached, Effect, EffectId, Machine, Map, Outcome, Step};
 use crate::options::{Assertion, AssertionLevel};
-use crate::plan::{BatchLimits, BatchPlan, MultiKey, SingleKey};
+use crate::plan::{BatchLimits, BatchPlan, KeyBatchPlan, MultiKey, SingleKey};
 use crate::ready;
 use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
@@ -172,15 +172,8 @@ pub struct KeysPlan {
     commit_ts: Option<Timestamp>,
 }
 
-impl BatchPlan for KeysPlan {
-    type Item = Key;
-    fn key(item: &Key) -> &Key {
-        item
-    }
-    fn size(item: &Key) -> usize {
-        item.len()
-    }
-    fn build(&self, items: &[Key]) -> TikvRequest {
+impl KeyBatchPlan for KeysPlan {
+    fn build_keys(&self, items: &[Key]) -> TikvRequest {
         let keys = items.iter().map(Key::to_bytes).collect();
         match self.commit_ts {
             Some(ts) => TikvRequest::KvCommit(kvrpcpb::CommitRequest {

@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::key::Key;
 use crate::keyspace::KeyspaceCodec;
 use crate::machine::{Cx, Effect, EffectId, Machine, Outcome, Step};
-use crate::plan::{BatchLimits, BatchPlan, MultiKey};
+use crate::plan::{BatchLimits, KeyBatchPlan, MultiKey};
 use crate::ready;
 use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
@@ -192,15 +192,8 @@ pub struct PessimisticLockPlan {
     lock_only_if_exists: bool,
 }
 
-impl BatchPlan for PessimisticLockPlan {
-    type Item = Key;
-    fn key(item: &Key) -> &Key {
-        item
-    }
-    fn size(item: &Key) -> usize {
-        item.len()
-    }
-    fn build(&self, items: &[Key]) -> TikvRequest {
+impl KeyBatchPlan for PessimisticLockPlan {
+    fn build_keys(&self, items: &[Key]) -> TikvRequest {
         TikvRequest::KvPessimisticLock(kvrpcpb::PessimisticLockRequest {
             mutations: items
                 .iter()
@@ -243,15 +236,8 @@ pub struct PessimisticRollbackPlan {
     for_update_ts: Timestamp,
 }
 
-impl BatchPlan for PessimisticRollbackPlan {
-    type Item = Key;
-    fn key(item: &Key) -> &Key {
-        item
-    }
-    fn size(item: &Key) -> usize {
-        item.len()
-    }
-    fn build(&self, items: &[Key]) -> TikvRequest {
+impl KeyBatchPlan for PessimisticRollbackPlan {
+    fn build_keys(&self, items: &[Key]) -> TikvRequest {
         TikvRequest::KvPessimisticRollback(kvrpcpb::PessimisticRollbackRequest {
             start_version: self.start_ts.as_u64(),
             for_update_ts: self.for_update_ts.as_u64(),

@@ -37,7 +37,7 @@ use crate::backoff::{BackoffKind, Backoffer, budget};
 use crate::error::Error;
 use crate::key::Key;
 use crate::machine::{Cx, Detached, Effect, EffectId, Machine, Outcome, Step};
-use crate::plan::{BatchLimits, BatchPlan, MultiKey, SingleKey};
+use crate::plan::{BatchLimits, KeyBatchPlan, MultiKey, SingleKey};
 use crate::ready;
 use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
@@ -199,15 +199,8 @@ pub struct CheckSecondariesPlan {
     start_ts: Timestamp,
 }
 
-impl BatchPlan for CheckSecondariesPlan {
-    type Item = Key;
-    fn key(item: &Key) -> &Key {
-        item
-    }
-    fn size(item: &Key) -> usize {
-        item.len()
-    }
-    fn build(&self, items: &[Key]) -> TikvRequest {
+impl KeyBatchPlan for CheckSecondariesPlan {
+    fn build_keys(&self, items: &[Key]) -> TikvRequest {
         TikvRequest::KvCheckSecondaryLocks(kvrpcpb::CheckSecondaryLocksRequest {
             keys: items.iter().map(Key::to_bytes).collect(),
             start_version: self.start_ts.as_u64(),
@@ -238,15 +231,8 @@ pub struct CleanupPlan {
     how: Cleanup,
 }
 
-impl BatchPlan for CleanupPlan {
-    type Item = Key;
-    fn key(item: &Key) -> &Key {
-        item
-    }
-    fn size(item: &Key) -> usize {
-        item.len()
-    }
-    fn build(&self, items: &[Key]) -> TikvRequest {
+impl KeyBatchPlan for CleanupPlan {
+    fn build_keys(&self, items: &[Key]) -> TikvRequest {
         let keys = || items.iter().map(Key::to_bytes).collect();
         match self.how {
             Cleanup::Pessimistic => {

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::key::Key;
 use crate::keyspace::KeyspaceCodec;
 use crate::machine::{Cx, EffectId, Machine, Outcome, Step};
-use crate::plan::{BatchLimits, BatchPlan, MultiKey, SingleKey};
+use crate::plan::{BatchLimits, KeyBatchPlan, MultiKey, SingleKey};
 use crate::raw::KvPair;
 use crate::ready;
 use crate::request::RpcOptions;
@@ -202,15 +202,8 @@ pub struct BatchGetPlan {
     bypass: ReadBypass,
 }
 
-impl BatchPlan for BatchGetPlan {
-    type Item = Key;
-    fn key(item: &Key) -> &Key {
-        item
-    }
-    fn size(item: &Key) -> usize {
-        item.len()
-    }
-    fn build(&self, items: &[Key]) -> TikvRequest {
+impl KeyBatchPlan for BatchGetPlan {
+    fn build_keys(&self, items: &[Key]) -> TikvRequest {
         TikvRequest::KvBatchGet(kvrpcpb::BatchGetRequest {
             context: self.bypass.context(),
             keys: items.iter().map(Key::to_bytes).collect(),
