@@ -322,21 +322,14 @@ pub fn run_cas(seed: u64) -> Outcome {
 /// async commit and 1PC owe to the fresh timestamp below their commit timestamp.
 pub fn run_txn_register(seed: u64) -> Outcome {
     use crate::linearizability::{Event, Op, check};
-    use tikv_mock::sim::client::TransactionClient;
+
     const CLIENTS: u64 = 3;
     const OPS: u64 = 10;
     simulate(seed, 1, move |rt, net, config| async move {
         let config = config
             .with_async_commit(seed % 3 == 0)
             .with_try_one_pc(seed % 3 == 1);
-        let client = TransactionClient::connect_over(
-            rt.clone(),
-            Arc::new(net.clone()),
-            &[PD_ADDRESS],
-            config,
-        )
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+        let client = txn_client(&rt, &net, config).await?;
         let hist: Arc<Mutex<Vec<Event>>> = Arc::default();
         let parse =
             |v: Option<bytes::Bytes>| v.and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok());
@@ -416,7 +409,7 @@ pub fn run_txn_register(seed: u64) -> Outcome {
 /// Concurrent bank transfers through the transactional client under faults, splits and leader
 /// moves; the total must be conserved whatever committed, aborted or stayed undetermined.
 pub fn run_bank(seed: u64) -> Outcome {
-    use tikv_mock::sim::client::{LockOptions, LockWait, TransactionClient, TransactionOptions};
+    use tikv_mock::sim::client::{LockOptions, LockWait, TransactionOptions};
     const ACCOUNTS: u64 = 5;
     const WORKERS: u64 = 3;
     const TRANSFERS: u64 = 8;
@@ -427,14 +420,7 @@ pub fn run_bank(seed: u64) -> Outcome {
         let config = config
             .with_try_one_pc(seed % 3 == 0)
             .with_async_commit(seed % 3 == 1);
-        let client = TransactionClient::connect_over(
-            rt.clone(),
-            Arc::new(net.clone()),
-            &[PD_ADDRESS],
-            config,
-        )
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+        let client = txn_client(&rt, &net, config).await?;
         let account = |i: u64| format!("acct{i}");
         let parse = |v: Option<bytes::Bytes>| -> Result<i64, String> {
             let v = v.ok_or("missing account")?;
@@ -577,6 +563,22 @@ pub fn run_bank(seed: u64) -> Outcome {
     })
 }
 
+/// A transactional client of the simulated cluster behind `net`.
+async fn txn_client(
+    rt: &SimRuntime,
+    net: &SimNetwork,
+    config: Config,
+) -> Result<tikv_mock::sim::client::TransactionClient, String> {
+    tikv_mock::sim::client::TransactionClient::connect_over(
+        rt.clone(),
+        Arc::new(net.clone()),
+        &[PD_ADDRESS],
+        config,
+    )
+    .await
+    .map_err(|e| format!("connect: {e}"))
+}
+
 /// Once every lock left by abandoned or undetermined transactions has outlived its TTL, a
 /// reader of `keys` resolves them all: none may remain in the cluster.
 async fn no_locks_after_readers(
@@ -634,16 +636,9 @@ async fn no_locks_after_readers(
 /// the lock's TTL, under a lossy network: its heartbeats keep the lock alive, so another
 /// transaction cannot take it, and it commits at the end.
 pub fn run_long_pessimistic(seed: u64) -> Outcome {
-    use tikv_mock::sim::client::{LockOptions, LockWait, TransactionClient, TransactionOptions};
+    use tikv_mock::sim::client::{LockOptions, LockWait, TransactionOptions};
     simulate(seed, 1, move |rt, net, config| async move {
-        let client = TransactionClient::connect_over(
-            rt.clone(),
-            Arc::new(net.clone()),
-            &[PD_ADDRESS],
-            config,
-        )
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+        let client = txn_client(&rt, &net, config).await?;
         let mut long = client
             .begin_with(TransactionOptions::pessimistic())
             .await
