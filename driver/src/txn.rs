@@ -204,10 +204,10 @@ impl<R: Runtime> TransactionClient<R> {
         let codec = self.ctx.config.keyspace_codec();
         locks
             .into_iter()
-            .map(|l| Lock {
-                key: codec.encode(l.key),
-                primary: codec.encode(l.primary),
-                ..l
+            .map(|mut l| {
+                l.key = codec.encode(l.key);
+                l.primary = codec.encode(l.primary);
+                l
             })
             .collect()
     }

@@ -281,17 +281,8 @@ async fn the_lock_resolver_api_checks_statuses_and_resolves_given_locks() {
     );
 
     // The committed transaction's secondary, as a reader would report it.
-    let lock = Lock {
-        key: "s".into(),
-        primary: "p".into(),
-        start_ts: ts,
-        ttl_ms: 60_000,
-        txn_size: 2,
-        use_async_commit: false,
-        lock_type: 0,
-        for_update_ts: Timestamp::ZERO,
-        min_commit_ts: Timestamp::ZERO,
-    };
+    let mut lock = Lock::new("s", "p", ts, 60_000);
+    lock.txn_size = 2;
     let caller = c.current_timestamp().await.unwrap();
     let resolved = c
         .resolve_locks_for_read(vec![lock.clone()], caller)
@@ -304,12 +295,7 @@ async fn the_lock_resolver_api_checks_statuses_and_resolves_given_locks() {
     );
     assert_eq!(locks_left_after_cleanup(&mock, committed).await, 0);
     // The live one stays, and a writer is told how long to wait.
-    let live = Lock {
-        key: "q".into(),
-        primary: "q".into(),
-        start_ts: Timestamp::from_u64(running),
-        ..lock
-    };
+    let live = Lock::new("q", "q", Timestamp::from_u64(running), 60_000);
     let resolved = c.resolve_locks(vec![live], caller).await.unwrap();
     assert_eq!(resolved.alive, 1);
     assert!(resolved.wait_ms > 50_000, "{resolved:?}");

@@ -8,6 +8,7 @@ use crate::timestamp::Timestamp;
 
 /// A lock another transaction holds on a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Lock {
     /// The locked key.
     pub key: Key,
@@ -47,6 +48,29 @@ impl From<&kvrpcpb::LockInfo> for Lock {
 }
 
 impl Lock {
+    /// A prewrite (`Put`) lock on `key` of the transaction started at `start_ts` whose
+    /// primary is `primary`, living `ttl_ms` from its start — what a reader reports; set the
+    /// other fields (`txn_size`, `use_async_commit`, `lock_type`, ...) as TiKV reported them.
+    /// Locks listed by `TransactionClient::scan_locks` come complete.
+    pub fn new(
+        key: impl Into<Key>,
+        primary: impl Into<Key>,
+        start_ts: Timestamp,
+        ttl_ms: u64,
+    ) -> Self {
+        Lock {
+            key: key.into(),
+            primary: primary.into(),
+            start_ts,
+            ttl_ms,
+            txn_size: 1,
+            use_async_commit: false,
+            lock_type: kvrpcpb::Op::Put as i32,
+            for_update_ts: Timestamp::ZERO,
+            min_commit_ts: Timestamp::ZERO,
+        }
+    }
+
     /// Whether the lock's TTL has run out by `now` (judged on TSO time, the only clock).
     pub fn expired(&self, now: Timestamp) -> bool {
         now.physical_ms() >= self.start_ts.physical_ms().saturating_add(self.ttl_ms)
