@@ -7,7 +7,8 @@
 
 use tikv_mock::server::MockServer;
 use tikv_tokio::{
-    Config, KeyRange, LockOptions, Timestamp, TransactionClient, TransactionOptions, TxnStatus,
+    Config, KeyRange, LockOptions, LockWait, Timestamp, TransactionClient, TransactionOptions,
+    TxnStatus,
 };
 
 use crate::error::{CliError, Context};
@@ -43,6 +44,27 @@ enum TxnCommand {
         /// Keys to read.
         #[arg(required = true)]
         keys: Vec<String>,
+    },
+    /// Lock keys and read their latest committed values (`SELECT ... FOR UPDATE`), then
+    /// release the locks: `get --pessimistic` by its SQL name.
+    GetForUpdate {
+        /// Keys to lock and read.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Lock keys in a pessimistic transaction, hold the locks, then release them (rollback):
+    /// to see other transactions wait, time out or fail at once meanwhile.
+    Lock {
+        /// Keys to lock.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// How long to hold the locks before releasing them (0 by default).
+        #[arg(long, value_name = "DURATION", value_parser = crate::format::parse_duration)]
+        hold: Option<std::time::Duration>,
+        /// How long to wait for other transactions' locks: `forever` (the default), `nowait`
+        /// (fail at once), or a duration such as `500ms`.
+        #[arg(long, value_name = "WAIT", default_value = "forever", value_parser = parse_wait)]
+        wait: LockWait,
     },
     /// Write KEY VALUE pairs in one transaction and commit it.
     Put {
@@ -85,6 +107,17 @@ enum TxnCommand {
         /// Its primary key.
         primary: String,
     },
+}
+
+/// `--wait`: `forever`, `nowait` or a duration.
+fn parse_wait(text: &str) -> Result<LockWait, String> {
+    match text {
+        "forever" => Ok(LockWait::Forever),
+        "nowait" => Ok(LockWait::NoWait),
+        other => crate::format::parse_duration(other)
+            .map(LockWait::Timeout)
+            .map_err(|e| format!("{e}; or use 'forever' or 'nowait'")),
+    }
 }
 
 /// Runs one transactional command against `--pd` or a fresh embedded mock.
@@ -149,10 +182,17 @@ async fn execute(
         options
     };
     match &args.command {
-        TxnCommand::Get { keys } => {
+        TxnCommand::Get { keys } | TxnCommand::GetForUpdate { keys } => {
+            let for_update =
+                args.pessimistic || matches!(args.command, TxnCommand::GetForUpdate { .. });
+            let options = if for_update {
+                options.with_mode(tikv_tokio::TxnMode::Pessimistic)
+            } else {
+                options
+            };
             let keys: Vec<Vec<u8>> = keys.iter().map(key).collect::<Result<_, _>>()?;
             let mut t = client.begin_with(options).await.context("begin")?;
-            let pairs = if args.pessimistic {
+            let pairs = if for_update {
                 let pairs = t
                     .batch_get_for_update(keys.clone())
                     .await
@@ -208,6 +248,34 @@ async fn execute(
             } else {
                 out.line(format!("committed at {commit_ts} (started at {start_ts})"))
             }
+        }
+        TxnCommand::Lock { keys, hold, wait } => {
+            let keys: Vec<Vec<u8>> = keys.iter().map(key).collect::<Result<_, _>>()?;
+            let options = options.with_mode(tikv_tokio::TxnMode::Pessimistic);
+            let mut t = client.begin_with(options).await.context("begin")?;
+            let start_ts = t.start_ts().as_u64();
+            let locked = t
+                .lock_keys(keys.clone(), LockOptions::default().with_wait(*wait))
+                .await
+                .context("lock")?;
+            let waited_ms = locked.stats.total.as_millis();
+            let held_ms = hold.map_or(0, |h| h.as_millis());
+            if global.json {
+                out.line(format!(
+                    "{{\"start_ts\":{start_ts},\"keys\":{},\"took_ms\":{waited_ms},\"hold_ms\":{held_ms}}}",
+                    keys.len()
+                ))?;
+            } else {
+                out.line(format!(
+                    "locked {} keys (start ts {start_ts}, primary {}) in {waited_ms} ms; holding for {held_ms} ms",
+                    keys.len(),
+                    bytes(keys.iter().min().map_or(&[][..], |k| &k[..]))
+                ))?;
+            }
+            if let Some(hold) = hold {
+                tokio::time::sleep(*hold).await;
+            }
+            t.rollback().await.context("release (rollback)")
         }
         TxnCommand::Scan { start, end, limit } => {
             let start = start.as_ref().map(key).transpose()?.unwrap_or_default();

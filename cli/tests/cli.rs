@@ -462,3 +462,48 @@ fn txn_commands_against_a_mock_process() {
     let e = one_line_error(&["--pd", pd, "txn", "put", "a", "1", "b"], 1);
     assert!(e.contains("KEY VALUE pairs"), "{e}");
 }
+
+/// `txn lock --hold` keeps its locks while other invocations run: they see the lock, a no-wait
+/// lock of the same key fails at once, a bounded wait times out; once released nothing is left
+/// and the key can be locked again.
+#[test]
+fn txn_lock_holds_locks_that_others_meet() {
+    let mock = MockProcess::start(&["--stores", "1", "--regions", "2"]);
+    let pd = mock.pd.as_str();
+    assert!(ok(&["--pd", pd, "txn", "put", "apple", "red"]).starts_with("committed at "));
+
+    let mut holder = Command::new(BIN)
+        .args(["--pd", pd, "txn", "lock", "apple", "pear", "--hold", "4s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tikv-cli runs");
+    let mut first = String::new();
+    BufReader::new(holder.stdout.take().expect("piped"))
+        .read_line(&mut first)
+        .expect("the holder reports its locks");
+    assert!(
+        first.starts_with("locked 2 keys (start ts ") && first.contains("primary apple"),
+        "{first}"
+    );
+
+    let locks = ok(&["--pd", pd, "--json", "txn", "locks"]);
+    assert_eq!(
+        locks.matches("\"kind\":\"PessimisticLock\"").count(),
+        2,
+        "{locks}"
+    );
+    let e = one_line_error(&["--pd", pd, "txn", "lock", "pear", "--wait", "nowait"], 1);
+    assert!(e.contains("lock"), "{e}");
+    let e = one_line_error(&["--pd", pd, "txn", "lock", "pear", "--wait", "300ms"], 1);
+    assert!(e.contains("timed out") || e.contains("timeout"), "{e}");
+    // Readers are never blocked by pessimistic locks.
+    assert_eq!(ok(&["--pd", pd, "txn", "get", "apple"]), "red\n");
+
+    assert!(holder.wait().expect("the holder exits").success());
+    assert_eq!(ok(&["--pd", pd, "txn", "locks"]), "");
+    assert_eq!(ok(&["--pd", pd, "txn", "get-for-update", "apple"]), "red\n");
+    let e = one_line_error(&["--pd", pd, "txn", "lock", "x", "--wait", "soon"], 2);
+    assert!(e.contains("forever"), "{e}");
+}
