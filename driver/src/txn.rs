@@ -39,9 +39,9 @@ use tikv_core::raw::KvPair;
 use tikv_core::txn::heartbeat::{Heartbeat, HeartbeatStop};
 use tikv_core::txn::pessimistic::{MANAGED_LOCK_TTL_MS, pessimistic_rollback};
 use tikv_core::txn::{
-    CheckTxnStatus, Committer, Lock, LockKeys, LockOptions, Locked, Mutation, ReadBypass,
-    ResolveLocks, Resolved, ScanLocks, SnapshotBatchGet, SnapshotGet, SnapshotScan, TxnStatus,
-    WriteBuffer,
+    Changes, CheckTxnStatus, Committer, HeartbeatChange, Lock, LockKeys, LockOptions, Locked,
+    Mutation, PessimisticLocks, ReadBypass, Release, ResolveLocks, Resolved, ScanLocks,
+    SnapshotBatchGet, SnapshotGet, SnapshotScan, TxnStatus, WriteBuffer,
 };
 use tikv_core::{Config, Error, Key, KeyMode, KeyRange, Machine, Result, Timestamp};
 use tracing::warn;
@@ -259,6 +259,7 @@ impl<R: Runtime> TransactionClient<R> {
             started_at: self.ctx.runtime.now(),
             buffer: WriteBuffer::new(),
             pessimistic: (options.mode == TxnMode::Pessimistic).then(Pessimistic::default),
+
             assertion_level: options.assertion_level,
             entry_size_limit: options.entry_size_limit,
             total_size_limit: options.total_size_limit,
@@ -495,20 +496,16 @@ pub struct Transaction<R: Runtime> {
 /// What a pessimistic transaction holds in TiKV before it commits.
 #[derive(Debug, Default)]
 struct Pessimistic {
-    /// The first key it locked (user form): the transaction's primary.
-    primary: Option<Key>,
-    /// Every key it has locked (user form).
-    locked: std::collections::BTreeSet<Key>,
-    /// The newest `for_update_ts` its locks were taken at.
-    for_update_ts: Timestamp,
-    /// Ends the heartbeats that keep the primary alive (started with the first lock).
+    /// Its locks and the decisions about them (core's bookkeeping).
+    locks: PessimisticLocks,
+    /// Ends the heartbeats that keep the primary alive (started with the primary's lock).
     heartbeat: Option<HeartbeatStop>,
 }
 
 impl Pessimistic {
     /// The transaction is over: no more heartbeats.
-    fn stop_heartbeat(&self) {
-        if let Some(stop) = &self.heartbeat {
+    fn stop_heartbeat(&mut self) {
+        if let Some(stop) = self.heartbeat.take() {
             stop.stop();
         }
     }
@@ -701,7 +698,7 @@ impl<R: Runtime> Transaction<R> {
     /// In a pessimistic transaction, locks `key` before it is written (once).
     async fn lock_for_write(&mut self, key: &Key) -> Result<()> {
         match &self.pessimistic {
-            Some(p) if !p.locked.contains(key) => {
+            Some(p) if !p.locks.holds(key) => {
                 self.lock_keys([key.clone()], LockOptions::default())
                     .await?;
                 Ok(())
@@ -711,27 +708,44 @@ impl<R: Runtime> Transaction<R> {
     }
 
     /// Commits the buffered writes; returns the commit timestamp (the start timestamp for a
-    /// transaction that wrote nothing).
+    /// transaction that wrote nothing). A pessimistic transaction in a fair-locking stage
+    /// that holds keys fails with [`Error::InvalidArgument`] (finish or cancel the stage
+    /// first; the failed transaction releases its locks).
     pub async fn commit(mut self) -> Result<Timestamp> {
+        let ctx = self.reads.ctx.clone();
+        let mut pessimistic = None;
+        if let Some(p) = self.pessimistic.as_mut() {
+            let (plan, changes) = p.locks.commit_plan()?;
+            let fresh = p.locks.needs_fresh_for_update_ts();
+            self.apply(changes);
+            if let Some(mut plan) = plan {
+                if fresh {
+                    // A key was locked over a newer commit: prewrite (and async commit's
+                    // timestamp) must be above it.
+                    plan.for_update_ts = plan.for_update_ts.max(ctx.pd.get_timestamp().await?);
+                }
+                pessimistic = Some(plan);
+            }
+        }
         self.finished = true;
-        let ctx = &self.reads.ctx;
         let mut committer = Committer::new(&ctx.config, self.reads.ts, &self.buffer)
             .with_one_pc(self.try_one_pc)
             .with_async_commit(self.async_commit)
             .with_causal_consistency(self.causal_consistency)
             .with_started_at(self.started_at)
             .with_assertions(self.assertion_level, std::mem::take(&mut self.assertions));
-        let heartbeat = self.pessimistic.as_ref().and_then(|p| p.heartbeat.clone());
-        if let Some(p) = self.pessimistic.take() {
-            if let Some(primary) = p.primary {
-                committer = committer.with_pessimistic(primary, p.for_update_ts, p.locked);
-            }
+        if let Some(plan) = pessimistic {
+            committer = committer
+                .with_pessimistic(plan.primary, plan.for_update_ts, plan.locked)
+                .with_lock_checks(plan.checks);
         }
-        let result = run_with(ctx, committer, self.write_context.clone()).await;
+        let heartbeat = self.pessimistic.as_mut().and_then(|p| p.heartbeat.take());
+        let result = run_with(&ctx, committer, self.write_context.clone()).await;
         // Committed or not, the transaction is over (a failed commit rolled back).
         if let Some(stop) = heartbeat {
             stop.stop();
         }
+        self.pessimistic = None;
         result
     }
 
@@ -740,15 +754,16 @@ impl<R: Runtime> Transaction<R> {
     /// releases the locks it took (`KvPessimisticRollback`).
     pub async fn rollback(mut self) -> Result<()> {
         self.finished = true;
-        if let Some(p) = &self.pessimistic {
-            p.stop_heartbeat();
-        }
-        match self.pessimistic.take() {
-            Some(p) if !p.locked.is_empty() => {
+        let Some(mut p) = self.pessimistic.take() else {
+            return Ok(());
+        };
+        p.stop_heartbeat();
+        match p.locks.release_all().release {
+            Some(release) => {
                 let ctx = &self.reads.ctx;
-                run_with(ctx, self.unlock(p), self.write_context.clone()).await
+                run_with(ctx, self.unlock(release), self.write_context.clone()).await
             }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
@@ -762,6 +777,11 @@ impl<R: Runtime> Transaction<R> {
     /// the call cost ([`Locked::stats`]). With `options.max_execution` or `options.interrupt`
     /// a wait ends early with [`Error::Interrupted`].
     ///
+    /// In a fair-locking stage ([`start_fair_locking`](Self::start_fair_locking)) a single
+    /// key is locked even when it was committed after the `for_update_ts`
+    /// ([`LockedValue::locked_with_conflict`](tikv_core::txn::LockedValue::locked_with_conflict));
+    /// a call with several keys ends the stage first ([`done_fair_locking`](Self::done_fair_locking)).
+    ///
     /// An optimistic transaction gets [`Error::InvalidArgument`]: its keys are checked at
     /// commit instead.
     pub async fn lock_keys(
@@ -771,6 +791,7 @@ impl<R: Runtime> Transaction<R> {
     ) -> Result<Locked> {
         let keys: Vec<Key> = keys.into_iter().map(Into::into).collect();
         let ctx = self.reads.ctx.clone();
+        let now = ctx.runtime.now();
         let Some(p) = self.pessimistic.as_mut() else {
             return Err(Error::InvalidArgument(
                 "lock_keys needs a pessimistic transaction (TransactionOptions::pessimistic())"
@@ -780,76 +801,145 @@ impl<R: Runtime> Transaction<R> {
         if keys.is_empty() {
             return Ok(Locked::default());
         }
-        let for_update_ts = ctx.pd.get_timestamp().await?;
-        let is_first_lock = p.primary.is_none();
-        let primary = p
-            .primary
-            .get_or_insert_with(|| keys.iter().min().cloned().unwrap_or_default())
-            .clone();
-        let age_ms = ctx
-            .runtime
-            .now()
-            .saturating_duration_since(self.started_at)
-            .as_millis();
-        let ttl = u64::try_from(age_ms)
-            .unwrap_or(u64::MAX)
-            .saturating_add(MANAGED_LOCK_TTL_MS);
-        let machine = LockKeys::new(
-            ctx.config.keyspace_codec(),
-            keys.clone(),
-            primary,
-            self.reads.ts,
-            for_update_ts,
-            is_first_lock,
-            ttl,
-            &options,
-        )
-        .keeping(p.locked.iter().cloned());
-        let backoff = Backoffer::new("lock keys", ctx.config.budget(budget::PESSIMISTIC_LOCK));
-        let result = run_with(
-            &ctx,
-            Budgeted::new(backoff, machine),
-            self.write_context.clone(),
-        )
-        .await;
-        match result {
-            Ok(values) => {
-                p.for_update_ts = p.for_update_ts.max(for_update_ts);
-                if options.lock_only_if_exists {
-                    // Absent keys were not locked: they must not be checked for a lock at
-                    // commit (nor released).
-                    p.locked.extend(
-                        values
-                            .values
-                            .iter()
-                            .filter(|v| v.exists)
-                            .map(|v| v.key.clone()),
-                    );
-                } else {
-                    p.locked.extend(keys);
-                }
-                if p.heartbeat.is_none() {
-                    // The primary is locked: keep it alive for as long as the transaction runs.
-                    let stop = HeartbeatStop::default();
-                    let codec = ctx.config.keyspace_codec();
-                    let primary = codec.encode(p.primary.clone().unwrap_or_default());
-                    let beat =
-                        Heartbeat::new(primary, self.reads.ts, self.started_at, stop.clone());
-                    let backoff = Backoffer::new("heartbeat", ctx.config.budget(budget::HEARTBEAT));
-                    let (task_ctx, context) = (ctx.clone(), self.write_context.clone());
-                    ctx.runtime.spawn(async move {
-                        run_with(&task_ctx, Budgeted::new(backoff, beat), context).await;
-                    });
-                    p.heartbeat = Some(stop);
-                }
-                Ok(values)
+        let mut prepared = p.locks.prepare(keys, &options, now)?;
+        self.apply(std::mem::take(&mut prepared.before));
+        let mut for_update_ts = Timestamp::ZERO;
+        let mut result = if prepared.send.is_empty() {
+            Ok(Locked::default())
+        } else {
+            for_update_ts = ctx.pd.get_timestamp().await?;
+            let age_ms = now.saturating_duration_since(self.started_at).as_millis();
+            let ttl = u64::try_from(age_ms)
+                .unwrap_or(u64::MAX)
+                .saturating_add(MANAGED_LOCK_TTL_MS);
+            let mut machine = LockKeys::new(
+                ctx.config.keyspace_codec(),
+                prepared.send.clone(),
+                prepared.primary.clone(),
+                self.reads.ts,
+                for_update_ts,
+                prepared.is_first_lock,
+                ttl,
+                &options,
+            )
+            .keeping(prepared.keep.iter().cloned());
+            if prepared.force {
+                machine = machine.force_lock();
             }
-            Err(e) => {
-                if is_first_lock {
-                    // The primary was not kept: the next lock chooses again.
-                    p.primary = None;
-                }
-                Err(e)
+            let backoff = Backoffer::new("lock keys", ctx.config.budget(budget::PESSIMISTIC_LOCK));
+            run_with(
+                &ctx,
+                Budgeted::new(backoff, machine),
+                self.write_context.clone(),
+            )
+            .await
+        };
+        let Some(p) = self.pessimistic.as_mut() else {
+            return result; // set above; the call holds `&mut self`
+        };
+        let changes = p.locks.finish(prepared, for_update_ts, &mut result);
+        self.apply(changes);
+        result
+    }
+
+    /// Starts a fair-locking stage (client-go's `StartAggressiveLocking`, TiDB's fair
+    /// locking) for a statement that locks keys one by one and is retried on conflicts:
+    /// each key is locked even over a newer commit (its newer value is returned, marked
+    /// [`locked_with_conflict`](tikv_core::txn::LockedValue::locked_with_conflict)), and a
+    /// waiter gets the lock as soon as its holder is done. On such a conflict, call
+    /// [`retry_fair_locking`](Self::retry_fair_locking) and run the statement again: the keys
+    /// it locks again are reused without a request. End the stage with
+    /// [`done_fair_locking`](Self::done_fair_locking) (keep the last attempt's locks) or
+    /// [`cancel_fair_locking`](Self::cancel_fair_locking) (release them).
+    ///
+    /// Fails with [`Error::InvalidArgument`] in an optimistic transaction or when a stage is
+    /// already on.
+    pub fn start_fair_locking(&mut self) -> Result<()> {
+        let now = self.reads.ctx.runtime.now();
+        self.pessimistic_locks("start_fair_locking")?
+            .start_fair_locking(now)
+    }
+
+    /// Starts the statement's next attempt: what the last attempt locked stays locked for
+    /// the new one to reuse; what the attempt before locked and the last did not ask for is
+    /// released (client-go's `RetryAggressiveLocking`).
+    pub fn retry_fair_locking(&mut self) -> Result<()> {
+        let now = self.reads.ctx.runtime.now();
+        let changes = self
+            .pessimistic_locks("retry_fair_locking")?
+            .retry_fair_locking(now)?;
+        self.apply(changes);
+        Ok(())
+    }
+
+    /// Ends the stage, keeping the last attempt's locks as the transaction's and releasing
+    /// what earlier attempts locked and the last did not (client-go's
+    /// `DoneAggressiveLocking`).
+    pub fn done_fair_locking(&mut self) -> Result<()> {
+        let changes = self
+            .pessimistic_locks("done_fair_locking")?
+            .done_fair_locking()?;
+        self.apply(changes);
+        Ok(())
+    }
+
+    /// Ends the stage, releasing every lock it took; locks taken before it stay (client-go's
+    /// `CancelAggressiveLocking`).
+    pub fn cancel_fair_locking(&mut self) -> Result<()> {
+        let changes = self
+            .pessimistic_locks("cancel_fair_locking")?
+            .cancel_fair_locking()?;
+        self.apply(changes);
+        Ok(())
+    }
+
+    /// Whether a fair-locking stage is on.
+    pub fn is_fair_locking(&self) -> bool {
+        self.pessimistic
+            .as_ref()
+            .is_some_and(|p| p.locks.is_fair_locking())
+    }
+
+    fn pessimistic_locks(&mut self, what: &str) -> Result<&mut PessimisticLocks> {
+        match self.pessimistic.as_mut() {
+            Some(p) => Ok(&mut p.locks),
+            None => Err(Error::InvalidArgument(format!(
+                "{what} needs a pessimistic transaction (TransactionOptions::pessimistic())"
+            ))),
+        }
+    }
+
+    /// Carries out what the lock bookkeeping decided: locks released in the background,
+    /// heartbeats stopped or started for the primary.
+    fn apply(&mut self, changes: Changes) {
+        let ctx = self.reads.ctx.clone();
+        if let Some(release) = changes.release {
+            let unlock = self.unlock(release);
+            let context = self.write_context.clone();
+            let task_ctx = ctx.clone();
+            ctx.runtime.spawn(async move {
+                // Best effort: a lock left behind expires with its TTL.
+                let _ = run_with(&task_ctx, unlock, context).await;
+            });
+        }
+        let Some(p) = self.pessimistic.as_mut() else {
+            return;
+        };
+        match changes.heartbeat {
+            HeartbeatChange::Keep => {}
+            HeartbeatChange::Stop => p.stop_heartbeat(),
+            HeartbeatChange::Start(primary) => {
+                p.stop_heartbeat();
+                // The primary is locked: keep it alive for as long as the transaction runs.
+                let stop = HeartbeatStop::default();
+                let primary = ctx.config.keyspace_codec().encode(primary);
+                let beat = Heartbeat::new(primary, self.reads.ts, self.started_at, stop.clone());
+                let backoff = Backoffer::new("heartbeat", ctx.config.budget(budget::HEARTBEAT));
+                let (task_ctx, context) = (ctx.clone(), self.write_context.clone());
+                ctx.runtime.spawn(async move {
+                    run_with(&task_ctx, Budgeted::new(backoff, beat), context).await;
+                });
+                p.heartbeat = Some(stop);
             }
         }
     }
@@ -889,15 +979,15 @@ impl<R: Runtime> Transaction<R> {
             .collect())
     }
 
-    /// The rollback of a pessimistic transaction's locks (before anything was prewritten).
-    fn unlock(&self, p: Pessimistic) -> impl Machine<Output = Result<()>> + Send + 'static {
+    /// The release of pessimistic locks (before anything was prewritten).
+    fn unlock(&self, release: Release) -> impl Machine<Output = Result<()>> + Send + 'static {
         let codec = self.reads.ctx.config.keyspace_codec();
-        let keys = codec.encode_all(p.locked.into_iter().collect());
+        let keys = codec.encode_all(release.keys);
         let backoff = Backoffer::new(
             "pessimistic rollback",
             self.reads.ctx.config.budget(budget::PESSIMISTIC_ROLLBACK),
         );
-        let m = pessimistic_rollback(self.reads.ts, p.for_update_ts, keys);
+        let m = pessimistic_rollback(self.reads.ts, release.for_update_ts, keys);
         let m = tikv_core::machine::Map::new(m, |r: Result<Vec<(Vec<Key>, _)>>| r.map(|_| ()));
         Budgeted::new(backoff, m)
     }
@@ -905,24 +995,20 @@ impl<R: Runtime> Transaction<R> {
 
 impl<R: Runtime> Drop for Transaction<R> {
     fn drop(&mut self) {
-        if let Some(p) = &self.pessimistic {
+        if let Some(mut p) = self.pessimistic.take() {
             p.stop_heartbeat();
-        }
-        if let Some(p) = self.pessimistic.take().filter(|p| !p.locked.is_empty()) {
-            if !self.finished {
+            let changes = p.locks.release_all();
+            if let Some(release) = changes.release.filter(|_| !self.finished) {
                 // A live client never leaves its locks for their TTL to expire: release them
                 // in the background.
                 warn!(
                     start_ts = %self.reads.ts,
-                    locks = p.locked.len(),
+                    locks = release.keys.len(),
                     "pessimistic transaction dropped without commit or rollback; releasing its locks"
                 );
-                let ctx = self.reads.ctx.clone();
-                let unlock = self.unlock(p);
-                let context = self.write_context.clone();
-                let runtime = ctx.runtime.clone();
-                runtime.spawn(async move {
-                    let _ = run_with(&ctx, unlock, context).await;
+                self.apply(Changes {
+                    release: Some(release),
+                    heartbeat: HeartbeatChange::Keep,
                 });
             }
         }

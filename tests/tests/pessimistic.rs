@@ -331,6 +331,21 @@ async fn lock_only_if_exists_leaves_missing_keys_unlocked() {
     let options = LockOptions::default()
         .with_return_values(true)
         .with_lock_only_if_exists(true);
+    let e = t
+        .lock_keys(
+            ["present"],
+            LockOptions::default().with_lock_only_if_exists(true),
+        )
+        .await;
+    assert!(matches!(e, Err(Error::InvalidArgument(_))), "{e:?}");
+    // Several keys need a primary locked for sure first (client-go's rule): a missing key
+    // could not be one.
+    let e = t.lock_keys(["present", "zmissing"], options.clone()).await;
+    assert!(matches!(e, Err(Error::InvalidArgument(_))), "{e:?}");
+    // A single missing key is not kept as the primary.
+    let locked = t.lock_keys(["amissing"], options.clone()).await.unwrap();
+    assert!(!locked.values[0].exists);
+    t.lock_keys(["a"], LockOptions::default()).await.unwrap();
     let locked = t.lock_keys(["present", "zmissing"], options).await.unwrap();
     let exists: Vec<(Vec<u8>, bool)> = locked
         .values

@@ -94,9 +94,8 @@ pub struct PrewritePlan {
     max_commit_ts: Timestamp,
     /// Async commit: every lock is marked, and the batch holding the primary lists these.
     secondaries: Option<Arc<[Bytes]>>,
-    /// A pessimistic transaction: its `for_update_ts` and the keys it locked (each checked
-    /// for its lock at prewrite; the others for newer writes).
-    pessimistic: Option<(Timestamp, Arc<BTreeSet<Key>>)>,
+    /// A pessimistic transaction's locks.
+    pessimistic: Option<Arc<PessimisticPrewrite>>,
     /// `kvrpcpb::AssertionLevel` of the prewrites, and the keys' assertions (stored keys).
     assertion_level: i32,
     assertions: Option<Arc<BTreeMap<Key, Assertion>>>,
@@ -137,13 +136,30 @@ impl BatchPlan for PrewritePlan {
             max_commit_ts: self.max_commit_ts.as_u64(),
             try_one_pc: self.try_one_pc && items.len() as u64 == self.txn_size,
             use_async_commit: self.secondaries.is_some(),
-            for_update_ts: self.pessimistic.as_ref().map_or(0, |(ts, _)| ts.as_u64()),
+            for_update_ts: self
+                .pessimistic
+                .as_ref()
+                .map_or(0, |p| p.for_update_ts.as_u64()),
+            for_update_ts_constraints: match &self.pessimistic {
+                Some(p) if !p.checks.is_empty() => items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, (k, _))| {
+                        let ts = p.checks.get(k)?;
+                        Some(kvrpcpb::prewrite_request::ForUpdateTsConstraint {
+                            index: u32::try_from(i).ok()?,
+                            expected_for_update_ts: ts.as_u64(),
+                        })
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
             pessimistic_actions: match &self.pessimistic {
-                Some((_, locked)) => items
+                Some(p) => items
                     .iter()
                     .map(|(k, _)| {
                         use kvrpcpb::prewrite_request::PessimisticAction;
-                        if locked.contains(k) {
+                        if p.locked.contains(k) {
                             PessimisticAction::DoPessimisticCheck as i32
                         } else {
                             // Written without a lock: checked for newer writes at prewrite,
@@ -162,6 +178,18 @@ impl BatchPlan for PrewritePlan {
             ..Default::default()
         })
     }
+}
+
+/// What prewrite checks of a pessimistic transaction's locks (stored keys).
+#[derive(Debug)]
+struct PessimisticPrewrite {
+    for_update_ts: Timestamp,
+    /// Keys it locked: each checked for its lock; the others for newer writes.
+    locked: BTreeSet<Key>,
+    /// Keys whose lock must have exactly this `for_update_ts` (fair locking's): a lock lost
+    /// and taken again by a replayed force-lock request is not the one the statement read
+    /// under.
+    checks: BTreeMap<Key, Timestamp>,
 }
 
 /// Batch plan: `KvCommit` of secondaries, or `KvBatchRollback`.
@@ -268,8 +296,8 @@ pub struct Committer {
     safe_window: Duration,
     /// Whether the prewrite in flight is the commit point (async commit or 1PC asked).
     prewrite_decides: bool,
-    /// A pessimistic transaction's `for_update_ts` and locked keys (stored form).
-    pessimistic: Option<(Timestamp, Arc<BTreeSet<Key>>)>,
+    /// A pessimistic transaction's `for_update_ts` and locks (stored form).
+    pessimistic: Option<Arc<PessimisticPrewrite>>,
     /// A large transaction: heartbeat its primary once it is prewritten (`None`: small, or
     /// already beating).
     wants_heartbeat: bool,
@@ -366,10 +394,27 @@ impl Committer {
         self.keys = items.iter().map(|(k, _)| k.clone()).collect();
         self.txn_size = self.keys.len() as u64;
         self.primary = self.codec.encode(primary);
-        self.pessimistic = Some((for_update_ts, Arc::new(locked)));
+        self.pessimistic = Some(Arc::new(PessimisticPrewrite {
+            for_update_ts,
+            locked,
+            checks: BTreeMap::new(),
+        }));
         // The transaction's own heartbeats (started with its first lock) keep the primary
         // alive through the commit.
         self.wants_heartbeat = false;
+        self
+    }
+
+    /// Makes prewrite check that each key's pessimistic lock has exactly this
+    /// `for_update_ts` (user keys; fair locking's locks, taken at the `for_update_ts` TiKV
+    /// reported): a lock lost and taken again meanwhile fails the commit. After
+    /// [`with_pessimistic`](Self::with_pessimistic).
+    pub fn with_lock_checks(mut self, checks: impl IntoIterator<Item = (Key, Timestamp)>) -> Self {
+        if let Some(p) = self.pessimistic.as_mut().and_then(Arc::get_mut) {
+            let codec = self.codec;
+            p.checks
+                .extend(checks.into_iter().map(|(k, ts)| (codec.encode(k), ts)));
+        }
         self
     }
 

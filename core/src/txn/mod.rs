@@ -4,6 +4,7 @@
 //! - [`lock`]: locks found by reads and writes, and what TiKV says about their transactions.
 //! - [`heartbeat`]: the TTL manager keeping a long transaction's primary lock alive.
 //! - [`pessimistic`]: pessimistic locks (`lock_keys`), with waits for other transactions.
+//! - [`lock_state`]: what a pessimistic transaction holds, and fair locking's attempts.
 //! - [`resolve`]: the lock resolver — asks the lock owner's primary for its fate
 //!   (`CheckTxnStatus`), then commits or rolls back the lock (`ResolveLock`).
 //! - [`scan_lock`]: the locks in a key range (`ScanLock`), for operators and GC.
@@ -16,6 +17,7 @@ pub mod buffer;
 pub mod commit;
 pub mod heartbeat;
 pub mod lock;
+pub mod lock_state;
 pub mod pessimistic;
 pub mod resolve;
 pub mod scan;
@@ -26,6 +28,9 @@ pub mod status_cache;
 pub use buffer::{Mutation, WriteBuffer};
 pub use commit::Committer;
 pub use lock::{Lock, TxnStatus, key_error};
+pub use lock_state::{
+    Changes, HeartbeatChange, PessimisticCommit, PessimisticLocks, PreparedLock, Release,
+};
 pub use pessimistic::{Interrupt, LockKeys, LockOptions, LockStats, LockWait, Locked, LockedValue};
 pub use resolve::{CheckTxnStatus, ReadBypass, ResolveLocks, Resolved};
 pub use scan::SnapshotScan;

@@ -95,6 +95,9 @@ pub struct Locked {
     pub values: Vec<LockedValue>,
     /// What the call cost.
     pub stats: LockStats,
+    /// Fair locking: the newest commit a key was locked over (see
+    /// [`LockedValue::locked_with_conflict`]); `None` when no key met one.
+    pub max_locked_with_conflict: Option<Timestamp>,
 }
 
 /// Options of one `lock_keys` call (client-go's `LockCtx`).
@@ -167,15 +170,38 @@ impl LockOptions {
     }
 }
 
-/// What one key's lock returned (with `return_values` or `check_existence`).
+/// What one key's lock returned (with `return_values` or `check_existence`, and always for
+/// a key locked with conflict).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LockedValue {
     /// The key (user form).
     pub key: Key,
-    /// Whether it exists as of `for_update_ts`.
+    /// Whether it exists as of `for_update_ts` (or, locked with conflict, as of the newer
+    /// commit).
     pub exists: bool,
-    /// Its value, with `return_values` (`None` if absent or not asked for).
+    /// Its value, with `return_values` (`None` if absent or not asked for); locked with
+    /// conflict, always the newest value.
     pub value: Option<Bytes>,
+    /// Fair locking: the key was locked although a transaction committed it after this
+    /// statement's `for_update_ts`, at this timestamp (TiKV's `LockedWithConflict`). The value
+    /// is that newer one: the statement's earlier reads are stale, so it should be retried
+    /// ([`retry_fair_locking`]), which keeps the lock.
+    ///
+    /// [`retry_fair_locking`]: crate::txn::PessimisticLocks::retry_fair_locking
+    pub locked_with_conflict: Option<Timestamp>,
+}
+
+impl LockedValue {
+    /// A key's value as a lock returned it.
+    pub fn new(key: Key, exists: bool, value: Option<Bytes>) -> Self {
+        LockedValue {
+            key,
+            exists,
+            value,
+            locked_with_conflict: None,
+        }
+    }
 }
 
 /// Batch plan: `KvPessimisticLock`.
@@ -190,6 +216,9 @@ pub struct PessimisticLockPlan {
     return_values: bool,
     check_existence: bool,
     lock_only_if_exists: bool,
+    /// Fair locking's force-lock wake-up mode (one key per request): TiKV locks the key even
+    /// over a newer commit, and a waiter gets the lock as soon as it is released.
+    force: bool,
 }
 
 impl KeyBatchPlan for PessimisticLockPlan {
@@ -213,6 +242,11 @@ impl KeyBatchPlan for PessimisticLockPlan {
             min_commit_ts: self.for_update_ts.next().as_u64(),
             check_existence: self.check_existence,
             lock_only_if_exists: self.lock_only_if_exists,
+            wake_up_mode: if self.force {
+                kvrpcpb::PessimisticLockWakeUpMode::WakeUpModeForceLock as i32
+            } else {
+                kvrpcpb::PessimisticLockWakeUpMode::WakeUpModeNormal as i32
+            },
             ..Default::default()
         })
     }
@@ -298,6 +332,8 @@ pub struct LockKeys {
     max_execution: Option<Duration>,
     interrupt: Option<Interrupt>,
     stats: LockStats,
+    /// The newest commit a key was locked over (fair locking).
+    max_conflict: Option<Timestamp>,
     state: State,
 }
 
@@ -340,6 +376,7 @@ impl LockKeys {
                 return_values: options.return_values,
                 check_existence: options.check_existence,
                 lock_only_if_exists: options.lock_only_if_exists,
+                force: false,
             },
             wait: options.wait,
             pending,
@@ -353,6 +390,7 @@ impl LockKeys {
             max_execution: options.max_execution,
             interrupt: options.interrupt.clone(),
             stats: LockStats::default(),
+            max_conflict: None,
             state: State::Round,
         }
     }
@@ -428,7 +466,11 @@ impl LockKeys {
                 });
             };
             if r.errors.is_empty() {
-                self.record(&keys, &r)?;
+                if self.plan.force {
+                    self.record_results(&keys, &r)?;
+                } else {
+                    self.record(&keys, &r)?;
+                }
                 continue;
             }
             for e in &r.errors {
@@ -454,6 +496,62 @@ impl LockKeys {
         Ok(locks)
     }
 
+    /// Records a force-lock batch that was locked: one result per key (TiKV fills `results`
+    /// instead of `values`/`not_founds` in this mode).
+    fn record_results(
+        &mut self,
+        keys: &[Key],
+        r: &kvrpcpb::PessimisticLockResponse,
+    ) -> Result<(), Error> {
+        use kvrpcpb::PessimisticLockKeyResultType as T;
+        let corrupt = |why: String| Error::KeyError {
+            key: keys.first().cloned().unwrap_or_default(),
+            message: format!("force-lock reply: {why}"),
+        };
+        if r.results.len() != keys.len() {
+            return Err(corrupt(format!(
+                "{} results for {} keys",
+                r.results.len(),
+                keys.len()
+            )));
+        }
+        self.locked.extend_from_slice(keys);
+        for (key, result) in keys.iter().zip(&r.results) {
+            let value = result.existence.then(|| result.value.clone());
+            match T::try_from(result.r#type) {
+                Ok(T::LockResultNormal) => {
+                    if self.plan.return_values || self.plan.check_existence {
+                        let value = if self.plan.return_values { value } else { None };
+                        self.values
+                            .push(LockedValue::new(key.clone(), result.existence, value));
+                    }
+                }
+                Ok(T::LockResultLockedWithConflict) => {
+                    let ts = Timestamp::from_u64(result.locked_with_conflict_ts);
+                    if ts <= self.plan.for_update_ts {
+                        return Err(corrupt(format!(
+                            "locked with conflict at {ts}, not after for_update_ts {}",
+                            self.plan.for_update_ts
+                        )));
+                    }
+                    self.max_conflict = Some(self.max_conflict.map_or(ts, |m| m.max(ts)));
+                    self.values.push(LockedValue {
+                        locked_with_conflict: Some(ts),
+                        ..LockedValue::new(key.clone(), result.existence, value)
+                    });
+                }
+                // A failed key comes with its error, and then never without one.
+                Ok(T::LockResultFailed) | Err(_) => {
+                    return Err(corrupt(format!(
+                        "result type {} without an error",
+                        result.r#type
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Records a batch that was locked, with what TiKV returned for its keys.
     fn record(&mut self, keys: &[Key], r: &kvrpcpb::PessimisticLockResponse) -> Result<(), Error> {
         self.locked.extend_from_slice(keys);
@@ -476,11 +574,8 @@ impl LockKeys {
         for (i, key) in keys.iter().enumerate() {
             let exists = !r.not_founds[i];
             let value = (self.plan.return_values && exists).then(|| r.values[i].clone());
-            self.values.push(LockedValue {
-                key: key.clone(),
-                exists,
-                value,
-            });
+            self.values
+                .push(LockedValue::new(key.clone(), exists, value));
         }
         Ok(())
     }
@@ -494,12 +589,26 @@ impl LockKeys {
         self
     }
 
+    /// Locks in fair locking's force-lock mode (client-go's `WakeUpModeForceLock`): one key per
+    /// request (TiKV refuses more), locked even over a commit newer than `for_update_ts`
+    /// (reported in [`LockedValue::locked_with_conflict`], with the newest value), and a wait
+    /// ends with the lock as soon as its holder is done instead of with a write conflict.
+    pub fn force_lock(mut self) -> Self {
+        self.plan.force = true;
+        self
+    }
+
     /// Fails the call, first rolling back every key it tried to lock (rolling back a key it
     /// did not lock is harmless; one whose reply was lost may be locked all the same).
     fn fail(&mut self, error: Error) {
         self.locked.clear();
         let keys = std::mem::take(&mut self.attempted);
-        let m = pessimistic_rollback(self.plan.start_ts, self.plan.for_update_ts, keys);
+        // A key locked over a newer commit holds its lock at that commit's ts, and TiKV only
+        // removes locks at or below the rollback's `for_update_ts`.
+        let ts = self
+            .max_conflict
+            .map_or(self.plan.for_update_ts, |c| c.max(self.plan.for_update_ts));
+        let m = pessimistic_rollback(self.plan.start_ts, ts, keys);
         self.state = State::RollingBack(Box::new(m), Box::new(error));
     }
 
@@ -517,10 +626,7 @@ impl LockKeys {
                     })
                 })
                 .collect::<Result<_, Error>>()?;
-            Ok(Locked {
-                values,
-                stats: locked.stats,
-            })
+            Ok(Locked { values, ..locked })
         });
         Step::Done(codec.decode_result(result))
     }
@@ -542,7 +648,12 @@ impl Machine for LockKeys {
                             self.stats.keys = self.locked.len();
                             self.stats.total = cx.now.saturating_duration_since(started);
                             let stats = self.stats;
-                            return self.finish(Ok(Locked { values, stats }));
+                            let max_locked_with_conflict = self.max_conflict;
+                            return self.finish(Ok(Locked {
+                                values,
+                                stats,
+                                max_locked_with_conflict,
+                            }));
                         }
                         // The primary is locked: the rest may point at it now.
                         self.pending = std::mem::take(&mut self.after_primary);

@@ -83,16 +83,8 @@ fn values_and_existence_come_back_per_key() {
     assert_eq!(
         out.unwrap().values,
         [
-            LockedValue {
-                key: "b".into(),
-                exists: true,
-                value: Some(Bytes::from_static(b"2"))
-            },
-            LockedValue {
-                key: "c".into(),
-                exists: false,
-                value: None
-            }
+            LockedValue::new("b".into(), true, Some(Bytes::from_static(b"2"))),
+            LockedValue::new("c".into(), false, None)
         ]
     );
     assert!(req!(resp::sent(&h.effects)[0], KvPessimisticLock).return_values);
