@@ -97,7 +97,7 @@ pub struct PessimisticCommit {
 }
 
 /// One `lock_keys` call, as [`PessimisticLocks::prepare`] planned it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 #[must_use = "a prepared lock must be reported to PessimisticLocks::finish"]
 pub struct PreparedLock {
     /// Carry these out before sending (fair locking left because the call has several

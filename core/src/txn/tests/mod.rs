@@ -8,6 +8,7 @@ use crate::testing::{Harness, region};
 
 mod commit;
 mod keyspace;
+mod lock_state;
 mod pessimistic;
 mod resolve;
 mod scan;

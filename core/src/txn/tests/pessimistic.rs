@@ -10,21 +10,16 @@ use super::*;
 use crate::error::Error;
 use crate::key::Key;
 use crate::keyspace::KeyspaceCodec;
-use crate::machine::Machine;
 use crate::testing::resp::{keys, lock, ts};
 use crate::timestamp::Timestamp;
 use crate::txn::buffer::{Mutation, WriteBuffer};
 use crate::txn::commit::Committer;
-use crate::txn::pessimistic::{Interrupt, LockKeys, LockOptions, LockWait, Locked, LockedValue};
+use crate::txn::pessimistic::{Interrupt, LockKeys, LockOptions, LockWait, LockedValue};
 
 const START: Timestamp = Timestamp::compose(1000, 0);
 const FOR_UPDATE: Timestamp = Timestamp::compose(1100, 0);
 
-fn lock_keys(
-    keys: &[&str],
-    first: bool,
-    options: LockOptions,
-) -> impl Machine<Output = Result<Locked, Error>> {
+fn lock_keys(keys: &[&str], first: bool, options: LockOptions) -> LockKeys {
     LockKeys::new(
         KeyspaceCodec::NONE,
         keys.iter().map(|k| Key::from(*k)).collect(),
@@ -315,4 +310,93 @@ fn an_interrupt_or_the_max_execution_time_ends_a_wait() {
             assert_eq!(rounds, 2, "stopped at the next step after the flag");
         }
     }
+}
+
+#[test]
+fn force_lock_sends_one_key_in_force_mode_and_returns_a_conflicts_value() {
+    let mut h = harness();
+    let machine = lock_keys(&["a"], true, LockOptions::default()).force_lock();
+    let out = h.run(
+        machine,
+        cluster([], |s| {
+            let r = req!(s, KvPessimisticLock);
+            assert_eq!(
+                r.wake_up_mode,
+                kvrpcpb::PessimisticLockWakeUpMode::WakeUpModeForceLock as i32
+            );
+            resp::pessimistic_lock()
+                .with(|r| {
+                    r.results = vec![kvrpcpb::PessimisticLockKeyResult {
+                        r#type: kvrpcpb::PessimisticLockKeyResultType::LockResultLockedWithConflict
+                            as i32,
+                        value: Bytes::from_static(b"newer"),
+                        existence: true,
+                        locked_with_conflict_ts: ts(1200).as_u64(),
+                        ..Default::default()
+                    }]
+                })
+                .ok()
+        }),
+    );
+    let out = out.unwrap();
+    assert_eq!(out.max_locked_with_conflict, Some(ts(1200)));
+    assert_eq!(out.values.len(), 1);
+    assert_eq!(out.values[0].value.as_deref(), Some(&b"newer"[..]));
+    assert_eq!(out.values[0].locked_with_conflict, Some(ts(1200)));
+}
+
+#[test]
+fn a_force_lock_reply_without_its_result_is_an_error_not_a_lock() {
+    let mut h = harness();
+    let machine = lock_keys(&["a"], true, LockOptions::default()).force_lock();
+    let out = h.run(
+        machine,
+        cluster([], |s| match s.method {
+            "KvPessimisticLock" => resp::pessimistic_lock().ok(),
+            _ => resp::pessimistic_rollback().ok(),
+        }),
+    );
+    assert!(matches!(out, Err(Error::KeyError { .. })), "{out:?}");
+    let sent = resp::sent(&h.effects);
+    assert_eq!(
+        sent.last().map(|s| s.method),
+        Some("KvPessimisticRollback"),
+        "whatever TiKV did is undone"
+    );
+}
+
+#[test]
+fn prewrite_checks_the_for_update_ts_of_fair_locked_keys_by_mutation_index() {
+    let mut h = harness();
+    let config = h.config.clone();
+    let mut buffer = WriteBuffer::new();
+    buffer.set("b".into(), Mutation::Put("1".into()));
+    buffer.set("c".into(), Mutation::Put("2".into()));
+    let committer = Committer::new(&config, START, &buffer)
+        .with_pessimistic("b".into(), FOR_UPDATE, ["b".into(), "c".into()])
+        .with_lock_checks([("c".into(), ts(1150))]);
+    let out = h.run(
+        committer,
+        cluster([resp::tso(ts(1300))], |s| match s.method {
+            "KvPrewrite" => resp::prewrite().ok(),
+            _ => resp::commit().ok(),
+        }),
+    );
+    assert_eq!(out.unwrap(), ts(1300));
+    let prewrite = resp::sent(&h.effects)
+        .into_iter()
+        .find(|s| s.method == "KvPrewrite")
+        .unwrap();
+    let p = req!(prewrite, KvPrewrite);
+    let constraints: Vec<(Key, u64)> = p
+        .for_update_ts_constraints
+        .iter()
+        .map(|c| {
+            (
+                Key::from(p.mutations[c.index as usize].key.clone()),
+                c.expected_for_update_ts,
+            )
+        })
+        .collect();
+    assert_eq!(constraints, [("c".into(), ts(1150).as_u64())]);
 }
