@@ -204,7 +204,8 @@ pub fn context_for(cluster: &tikv_mock::Cluster, key: &[u8]) -> (u64, kvrpcpb::C
     (leader.store_id, ctx)
 }
 
-/// Every lock left in `cluster`, as TiKV's `ScanLock` reports them.
+/// Every lock left in `cluster`, as TiKV's `ScanLock` reports them (a shared key's holders each
+/// as a lock of its own).
 ///
 /// # Panics
 ///
@@ -235,7 +236,14 @@ pub fn scan_locks(cluster: &mut tikv_mock::Cluster) -> Vec<kvrpcpb::LockInfo> {
         let r = cluster
             .tikv::<tikv_service::KvScanLock>(store, request, now)
             .expect("scan lock");
-        out.extend(r.locks);
+        // A shared key's wrapper stands for one lock per holder.
+        for lock in r.locks {
+            if lock.shared_lock_infos.is_empty() {
+                out.push(lock);
+            } else {
+                out.extend(lock.shared_lock_infos);
+            }
+        }
     }
     out
 }

@@ -331,6 +331,12 @@ impl TxnEngine {
             new_max = f.caller_start_ts;
         }
         self.cm.update_max_ts(new_max);
+        if let Some(holders) = self.store.shared(primary) {
+            // A shared key is never a primary.
+            return Err(TxnError::PrimaryMismatch(Box::new(
+                holders.lock_info(primary),
+            )));
+        }
         let mut txn = MvccTxn::new(lock_ts);
         let status = match self.store.lock(primary) {
             Some(lock) if lock.ts == lock_ts => {
@@ -443,6 +449,13 @@ impl TxnEngine {
         min_commit_ts: u64,
         now_ms: u64,
     ) -> TxnResult<u64> {
+        if let Some(holders) = self.store.shared(primary) {
+            if holders.holders.contains_key(&start_ts) {
+                return Err(TxnError::PrimaryMismatch(Box::new(
+                    holders.lock_info(primary),
+                )));
+            }
+        }
         let mut txn = MvccTxn::new(start_ts);
         let ttl = match self.store.lock(primary) {
             Some(lock) if lock.ts == start_ts => {
@@ -510,18 +523,32 @@ impl TxnEngine {
         scope: &RegionScope<'_>,
         now_ms: u64,
     ) -> TxnResult<()> {
-        let targets: Vec<(Bytes, Lock)> = self
+        let mut targets: Vec<(Bytes, Lock)> = self
             .store
             .locks_in(scope.range)
             .filter(|(k, l)| (scope.contains)(k) && txn_status.contains_key(&l.ts))
             .map(|(k, l)| (k.clone(), l.clone()))
             .collect();
+        // Shared locks are resolved holder by holder.
+        for (key, holders) in self.store.shared_in(scope.range) {
+            if (scope.contains)(key) {
+                targets.extend(
+                    holders
+                        .holders
+                        .values()
+                        .filter(|l| txn_status.contains_key(&l.ts))
+                        .map(|l| (key.clone(), l.clone())),
+                );
+            }
+        }
         let mut released = Vec::new();
         let mut modifies = Vec::new();
         let mut known = Vec::new();
         for (key, lock) in targets {
             let commit_ts = txn_status.get(&lock.ts).copied().unwrap_or(0);
             let mut txn = MvccTxn::new(lock.ts);
+            // Later holders of one key see the earlier ones' changes.
+            txn.modifies = std::mem::take(&mut modifies);
             if commit_ts == 0 {
                 cleanup(&mut txn, &self.store, &key, 0, false)?;
             } else if commit_ts > lock.ts {
@@ -538,7 +565,7 @@ impl TxnEngine {
                 });
             }
             released.extend(txn.released);
-            modifies.extend(txn.modifies);
+            modifies = txn.modifies;
         }
         let mut all = MvccTxn::new(0);
         all.modifies = modifies;
@@ -558,19 +585,43 @@ impl TxnEngine {
         limit: usize,
     ) -> Vec<LockInfo> {
         self.cm.update_max_ts(max_ts);
-        self.store
+        let exclusive = self
+            .store
             .locks_in(scope.range)
             .filter(|(k, l)| (scope.contains)(k) && l.ts <= max_ts)
-            .take(if limit == 0 { usize::MAX } else { limit })
-            .map(|(k, l)| l.lock_info(k))
-            .collect()
+            .map(|(k, l)| (k, l.lock_info(k)));
+        // One wrapper per shared key with the holders started by max_ts.
+        let shared = self
+            .store
+            .shared_in(scope.range)
+            .filter(|(k, _)| (scope.contains)(k))
+            .map(|(k, h)| (k, h.lock_info_upto(k, max_ts)))
+            .filter(|(_, info)| !info.shared_lock_infos.is_empty());
+        let mut merged: Vec<(&Bytes, LockInfo)> = exclusive.chain(shared).collect();
+        merged.sort_by(|a, b| a.0.cmp(b.0));
+        // The limit counts locks, a shared key's holders each (the oldest kept).
+        let mut budget = if limit == 0 { usize::MAX } else { limit };
+        let mut out = Vec::new();
+        for (_, mut info) in merged {
+            if budget == 0 {
+                break;
+            }
+            let n = info.shared_lock_infos.len().max(1);
+            if n > budget {
+                info.shared_lock_infos.truncate(budget);
+            }
+            budget -= n.min(budget);
+            out.push(info);
+        }
+        out
     }
 
     /// `AcquirePessimisticLock` without waiting: either all keys succeed, or the request
-    /// stops at the first blocking lock (`Err(KeyIsLocked)` tells the caller to wait).
+    /// stops at the first blocking lock (`Err(KeyIsLocked)` tells the caller to wait,
+    /// `Err(KeyIsLockedNoWait)` not to). Keys are `(key, should_not_exist, shared)`.
     pub(crate) fn acquire_pessimistic_locks(
         &mut self,
-        keys: &[(Bytes, bool)],
+        keys: &[(Bytes, bool, bool)],
         params: &LockParams,
         now_ms: u64,
     ) -> TxnResult<Vec<KeyResult>> {
@@ -582,16 +633,28 @@ impl TxnEngine {
         }
         let mut txn = MvccTxn::new(params.start_ts);
         let mut results = Vec::with_capacity(keys.len());
-        for (key, should_not_exist) in keys {
+        for (key, should_not_exist, shared) in keys {
             match acquire_pessimistic_lock(
                 &mut txn,
                 &self.store,
                 &mut self.cm,
                 key,
                 *should_not_exist,
+                *shared,
                 params,
             ) {
                 Ok(r) => results.push(r),
+                Err(TxnError::NotInShrinkMode { key, shared }) => {
+                    // The only write of the request: no new holders from now on, so the
+                    // exclusive locker's retry can wait for the key to drain.
+                    let mut holders = *shared;
+                    holders.shrink_only = true;
+                    let info = holders.lock_info(&key);
+                    let mut mark = MvccTxn::new(params.start_ts);
+                    mark.put_shared(key, holders);
+                    self.finish(mark, now_ms);
+                    return Err(TxnError::KeyIsLockedNoWait(Box::new(info)));
+                }
                 // Locked: nothing of this request is written; the caller decides to wait.
                 Err(e) => return Err(e),
             }
@@ -611,6 +674,14 @@ impl TxnEngine {
     ) {
         let mut txn = MvccTxn::new(start_ts);
         for key in keys {
+            if let Some(holders) = txn.shared_view(&self.store, key) {
+                let own = holders.holders.get(&start_ts);
+                if own.is_some_and(|l| l.is_pessimistic_lock() && l.for_update_ts <= for_update_ts)
+                {
+                    txn.remove_shared(key.clone(), holders, 0);
+                }
+                continue;
+            }
             if let Some(lock) = self.store.lock(key) {
                 if lock.is_pessimistic_lock()
                     && lock.ts == start_ts
@@ -630,11 +701,25 @@ impl TxnEngine {
         start_ts: u64,
         scope: &RegionScope<'_>,
     ) -> Vec<Bytes> {
-        self.store
+        let mut keys: Vec<Bytes> = self
+            .store
             .locks_in(scope.range)
             .filter(|(k, l)| (scope.contains)(k) && l.ts == start_ts && l.is_pessimistic_lock())
             .map(|(k, _)| k.clone())
-            .collect()
+            .collect();
+        keys.extend(
+            self.store
+                .shared_in(scope.range)
+                .filter(|(k, h)| {
+                    (scope.contains)(k)
+                        && h.holders
+                            .get(&start_ts)
+                            .is_some_and(|l| l.is_pessimistic_lock())
+                })
+                .map(|(k, _)| k.clone()),
+        );
+        keys.sort();
+        keys
     }
 }
 

@@ -27,6 +27,16 @@ pub(crate) enum LockNotFoundReason {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum TxnError {
     KeyIsLocked(Box<LockInfo>),
+    /// `KeyIsLocked` that must not wait: an exclusive request met shared locks that still
+    /// admitted new holders; they are shrink-only now, and the retry waits (TiKV's
+    /// `NotInShrinkMode` handling in `AcquirePessimisticLock`).
+    KeyIsLockedNoWait(Box<LockInfo>),
+    /// An exclusive request met shared locks that admit new holders (internal: the command
+    /// makes them shrink-only and answers `KeyIsLockedNoWait`).
+    NotInShrinkMode {
+        key: Bytes,
+        shared: Box<crate::txn::store::SharedLocks>,
+    },
     WriteConflict {
         start_ts: u64,
         conflict_start_ts: u64,
@@ -156,7 +166,10 @@ impl TxnError {
     fn debug_text(&self) -> String {
         let mvcc = |inner: String| format!("Error(Txn(Error(Mvcc(Error({inner})))))");
         match self {
-            TxnError::KeyIsLocked(info) => mvcc(format!("KeyIsLocked({info:?})")),
+            TxnError::KeyIsLocked(info) | TxnError::KeyIsLockedNoWait(info) => {
+                mvcc(format!("KeyIsLocked({info:?})"))
+            }
+            TxnError::NotInShrinkMode { key, .. } => mvcc(format!("NotInShrinkMode(key: {key:?})")),
             TxnError::WriteConflict {
                 start_ts,
                 conflict_start_ts,
@@ -320,7 +333,12 @@ impl TxnError {
     pub(crate) fn key_error(&self) -> KeyError {
         let mut e = KeyError::default();
         match self {
-            TxnError::KeyIsLocked(info) => e.locked = Some((**info).clone()),
+            TxnError::KeyIsLocked(info) | TxnError::KeyIsLockedNoWait(info) => {
+                e.locked = Some((**info).clone())
+            }
+            TxnError::NotInShrinkMode { key, shared } => {
+                e.locked = Some(shared.lock_info(key));
+            }
             TxnError::WriteConflict {
                 start_ts,
                 conflict_start_ts,

@@ -906,17 +906,20 @@ impl Cluster {
         let r: Result<_, Fail> = (|| {
             let mut keys = Vec::with_capacity(req.mutations.len());
             for m in &req.mutations {
-                if m.op() != Op::PessimisticLock {
-                    // TiKV panics on any other op; shared locks are not modelled.
-                    return Err(TxnError::TxnOther(format!(
-                        "mismatch Op in pessimistic lock mutations: {:?}",
-                        m.op()
-                    ))
-                    .into());
-                }
-                keys.push((m.key.clone(), m.assertion() == Assertion::NotExist));
+                let shared = match m.op() {
+                    Op::PessimisticLock => false,
+                    Op::SharedPessimisticLock => true,
+                    // TiKV panics on any other op.
+                    other => {
+                        return Err(TxnError::TxnOther(format!(
+                            "mismatch Op in pessimistic lock mutations: {other:?}"
+                        ))
+                        .into());
+                    }
+                };
+                keys.push((m.key.clone(), m.assertion() == Assertion::NotExist, shared));
             }
-            let raw = keys.iter().map(|(k, _)| &k[..]);
+            let raw = keys.iter().map(|(k, _, _)| &k[..]);
             check_api(
                 self.config.api,
                 &ctx,
@@ -925,7 +928,7 @@ impl Cluster {
             )?;
             check_key_size(raw, self.config.max_key_size)?;
             let region = self.txn_region(store_id, &ctx, Access::Write)?;
-            keys_in_region(keys.iter().map(|(k, _)| k), &region)?;
+            keys_in_region(keys.iter().map(|(k, _, _)| k), &region)?;
             let params = LockParams {
                 primary: req.primary_lock.clone(),
                 start_ts: req.start_version,
@@ -958,20 +961,29 @@ impl Cluster {
                     )));
                 };
                 let key = info.key.clone();
+                // Shared locks: the request waits for every holder (one wait-for edge each).
+                let holders: Vec<u64> = if info.shared_lock_infos.is_empty() {
+                    vec![info.lock_version]
+                } else {
+                    info.shared_lock_infos
+                        .iter()
+                        .map(|l| l.lock_version)
+                        .collect()
+                };
                 if !req.is_first_lock {
-                    if let Some((hash, chain)) =
-                        self.txn
-                            .waits
-                            .detect(req.start_version, info.lock_version, &key)
-                    {
-                        let e = TxnError::Deadlock {
-                            start_ts: req.start_version,
-                            lock_ts: info.lock_version,
-                            lock_key: key,
-                            deadlock_key_hash: hash,
-                            wait_chain: chain,
-                        };
-                        return LockWaitOutcome::Done(Box::new(lock_failure(force, e)));
+                    for &holder in &holders {
+                        if let Some((hash, chain)) =
+                            self.txn.waits.detect(req.start_version, holder, &key)
+                        {
+                            let e = TxnError::Deadlock {
+                                start_ts: req.start_version,
+                                lock_ts: holder,
+                                lock_key: key,
+                                deadlock_key_hash: hash,
+                                wait_chain: chain,
+                            };
+                            return LockWaitOutcome::Done(Box::new(lock_failure(force, e)));
+                        }
                     }
                 }
                 if !may_wait {
@@ -985,6 +997,7 @@ impl Cluster {
                     start_ts: req.start_version,
                     key,
                     lock_ts: info.lock_version,
+                    holders,
                     lock_info: (*info).clone(),
                     deadline_ms: now_ms.saturating_add(timeout),
                     detect: !req.is_first_lock,
@@ -1083,7 +1096,8 @@ pub(super) fn decode_mutation(m: &kvrpcpb::Mutation) -> Result<Mutation, TxnErro
         Op::Lock => MutationOp::Lock,
         Op::Insert => MutationOp::Insert(m.value.clone()),
         Op::CheckNotExists => MutationOp::CheckNotExists,
-        // TiKV panics on these ops; shared locks are not modelled.
+        Op::SharedLock => MutationOp::SharedLock,
+        // TiKV panics on these ops.
         other => {
             return Err(TxnError::TxnOther(format!(
                 "mismatch Op in prewrite mutations: {other:?}"

@@ -67,8 +67,11 @@ pub(crate) struct Waiter {
     pub(crate) store_id: u64,
     pub(crate) start_ts: u64,
     pub(crate) key: Bytes,
-    /// The transaction holding the lock we wait for.
+    /// The transaction holding the lock we wait for (0: shared locks, woken when the last
+    /// holder goes).
     pub(crate) lock_ts: u64,
+    /// The transactions it waits for (every holder of shared locks): its wait-for edges.
+    pub(crate) holders: Vec<u64>,
     pub(crate) lock_info: LockInfo,
     pub(crate) deadline_ms: u64,
     /// Takes part in deadlock detection (not the transaction's first lock).
@@ -106,11 +109,13 @@ impl LockWaits {
         // Edges waiter → holder, the first (oldest) waiter's key standing for the pair.
         let mut edges: BTreeMap<u64, BTreeMap<u64, Bytes>> = BTreeMap::new();
         for w in self.waiters.values().filter(|w| w.detect) {
-            edges
-                .entry(w.start_ts)
-                .or_default()
-                .entry(w.lock_ts)
-                .or_insert_with(|| w.key.clone());
+            for &holder in &w.holders {
+                edges
+                    .entry(w.start_ts)
+                    .or_default()
+                    .entry(holder)
+                    .or_insert_with(|| w.key.clone());
+            }
         }
         if edges
             .get(&start_ts)

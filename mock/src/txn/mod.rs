@@ -116,16 +116,28 @@ impl TxnEngine {
     /// re-executed by the next poll.
     pub(crate) fn on_released(&mut self, released: &[ReleasedLock], now_ms: u64) {
         for r in released {
-            let mut on_key: Vec<(LockWaitId, u64)> = self
+            // A shared-lock waiter (lock_ts 0) is released with the key's last holder.
+            let mut on_key: Vec<(LockWaitId, u64, bool)> = self
                 .waits
                 .waiters
                 .iter()
-                .filter(|(_, w)| w.key == r.key && w.woken.is_none() && w.lock_ts == r.start_ts)
-                .map(|(id, w)| (*id, w.start_ts))
+                .filter(|(_, w)| {
+                    w.key == r.key
+                        && w.woken.is_none()
+                        && (w.lock_ts == r.start_ts || w.lock_ts == 0)
+                })
+                .map(|(id, w)| (*id, w.start_ts, is_shared_request(&w.request)))
                 .collect();
-            on_key.sort_by_key(|(id, ts)| (*ts, *id));
-            for (i, (id, _)) in on_key.into_iter().enumerate() {
-                let at = if i == 0 {
+            on_key.sort_by_key(|(id, ts, _)| (*ts, *id));
+            // The oldest waiter is woken now; when it asks for a shared lock, so are the
+            // shared requests right behind it (they can all hold the key together).
+            let now_count = on_key
+                .iter()
+                .take_while(|(_, _, shared)| *shared)
+                .count()
+                .max(1);
+            for (i, (id, _, _)) in on_key.into_iter().enumerate() {
+                let at = if i < now_count {
                     now_ms
                 } else {
                     now_ms.saturating_add(lock_wait::WAKE_UP_DELAY_MS)
@@ -154,6 +166,13 @@ impl TxnEngine {
             }
         }
     }
+}
+
+/// Whether a lock request asks for shared locks.
+fn is_shared_request(r: &kvrpcpb::PessimisticLockRequest) -> bool {
+    r.mutations
+        .iter()
+        .any(|m| m.op() == kvrpcpb::Op::SharedPessimisticLock)
 }
 
 /// The `WriteConflict` a woken legacy waiter answers.

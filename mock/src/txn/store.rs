@@ -16,12 +16,50 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
+use tikv_proto::kvrpcpb::{LockInfo, Op};
+
 use super::types::{Lock, Write, WriteType};
+
+/// The shared locks on one key (TiKV's `SharedLocks`): each holder transaction's sub-lock
+/// (pessimistic, or `Lock` once prewritten), and whether new holders are refused because an
+/// exclusive locker waits for the key to drain (`shrink_only`, set once and kept until the
+/// last holder goes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SharedLocks {
+    pub(crate) shrink_only: bool,
+    /// start ts → sub-lock.
+    pub(crate) holders: BTreeMap<u64, Lock>,
+}
+
+impl SharedLocks {
+    /// TiKV's wrapper `LockInfo`: type `SharedLock`, only the key set, the holders in
+    /// `shared_lock_infos`.
+    pub(crate) fn lock_info(&self, key: &[u8]) -> LockInfo {
+        self.lock_info_upto(key, u64::MAX)
+    }
+
+    /// The wrapper with only the holders started at or before `max_ts` (ScanLock).
+    pub(crate) fn lock_info_upto(&self, key: &[u8], max_ts: u64) -> LockInfo {
+        LockInfo {
+            key: Bytes::copy_from_slice(key),
+            lock_type: Op::SharedLock as i32,
+            shared_lock_infos: self
+                .holders
+                .range(..=max_ts)
+                .map(|(_, l)| l.lock_info(key))
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
 
 /// Lock and write column families of the whole key space (regions are checked in front).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TxnStore {
     locks: BTreeMap<Bytes, Lock>,
+    /// Keys locked in shared mode (a key has an exclusive lock or shared locks, never both;
+    /// TiKV keeps both kinds in its lock column family).
+    shared: BTreeMap<Bytes, SharedLocks>,
     /// key → commit_ts → record.
     writes: BTreeMap<Bytes, BTreeMap<u64, Write>>,
 }
@@ -76,6 +114,22 @@ impl TxnStore {
     /// The lock on `key`, if any.
     pub(crate) fn lock(&self, key: &[u8]) -> Option<&Lock> {
         self.locks.get(key)
+    }
+
+    /// The shared locks on `key`, if any.
+    pub(crate) fn shared(&self, key: &[u8]) -> Option<&SharedLocks> {
+        self.shared.get(key)
+    }
+
+    /// Keys with shared locks in `range`, in key order.
+    pub(crate) fn shared_in(
+        &self,
+        range: KeyRange<'_>,
+    ) -> impl Iterator<Item = (&Bytes, &SharedLocks)> {
+        let empty = range.is_empty();
+        self.shared
+            .range::<[u8], _>(range.bounds())
+            .filter(move |_| !empty)
     }
 
     /// Locks in `range`, in key order.
@@ -185,6 +239,12 @@ impl TxnStore {
                 Modify::DelLock(k) => {
                     self.locks.remove(&k);
                 }
+                Modify::PutShared(k, shared) => {
+                    self.shared.insert(k, shared);
+                }
+                Modify::DelShared(k) => {
+                    self.shared.remove(&k);
+                }
                 Modify::PutWrite(k, ts, w) => {
                     self.writes.entry(k).or_default().insert(ts, w);
                 }
@@ -212,6 +272,14 @@ impl TxnStore {
             .collect();
         for k in locks {
             self.locks.remove(&k);
+        }
+        let shared: Vec<Bytes> = self
+            .shared
+            .range::<[u8], _>(range.bounds())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in shared {
+            self.shared.remove(&k);
         }
         let writes: Vec<Bytes> = self
             .writes
@@ -308,6 +376,8 @@ impl<'a> Iterator for KeyWalk<'a> {
 pub(crate) enum Modify {
     PutLock(Bytes, Lock),
     DelLock(Bytes),
+    PutShared(Bytes, SharedLocks),
+    DelShared(Bytes),
     PutWrite(Bytes, u64, Write),
     DelWrite(Bytes, u64),
 }
@@ -357,6 +427,39 @@ impl MvccTxn {
             commit_ts,
         });
         self.modifies.push(Modify::DelLock(key));
+    }
+
+    /// The shared locks on `key` as this command left them so far (a resolve touches
+    /// several holders of one key in one command).
+    pub(crate) fn shared_view(&self, store: &TxnStore, key: &[u8]) -> Option<SharedLocks> {
+        for m in self.modifies.iter().rev() {
+            match m {
+                Modify::PutShared(k, s) if k[..] == key[..] => return Some(s.clone()),
+                Modify::DelShared(k) if k[..] == key[..] => return None,
+                _ => {}
+            }
+        }
+        store.shared(key).cloned()
+    }
+
+    pub(crate) fn put_shared(&mut self, key: Bytes, shared: SharedLocks) {
+        self.modifies.push(Modify::PutShared(key, shared));
+    }
+
+    /// Removes this transaction's sub-lock from `shared` (the key's shared locks as seen by
+    /// this command). The key is released — its waiters woken — only with its last holder.
+    pub(crate) fn remove_shared(&mut self, key: Bytes, mut shared: SharedLocks, commit_ts: u64) {
+        shared.holders.remove(&self.start_ts);
+        if shared.holders.is_empty() {
+            self.released.push(ReleasedLock {
+                key: key.clone(),
+                start_ts: self.start_ts,
+                commit_ts,
+            });
+            self.modifies.push(Modify::DelShared(key));
+        } else {
+            self.modifies.push(Modify::PutShared(key, shared));
+        }
     }
 
     pub(crate) fn put_write(&mut self, key: Bytes, commit_ts: u64, write: Write) {

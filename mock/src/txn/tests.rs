@@ -16,6 +16,7 @@ use crate::{ApiMode, Cluster, ClusterConfig, LockWaitOutcome};
 mod model;
 mod pipelined;
 mod safe_ts;
+mod shared;
 
 /// A TSO timestamp at physical time `ms` with logical part `l`.
 fn ts(ms: u64, l: u64) -> u64 {

@@ -53,6 +53,28 @@ pub(crate) fn cleanup(
     current_ts: u64,
     protect_rollback: bool,
 ) -> TxnResult<()> {
+    if let Some(holders) = txn.shared_view(store, key) {
+        if let Some(own) = holders.holders.get(&txn.start_ts).cloned() {
+            if current_ts != 0 && !ttl_expired(&own, current_ts) {
+                return Err(TxnError::KeyIsLocked(Box::new(holders.lock_info(key))));
+            }
+            // TiKV's `rollback_shared_lock`: an unprotected rollback record (a shared key
+            // is never a primary), none over another transaction's commit at start_ts.
+            if let CommitRecord::None { overlapped: None } = store.commit_record(key, txn.start_ts)
+            {
+                if !protect_rollback {
+                    collapse_prev_rollback(txn, store, key);
+                }
+                txn.put_write(
+                    key.clone(),
+                    txn.start_ts,
+                    Write::rollback(txn.start_ts, false),
+                );
+            }
+            txn.remove_shared(key.clone(), holders, 0);
+            return Ok(());
+        }
+    }
     match store.lock(key) {
         Some(lock) if lock.ts == txn.start_ts => {
             // A lock is still alive at exactly its expiry instant (TiKV: `expire >= now`).

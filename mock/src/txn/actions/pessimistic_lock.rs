@@ -4,6 +4,11 @@
 //! commit newer than `for_update_ts` is a `WriteConflict` (reason `PessimisticRetry`), or,
 //! in force-lock (fair locking) mode, the lock is taken anyway at the conflicting commit ts
 //! and reported as `LockedWithConflict`.
+//!
+//! A shared request (`Op::SharedPessimisticLock`) joins the key's shared locks: several
+//! transactions may hold one key in shared mode, none while it is locked exclusively. An
+//! exclusive request meeting shared locks first makes them shrink-only (no new holders) and
+//! fails at once; its retry waits for the last holder to go.
 
 use bytes::Bytes;
 use tikv_proto::kvrpcpb::write_conflict;
@@ -11,7 +16,7 @@ use tikv_proto::kvrpcpb::write_conflict;
 use super::ConcurrencyManager;
 use super::prewrite::check_data_constraint;
 use crate::txn::error::{TxnError, TxnResult, locked};
-use crate::txn::store::{MvccTxn, TxnStore};
+use crate::txn::store::{MvccTxn, SharedLocks, TxnStore};
 use crate::txn::types::{Lock, LockType, TS_MAX, Write, WriteType, prev_ts};
 
 /// The request-wide parameters of a pessimistic lock request.
@@ -92,6 +97,7 @@ pub(crate) fn acquire_pessimistic_lock(
     cm: &mut ConcurrencyManager,
     key: &Bytes,
     should_not_exist: bool,
+    shared: bool,
     params: &LockParams,
 ) -> TxnResult<KeyResult> {
     let start_ts = params.start_ts;
@@ -106,7 +112,37 @@ pub(crate) fn acquire_pessimistic_lock(
         cm.update_max_ts(params.for_update_ts);
     }
     if let Some(lock) = store.lock(key) {
+        if shared {
+            // An exclusive lock is never shared, nor downgraded by its own owner.
+            return Err(locked(lock, key));
+        }
         return existing_lock(txn, store, key, should_not_exist, params, lock);
+    }
+    let mut joining: Option<SharedLocks> = None;
+    if let Some(mut holders) = txn.shared_view(store, key) {
+        if !shared {
+            if !holders.shrink_only {
+                return Err(TxnError::NotInShrinkMode {
+                    key: key.clone(),
+                    shared: Box::new(holders),
+                });
+            }
+            return Err(TxnError::KeyIsLocked(Box::new(holders.lock_info(key))));
+        }
+        if let Some(own) = holders.holders.get(&start_ts) {
+            // Our own shared lock: a newer for_update_ts refreshes it; no value is loaded.
+            if params.for_update_ts > own.for_update_ts {
+                let mut refreshed =
+                    pessimistic_lock(params, params.for_update_ts, own.is_locked_with_conflict);
+                holders.holders.insert(start_ts, refreshed);
+                txn.put_shared(key.clone(), holders);
+            }
+            return Ok(KeyResult::success(params, None, None));
+        }
+        if holders.shrink_only {
+            return Err(TxnError::KeyIsLocked(Box::new(holders.lock_info(key))));
+        }
+        joining = Some(holders);
     }
 
     let mut for_update_ts = params.for_update_ts;
@@ -167,7 +203,16 @@ pub(crate) fn acquire_pessimistic_lock(
         }
     }
 
-    if !params.lock_only_if_exists || val.is_some() {
+    if shared {
+        // TiKV ignores lock_only_if_exists for shared locks: the lock is always taken.
+        let mut holders = joining.unwrap_or_default();
+        holders.holders.insert(
+            start_ts,
+            pessimistic_lock(params, for_update_ts, conflict.is_some()),
+        );
+        txn.put_shared(key.clone(), holders);
+        txn.new_locks += 1;
+    } else if !params.lock_only_if_exists || val.is_some() {
         txn.put_lock(
             key.clone(),
             pessimistic_lock(params, for_update_ts, conflict.is_some()),

@@ -5,14 +5,18 @@
 //! records newer than the transaction (write conflicts, our own rollback, `AlreadyExist`),
 //! then the assertion, and finally writes the lock. Async commit and 1PC compute the lock's
 //! `min_commit_ts` from the concurrency manager's `max_ts`.
+//!
+//! A key held in shared mode takes only `Op::SharedLock` prewrites of its holders (each
+//! turns its own pessimistic sub-lock into a `Lock` sub-lock); anything else meets the
+//! shared locks. Shared locks rule out async commit, 1PC and pipelined flushes.
 
 use bytes::Bytes;
 use tikv_proto::kvrpcpb::prewrite_request::PessimisticAction;
 use tikv_proto::kvrpcpb::{Assertion, AssertionLevel, write_conflict};
 
 use super::ConcurrencyManager;
-use crate::txn::error::{LockNotFoundReason, TxnError, TxnResult};
-use crate::txn::store::{MvccTxn, TxnStore};
+use crate::txn::error::{LockNotFoundReason, TxnError, TxnResult, locked};
+use crate::txn::store::{MvccTxn, SharedLocks, TxnStore};
 use crate::txn::types::{Lock, LockType, TS_MAX, Write, WriteType, next_ts, prev_ts};
 
 /// Optimistic (with the request's `skip_constraint_check`) or pessimistic (with its
@@ -75,6 +79,8 @@ pub(crate) enum MutationOp {
     Insert(Bytes),
     /// Only checks that the key does not exist; writes nothing.
     CheckNotExists,
+    /// Prewrites this transaction's shared lock (`Op::SharedLock`).
+    SharedLock,
 }
 
 /// One mutation of a prewrite.
@@ -144,6 +150,26 @@ pub(crate) fn prewrite(
         cm.update_max_ts(props.start_ts);
     }
 
+    if let Some(holders) = txn.shared_view(store, &pm.m.key) {
+        return pm.prewrite_shared(txn, holders, expected_for_update_ts, generation);
+    }
+    if pm.m.op == MutationOp::SharedLock {
+        match store.lock(&pm.m.key) {
+            // Shared and exclusive locks never mix, even of one transaction.
+            Some(lock) => return Err(locked(lock, &pm.m.key)),
+            None if action == PessimisticAction::DoPessimisticCheck => {
+                // A shared lock is never amended.
+                return Err(TxnError::PessimisticLockNotFound {
+                    start_ts: props.start_ts,
+                    key: pm.m.key.clone(),
+                    reason: LockNotFoundReason::LockMissingAmendFail,
+                });
+            }
+            // TiKV does not guard this case: the key gets an ordinary `Lock` lock.
+            None => {}
+        }
+    }
+
     let mut lock_amended = false;
     let lock_status = match store.lock(&pm.m.key) {
         Some(lock) => pm.check_lock(lock, expected_for_update_ts, generation)?,
@@ -192,6 +218,76 @@ pub(crate) fn prewrite(
 }
 
 impl PrewriteMutation<'_> {
+    /// Prewrites a key held in shared mode (TiKV's `prewrite_with_generation` on
+    /// `SharedLocks`).
+    fn prewrite_shared(
+        self,
+        txn: &mut MvccTxn,
+        mut holders: SharedLocks,
+        expected_for_update_ts: Option<u64>,
+        generation: u64,
+    ) -> TxnResult<u64> {
+        let start_ts = self.props.start_ts;
+        let key = self.m.key.clone();
+        let Some(own) = holders.holders.get(&start_ts).cloned() else {
+            if self.m.op == MutationOp::SharedLock {
+                return Err(TxnError::PessimisticLockNotFound {
+                    start_ts,
+                    key,
+                    reason: LockNotFoundReason::LockMissingAmendFail,
+                });
+            }
+            return Err(TxnError::KeyIsLocked(Box::new(holders.lock_info(&key))));
+        };
+        if self.m.op != MutationOp::SharedLock {
+            return Err(TxnError::MvccOther(
+                "use Op::SharedLock to prewrite on a shared lock".to_owned(),
+            ));
+        }
+        if !own.is_pessimistic_lock() {
+            return Ok(0); // a retried prewrite
+        }
+        if let Some(ts) = expected_for_update_ts {
+            if own.for_update_ts != ts {
+                return Err(TxnError::PessimisticLockNotFound {
+                    start_ts,
+                    key,
+                    reason: LockNotFoundReason::LockForUpdateTsMismatch,
+                });
+            }
+        }
+        if generation > 0 {
+            return Err(TxnError::MvccOther(
+                "shared lock is incompatible with pipelined flush".to_owned(),
+            ));
+        }
+        match self.props.commit_kind {
+            CommitKind::TwoPc => {}
+            CommitKind::OnePc(_) => {
+                return Err(TxnError::MvccOther(
+                    "shared lock is incompatible with one-phase commit".to_owned(),
+                ));
+            }
+            CommitKind::Async(_) => {
+                return Err(TxnError::MvccOther(
+                    "shared lock cannot use async-commit".to_owned(),
+                ));
+            }
+        }
+        let mut lock = Lock::new(
+            LockType::Lock,
+            self.props.primary.clone(),
+            start_ts,
+            self.lock_ttl.max(own.ttl),
+        );
+        lock.for_update_ts = self.props.for_update_ts().max(own.for_update_ts);
+        lock.txn_size = self.props.txn_size;
+        lock.min_commit_ts = self.min_commit_ts.max(own.min_commit_ts);
+        holders.holders.insert(start_ts, lock);
+        txn.put_shared(key, holders);
+        Ok(0)
+    }
+
     fn check_lock(
         &mut self,
         lock: &Lock,
@@ -438,7 +534,7 @@ impl PrewriteMutation<'_> {
         let (lock_type, value) = match self.m.op {
             MutationOp::Put(v) | MutationOp::Insert(v) => (LockType::Put, Some(v)),
             MutationOp::Delete => (LockType::Delete, None),
-            MutationOp::Lock => (LockType::Lock, None),
+            MutationOp::Lock | MutationOp::SharedLock => (LockType::Lock, None),
             // Handled by the caller before writing.
             MutationOp::CheckNotExists => return Ok(0),
         };
