@@ -132,7 +132,7 @@ pub(crate) fn acquire_pessimistic_lock(
         if let Some(own) = holders.holders.get(&start_ts) {
             // Our own shared lock: a newer for_update_ts refreshes it; no value is loaded.
             if params.for_update_ts > own.for_update_ts {
-                let mut refreshed =
+                let refreshed =
                     pessimistic_lock(params, params.for_update_ts, own.is_locked_with_conflict);
                 holders.holders.insert(start_ts, refreshed);
                 txn.put_shared(key.clone(), holders);
