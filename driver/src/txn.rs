@@ -698,6 +698,10 @@ impl<R: Runtime> Transaction<R> {
     /// In a pessimistic transaction, locks `key` before it is written (once).
     async fn lock_for_write(&mut self, key: &Key) -> Result<()> {
         match &self.pessimistic {
+            Some(p) if p.locks.is_shared(key) => Err(Error::InvalidArgument(format!(
+                "{key:?} is held in shared mode: it cannot be written (a shared lock is not \
+                 upgraded to an exclusive one)"
+            ))),
             Some(p) if !p.locks.holds(key) => {
                 self.lock_keys([key.clone()], LockOptions::default())
                     .await?;
@@ -737,7 +741,8 @@ impl<R: Runtime> Transaction<R> {
         if let Some(plan) = pessimistic {
             committer = committer
                 .with_pessimistic(plan.primary, plan.for_update_ts, plan.locked)
-                .with_lock_checks(plan.checks);
+                .with_lock_checks(plan.checks)
+                .with_shared_locks(plan.shared);
         }
         let heartbeat = self.pessimistic.as_mut().and_then(|p| p.heartbeat.take());
         let result = run_with(&ctx, committer, self.write_context.clone()).await;

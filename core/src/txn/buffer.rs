@@ -21,6 +21,9 @@ pub enum Mutation {
     /// prewritten so that its lock is released at commit. Only the committer adds these; a
     /// buffer never holds one.
     Lock,
+    /// Like [`Lock`](Mutation::Lock), for a key the transaction holds in shared mode
+    /// (`Op::SharedLock`). Only the committer adds these.
+    SharedLock,
 }
 
 impl Mutation {
@@ -28,7 +31,7 @@ impl Mutation {
     pub fn value(&self) -> Option<&Bytes> {
         match self {
             Mutation::Put(v) | Mutation::Insert(v) => Some(v),
-            Mutation::Delete | Mutation::Lock => None,
+            Mutation::Delete | Mutation::Lock | Mutation::SharedLock => None,
         }
     }
 
@@ -39,6 +42,7 @@ impl Mutation {
             Mutation::Delete => (kvrpcpb::Op::Del, Bytes::new()),
             Mutation::Insert(v) => (kvrpcpb::Op::Insert, v.clone()),
             Mutation::Lock => (kvrpcpb::Op::Lock, Bytes::new()),
+            Mutation::SharedLock => (kvrpcpb::Op::SharedLock, Bytes::new()),
         };
         kvrpcpb::Mutation {
             op: op as i32,

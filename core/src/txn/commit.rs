@@ -405,6 +405,29 @@ impl Committer {
         self
     }
 
+    /// Keys (user keys, among the locked ones) the transaction holds in shared mode: they
+    /// are prewritten as `Op::SharedLock`, and the commit uses neither async commit nor 1PC
+    /// (TiKV refuses both for shared locks). After [`with_pessimistic`](Self::with_pessimistic).
+    pub fn with_shared_locks(mut self, keys: impl IntoIterator<Item = Key>) -> Self {
+        let State::StartPrewrite(items) = &mut self.state else {
+            return self; // only before the commit starts
+        };
+        let shared: BTreeSet<Key> = keys.into_iter().map(|k| self.codec.encode(k)).collect();
+        if shared.is_empty() {
+            return self;
+        }
+        for (key, mutation) in items.iter_mut() {
+            if shared.contains(key) && *mutation == Mutation::Lock {
+                *mutation = Mutation::SharedLock;
+            }
+        }
+        self.async_commit = false;
+        self.async_eligible = false;
+        self.try_one_pc = false;
+        self.fits_one_request = false;
+        self
+    }
+
     /// Makes prewrite check that each key's pessimistic lock has exactly this
     /// `for_update_ts` (user keys; fair locking's locks, taken at the `for_update_ts` TiKV
     /// reported): a lock lost and taken again meanwhile fails the commit. After
@@ -618,6 +641,10 @@ impl Committer {
                 match key_error(e, self.start_ts).on_key(&first) {
                     KeyErrorKind::Locked(lock) => {
                         locks.push(lock);
+                        batch_locked = true;
+                    }
+                    KeyErrorKind::SharedLocked(holders) => {
+                        locks.extend(holders);
                         batch_locked = true;
                     }
                     KeyErrorKind::Fail(e) => return Err(e),

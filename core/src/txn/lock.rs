@@ -48,6 +48,17 @@ impl From<&kvrpcpb::LockInfo> for Lock {
 }
 
 impl Lock {
+    /// The locks a `LockInfo` stands for: itself, or — for a key held in shared mode
+    /// (`Op::SharedLock`) — one lock per holder transaction (TiKV's wrapper carries only the
+    /// key; the holders are in `shared_lock_infos`).
+    pub fn all_from(info: &kvrpcpb::LockInfo) -> Vec<Lock> {
+        if info.shared_lock_infos.is_empty() {
+            vec![Lock::from(info)]
+        } else {
+            info.shared_lock_infos.iter().map(Lock::from).collect()
+        }
+    }
+
     /// A prewrite (`Put`) lock on `key` of the transaction started at `start_ts` whose
     /// primary is `primary`, living `ttl_ms` from its start — what a reader reports; set the
     /// other fields (`txn_size`, `use_async_commit`, `lock_type`, ...) as TiKV reported them.
@@ -141,6 +152,8 @@ impl TxnStatus {
 pub enum KeyErrorKind {
     /// The key is locked by another transaction: resolve, then retry.
     Locked(Lock),
+    /// The key is held in shared mode by these transactions (each a lock to resolve).
+    SharedLocked(Vec<Lock>),
     /// The commit timestamp is below the lock's min_commit_ts: take a newer one and retry.
     CommitTsExpired {
         /// The smallest acceptable commit timestamp.
@@ -182,6 +195,9 @@ pub fn key_error(e: &kvrpcpb::KeyError, start_ts: Timestamp) -> KeyErrorKind {
         });
     }
     if let Some(lock) = &e.locked {
+        if !lock.shared_lock_infos.is_empty() {
+            return KeyErrorKind::SharedLocked(Lock::all_from(lock));
+        }
         return KeyErrorKind::Locked(Lock::from(lock));
     }
     if let Some(c) = &e.conflict {

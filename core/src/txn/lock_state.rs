@@ -23,8 +23,15 @@
 //! still trustworthy (same primary, taken under [`MANAGED_LOCK_TTL_MS`] ago, the value it
 //! needs known); what the last attempt did not ask for is released when the stage ends.
 //! Keys locked before the stage began are never released by it.
+//!
+//! # Shared locks
+//!
+//! A `lock_keys` with [`LockOptions::shared`] holds its keys in shared mode (client-go's
+//! `InShareMode`): it needs the primary locked first (a shared key is never a primary),
+//! skips keys the transaction already holds in either mode, is refused in a fair-locking
+//! stage, and a shared key is never upgraded to an exclusive lock (nor written).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::error::Error;
@@ -94,6 +101,8 @@ pub struct PessimisticCommit {
     pub locked: Vec<Key>,
     /// The `for_update_ts` each fair-locked key's lock must have at prewrite.
     pub checks: Vec<(Key, Timestamp)>,
+    /// Keys held in shared mode (prewritten as `Op::SharedLock`; no async commit or 1PC).
+    pub shared: Vec<Key>,
 }
 
 /// One `lock_keys` call, as [`PessimisticLocks::prepare`] planned it.
@@ -121,6 +130,7 @@ pub struct PreparedLock {
     return_values: bool,
     check_existence: bool,
     lock_only_if_exists: bool,
+    shared: bool,
 }
 
 /// A key locked during a fair-locking attempt.
@@ -182,6 +192,8 @@ pub struct PessimisticLocks {
     /// Keys held (outside the fair-locking stage), with the `for_update_ts` prewrite must
     /// find on their lock when fair locking took them.
     held: BTreeMap<Key, Option<Timestamp>>,
+    /// Keys among `held` that are held in shared mode.
+    shared: BTreeSet<Key>,
     /// The newest `for_update_ts` locks were taken at.
     for_update_ts: Timestamp,
     /// The newest commit a key was locked over (fair locking); zero: none.
@@ -209,6 +221,11 @@ impl PessimisticLocks {
                 .fair
                 .as_ref()
                 .is_some_and(|f| f.current.contains_key(key) || f.previous.contains_key(key))
+    }
+
+    /// Whether `key` is held in shared mode (it cannot be written).
+    pub fn is_shared(&self, key: &Key) -> bool {
+        self.shared.contains(key)
     }
 
     /// Whether a fair-locking stage is on.
@@ -376,6 +393,30 @@ impl PessimisticLocks {
                 )));
             }
         }
+        if let Some(key) = keys.iter().find(|k| self.shared.contains(*k)) {
+            if !options.shared {
+                return Err(Error::InvalidArgument(format!(
+                    "{key:?} is held in shared mode: a shared lock is not upgraded to an \
+                     exclusive one"
+                )));
+            }
+        }
+        if options.shared {
+            let first = keys.first().cloned().unwrap_or_default();
+            if self.fair.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "shared locks are not taken in fair locking (locking {first:?})"
+                )));
+            }
+            if self.primary.is_none() {
+                return Err(Error::InvalidArgument(format!(
+                    "a shared lock needs the transaction's primary locked first (locking \
+                     {first:?}): a shared key is never a primary"
+                )));
+            }
+            // Keys already held, in either mode, stay as they are.
+            keys.retain(|k| !self.held.contains_key(k));
+        }
         let mut before = Changes::default();
         if self.fair.is_some() && keys.len() > 1 {
             // Fair locking works key by key (TiKV's force-lock mode takes one): a statement
@@ -450,6 +491,7 @@ impl PessimisticLocks {
             return_values: options.return_values,
             check_existence: options.check_existence,
             lock_only_if_exists: options.lock_only_if_exists,
+            shared: options.shared,
         })
     }
 
@@ -485,7 +527,8 @@ impl PessimisticLocks {
                     .filter_map(|key| {
                         let value = values.get(key).map(|v| (*v).clone());
                         let exists = value.as_ref().is_none_or(|v| v.exists);
-                        if prepared.lock_only_if_exists && !exists {
+                        // TiKV takes shared locks whether or not the key exists.
+                        if prepared.lock_only_if_exists && !prepared.shared && !exists {
                             return None; // TiKV did not lock it
                         }
                         let value =
@@ -511,6 +554,9 @@ impl PessimisticLocks {
                     }
                     None => {
                         self.max_conflict = self.max_conflict.max(conflict);
+                        if prepared.shared {
+                            self.shared.extend(entries.iter().map(|(k, _)| k.clone()));
+                        }
                         for (key, entry) in entries {
                             let check = entry.value.locked_with_conflict.map(|_| {
                                 // Prewrite must find the lock at the conflict's ts.
@@ -585,6 +631,7 @@ impl PessimisticLocks {
                 .iter()
                 .filter_map(|(k, ts)| ts.map(|ts| (k.clone(), ts)))
                 .collect(),
+            shared: self.shared.iter().cloned().collect(),
         };
         Ok((Some(plan), changes))
     }
@@ -600,6 +647,7 @@ impl PessimisticLocks {
     /// stopped.
     pub fn release_all(&mut self) -> Changes {
         let ts = self.release_ts();
+        self.shared.clear();
         let mut keys: Vec<Key> = std::mem::take(&mut self.held).into_keys().collect();
         if let Some(f) = self.fair.take() {
             keys.extend(f.current.into_keys());

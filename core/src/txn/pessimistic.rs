@@ -117,6 +117,12 @@ pub struct LockOptions {
     pub max_execution: Option<Duration>,
     /// Fail with [`Error::Interrupted`] once this is set (client-go's kill signal).
     pub interrupt: Option<Interrupt>,
+    /// Lock in shared mode (client-go's `LockCtx.InShareMode`, TiKV's shared locks): other
+    /// transactions may hold the keys in shared mode too, none exclusively; an exclusive
+    /// locker waits until every holder is done. The transaction cannot write the keys, and
+    /// commits without async commit or 1PC. Needs the transaction's primary locked first
+    /// (a shared key is never a primary); not in fair locking.
+    pub shared: bool,
 }
 
 impl Default for LockOptions {
@@ -128,6 +134,7 @@ impl Default for LockOptions {
             lock_only_if_exists: false,
             max_execution: None,
             interrupt: None,
+            shared: false,
         }
     }
 }
@@ -160,6 +167,12 @@ impl LockOptions {
     /// Sets [`max_execution`](Self::max_execution).
     pub fn with_max_execution(mut self, limit: Duration) -> Self {
         self.max_execution = Some(limit);
+        self
+    }
+
+    /// Sets [`shared`](Self::shared).
+    pub fn with_shared(mut self, on: bool) -> Self {
+        self.shared = on;
         self
     }
 
@@ -219,6 +232,8 @@ pub struct PessimisticLockPlan {
     /// Fair locking's force-lock wake-up mode (one key per request): TiKV locks the key even
     /// over a newer commit, and a waiter gets the lock as soon as it is released.
     force: bool,
+    /// Shared locks (`Op::SharedPessimisticLock`).
+    shared: bool,
 }
 
 impl KeyBatchPlan for PessimisticLockPlan {
@@ -227,7 +242,11 @@ impl KeyBatchPlan for PessimisticLockPlan {
             mutations: items
                 .iter()
                 .map(|k| kvrpcpb::Mutation {
-                    op: kvrpcpb::Op::PessimisticLock as i32,
+                    op: if self.shared {
+                        kvrpcpb::Op::SharedPessimisticLock
+                    } else {
+                        kvrpcpb::Op::PessimisticLock
+                    } as i32,
                     key: k.to_bytes(),
                     ..Default::default()
                 })
@@ -377,6 +396,7 @@ impl LockKeys {
                 check_existence: options.check_existence,
                 lock_only_if_exists: options.lock_only_if_exists,
                 force: false,
+                shared: options.shared,
             },
             wait: options.wait,
             pending,
@@ -481,6 +501,7 @@ impl LockKeys {
                 }
                 match key_error(e, self.plan.start_ts).on_key(&first) {
                     KeyErrorKind::Locked(lock) => locks.push(lock),
+                    KeyErrorKind::SharedLocked(holders) => locks.extend(holders),
                     KeyErrorKind::Fail(e) => return Err(e),
                     other => {
                         return Err(Error::KeyError {

@@ -57,15 +57,42 @@ impl RangePlan for ScanLockPlan {
                 message: format!("ScanLock: {e:?}"),
             });
         }
-        let full_page = r.locks.len() as u32 >= SCAN_LOCK_PAGE;
-        self.locks.extend(r.locks.iter().map(Lock::from));
+        // The page limit counts a shared key's holders each, and may cut them short.
+        let holders: usize = r
+            .locks
+            .iter()
+            .map(|l| l.shared_lock_infos.len().max(1))
+            .sum();
+        let full_page = holders as u64 >= u64::from(SCAN_LOCK_PAGE);
+        let last_shared = r
+            .locks
+            .last()
+            .filter(|l| !l.shared_lock_infos.is_empty())
+            .map(|l| Key::from(l.key.clone()));
+        let before = self.locks.len();
+        for lock in r.locks.iter().flat_map(Lock::all_from) {
+            // A shared key read again (below) repeats the holders already listed.
+            let seen = self
+                .locks
+                .iter()
+                .rev()
+                .take_while(|l| l.key == lock.key)
+                .any(|l| l.start_ts == lock.start_ts);
+            if !seen {
+                self.locks.push(lock);
+            }
+        }
         if self.locks.len() >= self.limit {
             self.locks.truncate(self.limit);
             return Ok(false);
         }
         if full_page {
-            // More in this region: continue after the last lock.
-            self.resume = self.locks.last().map(|l| l.key.next_key());
+            // More in this region: continue after the last lock, or at the last key when
+            // its holders may have been cut (unless that page brought nothing new).
+            self.resume = match last_shared {
+                Some(key) if self.locks.len() > before => Some(key),
+                _ => self.locks.last().map(|l| l.key.next_key()),
+            };
             return Ok(false);
         }
         Ok(true)

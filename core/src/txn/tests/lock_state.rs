@@ -295,3 +295,37 @@ fn commit_refuses_a_stage_holding_keys_and_leaves_an_empty_one() {
     assert!(plan.is_none(), "nothing is held once the stage is left");
     assert_eq!(changes.release.map(|r| r.keys), Some(keys(&["a"])));
 }
+
+#[test]
+fn shared_locks_need_a_primary_skip_held_keys_and_are_never_upgraded() {
+    let mut l = PessimisticLocks::new();
+    let shared = LockOptions::default().with_shared(true);
+    assert!(matches!(
+        l.prepare(keys(&["s"]), &shared, T0),
+        Err(Error::InvalidArgument(_))
+    ));
+    let _ = lock_ok(&mut l, &["p"], ts(10));
+    let prepared = l.prepare(keys(&["p", "s", "t"]), &shared, T0).unwrap();
+    assert_eq!(
+        prepared.send,
+        keys(&["s", "t"]),
+        "the exclusive p stays as it is"
+    );
+    assert_eq!(prepared.primary, Key::from("p"));
+    let mut result = locked(Vec::new());
+    let _ = l.finish(prepared, ts(20), &mut result);
+    assert!(l.is_shared(&"s".into()) && !l.is_shared(&"p".into()));
+    assert!(matches!(
+        l.prepare(keys(&["s"]), &LockOptions::default(), T0),
+        Err(Error::InvalidArgument(_))
+    ));
+    let (plan, _) = l.commit_plan().unwrap();
+    let plan = plan.unwrap();
+    assert_eq!(plan.locked, keys(&["p", "s", "t"]));
+    assert_eq!(plan.shared, keys(&["s", "t"]));
+    l.start_fair_locking(T0).unwrap();
+    assert!(matches!(
+        l.prepare(keys(&["u"]), &shared, T0),
+        Err(Error::InvalidArgument(_))
+    ));
+}

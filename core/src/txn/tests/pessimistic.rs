@@ -400,3 +400,67 @@ fn prewrite_checks_the_for_update_ts_of_fair_locked_keys_by_mutation_index() {
         .collect();
     assert_eq!(constraints, [("c".into(), ts(1150).as_u64())]);
 }
+
+#[test]
+fn shared_keys_are_prewritten_as_shared_locks_without_async_commit() {
+    let mut h = harness();
+    let config = h.config.clone();
+    let mut buffer = WriteBuffer::new();
+    buffer.set("b".into(), Mutation::Put("1".into()));
+    let committer = Committer::new(&config, START, &buffer)
+        .with_async_commit(true)
+        .with_one_pc(true)
+        .with_pessimistic("b".into(), FOR_UPDATE, ["b".into(), "c".into()])
+        .with_shared_locks(["c".into()]);
+    let out = h.run(
+        committer,
+        cluster([resp::tso(ts(1300))], |s| match s.method {
+            "KvPrewrite" => resp::prewrite().ok(),
+            _ => resp::commit().ok(),
+        }),
+    );
+    assert_eq!(out.unwrap(), ts(1300));
+    let prewrite = resp::sent(&h.effects)
+        .into_iter()
+        .find(|s| s.method == "KvPrewrite")
+        .unwrap();
+    let p = req!(prewrite, KvPrewrite);
+    let ops: Vec<(Key, i32)> = p
+        .mutations
+        .iter()
+        .map(|m| (Key::from(m.key.clone()), m.op))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("b".into(), kvrpcpb::Op::Put as i32),
+            ("c".into(), kvrpcpb::Op::SharedLock as i32)
+        ]
+    );
+    assert!(!p.use_async_commit && !p.try_one_pc && p.secondaries.is_empty());
+}
+
+#[test]
+fn a_shared_key_error_resolves_every_holder() {
+    let wrapper = kvrpcpb::KeyError {
+        locked: Some(kvrpcpb::LockInfo {
+            key: Bytes::from_static(b"k"),
+            lock_type: kvrpcpb::Op::SharedLock as i32,
+            shared_lock_infos: vec![
+                lock("k", "p1", ts(10)).pessimistic().into(),
+                lock("k", "p2", ts(20)).into(),
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let kind = crate::txn::key_error(&wrapper, START);
+    let crate::txn::lock::KeyErrorKind::SharedLocked(holders) = kind else {
+        panic!("{kind:?}");
+    };
+    let owners: Vec<(Key, Timestamp)> = holders
+        .iter()
+        .map(|l| (l.primary.clone(), l.start_ts))
+        .collect();
+    assert_eq!(owners, [("p1".into(), ts(10)), ("p2".into(), ts(20))]);
+}
