@@ -905,6 +905,16 @@ impl<R: Runtime> Transaction<R> {
             .is_some_and(|p| p.locks.is_fair_locking())
     }
 
+    /// Whether the current attempt of the fair-locking stage locked `key` (client-go's
+    /// `IsInAggressiveLockingStage`): not an earlier attempt, nor the transaction before the
+    /// stage.
+    pub fn is_in_fair_locking_stage(&self, key: impl Into<Key>) -> bool {
+        let key = key.into();
+        self.pessimistic
+            .as_ref()
+            .is_some_and(|p| p.locks.in_fair_locking_stage(&key))
+    }
+
     fn pessimistic_locks(&mut self, what: &str) -> Result<&mut PessimisticLocks> {
         match self.pessimistic.as_mut() {
             Some(p) => Ok(&mut p.locks),

@@ -123,7 +123,16 @@ async fn retries_release_what_the_last_attempt_no_longer_wants() {
     t.lock_keys(["a"], LockOptions::default()).await.unwrap();
     t.lock_keys(["z"], LockOptions::default()).await.unwrap();
     t.retry_fair_locking().unwrap();
+    assert!(
+        !t.is_in_fair_locking_stage("a"),
+        "a belongs to the previous attempt"
+    );
     t.lock_keys(["a"], LockOptions::default()).await.unwrap();
+    assert!(t.is_in_fair_locking_stage("a"));
+    assert!(
+        !t.is_in_fair_locking_stage("p"),
+        "p was locked before the stage"
+    );
     t.done_fair_locking().unwrap();
     assert!(!t.is_fair_locking());
     // z was not asked for by the last attempt: released (in the background).

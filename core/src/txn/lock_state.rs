@@ -228,6 +228,14 @@ impl PessimisticLocks {
         self.shared.contains(key)
     }
 
+    /// Whether `key` was locked by the current attempt of the fair-locking stage (client-go's
+    /// `IsInAggressiveLockingStage`): not by an earlier attempt, nor before the stage.
+    pub fn in_fair_locking_stage(&self, key: &Key) -> bool {
+        self.fair
+            .as_ref()
+            .is_some_and(|f| f.current.contains_key(key))
+    }
+
     /// Whether a fair-locking stage is on.
     pub fn is_fair_locking(&self) -> bool {
         self.fair.is_some()
