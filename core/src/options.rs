@@ -66,6 +66,20 @@ pub enum AssertionLevel {
     Strict,
 }
 
+/// What a prewrite does on meeting another transaction's lock (client-go's
+/// `PrewriteEncounterLockPolicy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PrewriteLockPolicy {
+    /// Resolve it (wait for its owner if alive) and prewrite again; an optimistic
+    /// transaction meeting a younger transaction's lock fails at once with a write conflict
+    /// (it could only commit if that one rolled back). The default.
+    #[default]
+    TryResolve,
+    /// Fail at once with [`Error::WriteConflict`](crate::Error::WriteConflict), so the caller
+    /// can retry, say, in pessimistic mode.
+    NoResolve,
+}
+
 /// What a write expects of its key's current state, checked at prewrite under an
 /// [`AssertionLevel`] other than `Off` (client-go's assertion flags on the mem-buffer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -341,6 +355,8 @@ pub struct TransactionOptions {
     pub causal_consistency: bool,
     /// How strictly prewrite checks assertions (off).
     pub assertion_level: AssertionLevel,
+    /// What prewrite does on meeting another transaction's lock (resolve it).
+    pub prewrite_lock_policy: PrewriteLockPolicy,
     /// `txn_source`, for CDC (0).
     pub txn_source: u64,
     /// Resource group the transaction is accounted to (none: `default`).
@@ -397,6 +413,12 @@ impl TransactionOptions {
     /// Sets [`causal_consistency`](Self::causal_consistency).
     pub fn with_causal_consistency(mut self, causal: bool) -> Self {
         self.causal_consistency = causal;
+        self
+    }
+
+    /// Sets [`prewrite_lock_policy`](Self::prewrite_lock_policy).
+    pub fn with_prewrite_lock_policy(mut self, policy: PrewriteLockPolicy) -> Self {
+        self.prewrite_lock_policy = policy;
         self
     }
 

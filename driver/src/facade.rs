@@ -14,9 +14,10 @@ macro_rules! facade {
             ApiVersion, Assertion, AssertionLevel, BoxFuture, Bytes, CasResult, Checksum, Config,
             Delivery, DiskFullOpt, Error, GrpcCode, Instant, Interrupt, IsolationLevel, Key,
             KeyRange, KvPair, Lock, LockOptions, LockStats, LockWait, Locked, LockedValue,
-            PdErrorKind, PdErrorType, Peer, PeerRole, Priority, ReadOptions, Region, RegionEpoch,
-            RegionId, RegionVerId, ReplicaRead, Resolved, Result, Runtime, Security, Store,
-            StoreId, StoreState, Target, Timestamp, TransactionOptions, TxnMode, TxnStatus,
+            PdErrorKind, PdErrorType, Peer, PeerRole, PrewriteLockPolicy, Priority, ReadOptions,
+            Region, RegionEpoch, RegionId, RegionVerId, ReplicaRead, Resolved, Result, Runtime,
+            Security, Store, StoreId, StoreState, Target, Timestamp, TransactionOptions, TxnMode,
+            TxnStatus,
         };
 
         /// The runtime this crate's clients run on (what `connect_with` takes).
@@ -46,8 +47,8 @@ pub mod exports {
     pub use bytes::Bytes;
     pub use tikv_core::config::Security;
     pub use tikv_core::options::{
-        Assertion, AssertionLevel, DiskFullOpt, IsolationLevel, Priority, ReadOptions, ReplicaRead,
-        TransactionOptions, TxnMode,
+        Assertion, AssertionLevel, DiskFullOpt, IsolationLevel, PrewriteLockPolicy, Priority,
+        ReadOptions, ReplicaRead, TransactionOptions, TxnMode,
     };
     pub use tikv_core::raw::{CasResult, Checksum, KvPair};
     pub use tikv_core::txn::{

@@ -33,7 +33,8 @@ use futures_util::Stream;
 use tikv_core::backoff::{Backoffer, budget};
 use tikv_core::machine::Budgeted;
 use tikv_core::options::{
-    Assertion, AssertionLevel, ContextOptions, ReadOptions, TransactionOptions, TxnMode,
+    Assertion, AssertionLevel, ContextOptions, PrewriteLockPolicy, ReadOptions, TransactionOptions,
+    TxnMode,
 };
 use tikv_core::raw::KvPair;
 use tikv_core::txn::heartbeat::{Heartbeat, HeartbeatStop};
@@ -261,6 +262,7 @@ impl<R: Runtime> TransactionClient<R> {
             pessimistic: (options.mode == TxnMode::Pessimistic).then(Pessimistic::default),
 
             assertion_level: options.assertion_level,
+            lock_policy: options.prewrite_lock_policy,
             entry_size_limit: options.entry_size_limit,
             total_size_limit: options.total_size_limit,
             assertions: std::collections::BTreeMap::new(),
@@ -484,6 +486,8 @@ pub struct Transaction<R: Runtime> {
     pessimistic: Option<Pessimistic>,
     /// How strictly prewrite checks `assertions`.
     assertion_level: AssertionLevel,
+    /// What prewrite does on meeting another transaction's lock.
+    lock_policy: PrewriteLockPolicy,
     /// Largest key + value of one write, and of all of them.
     entry_size_limit: Option<usize>,
     total_size_limit: Option<usize>,
@@ -525,6 +529,13 @@ impl<R: Runtime> Transaction<R> {
     /// row read earlier); it applies to keys the transaction writes or locks.
     pub fn set_assertion(&mut self, key: impl Into<Key>, assertion: Assertion) {
         self.assertions.insert(key.into(), assertion);
+    }
+
+    /// Sets what prewrite does on meeting another transaction's lock (client-go's
+    /// `SetPrewriteEncounterLockPolicy`; [`TransactionOptions::with_prewrite_lock_policy`]
+    /// at begin).
+    pub fn set_prewrite_lock_policy(&mut self, policy: PrewriteLockPolicy) {
+        self.lock_policy = policy;
     }
 
     /// Whether the transaction locks keys as it goes (pessimistic mode).
@@ -737,7 +748,8 @@ impl<R: Runtime> Transaction<R> {
             .with_async_commit(self.async_commit)
             .with_causal_consistency(self.causal_consistency)
             .with_started_at(self.started_at)
-            .with_assertions(self.assertion_level, std::mem::take(&mut self.assertions));
+            .with_assertions(self.assertion_level, std::mem::take(&mut self.assertions))
+            .with_prewrite_lock_policy(self.lock_policy);
         if let Some(plan) = pessimistic {
             committer = committer
                 .with_pessimistic(plan.primary, plan.for_update_ts, plan.locked)

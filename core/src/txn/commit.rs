@@ -46,7 +46,7 @@ use crate::error::Error;
 use crate::key::Key;
 use crate::keyspace::KeyspaceCodec;
 use crate::machine::{Cx, Detached, Effect, EffectId, Machine, Map, Outcome, Step};
-use crate::options::{Assertion, AssertionLevel};
+use crate::options::{Assertion, AssertionLevel, PrewriteLockPolicy};
 use crate::plan::{BatchLimits, BatchPlan, KeyBatchPlan, MultiKey, SingleKey};
 use crate::ready;
 use crate::request::RpcOptions;
@@ -303,6 +303,8 @@ pub struct Committer {
     wants_heartbeat: bool,
     assertion_level: i32,
     assertions: Option<Arc<BTreeMap<Key, Assertion>>>,
+    /// What a prewrite does on meeting another transaction's lock.
+    lock_policy: PrewriteLockPolicy,
     /// Ends the heartbeats this commit started.
     heartbeat: Option<HeartbeatStop>,
     /// The heartbeat task to spawn on the next poll.
@@ -365,6 +367,7 @@ impl Committer {
             pessimistic: None,
             wants_heartbeat: buffer.size() > config.ttl_refreshed_txn_size,
             assertion_level: 0,
+            lock_policy: PrewriteLockPolicy::TryResolve,
             assertions: None,
             heartbeat: None,
             spawn_heartbeat: None,
@@ -402,6 +405,13 @@ impl Committer {
         // The transaction's own heartbeats (started with its first lock) keep the primary
         // alive through the commit.
         self.wants_heartbeat = false;
+        self
+    }
+
+    /// What prewrite does on meeting another transaction's lock (client-go's
+    /// `SetPrewriteEncounterLockPolicy`).
+    pub fn with_prewrite_lock_policy(mut self, policy: PrewriteLockPolicy) -> Self {
+        self.lock_policy = policy;
         self
     }
 
@@ -638,15 +648,9 @@ impl Committer {
             };
             let mut batch_locked = false;
             for e in &r.errors {
-                match key_error(e, self.start_ts).on_key(&first) {
-                    KeyErrorKind::Locked(lock) => {
-                        locks.push(lock);
-                        batch_locked = true;
-                    }
-                    KeyErrorKind::SharedLocked(holders) => {
-                        locks.extend(holders);
-                        batch_locked = true;
-                    }
+                let found = match key_error(e, self.start_ts).on_key(&first) {
+                    KeyErrorKind::Locked(lock) => vec![lock],
+                    KeyErrorKind::SharedLocked(holders) => holders,
                     KeyErrorKind::Fail(e) => return Err(e),
                     other => {
                         return Err(Error::KeyError {
@@ -654,6 +658,24 @@ impl Committer {
                             message: format!("prewrite: {other:?}"),
                         });
                     }
+                };
+                for lock in found {
+                    // client-go's shortcut: an optimistic transaction cannot commit over a
+                    // younger transaction's lock unless that one rolls back — fail now
+                    // rather than wait for it. With `NoResolve`, never wait.
+                    let younger = lock.start_ts > self.start_ts && self.pessimistic.is_none();
+                    if younger || self.lock_policy == PrewriteLockPolicy::NoResolve {
+                        return Err(Error::WriteConflict {
+                            key: lock.key,
+                            primary: self.primary.clone(),
+                            start_ts: self.start_ts.as_u64(),
+                            conflict_ts: lock.start_ts.as_u64(),
+                            conflict_commit_ts: 0,
+                            reason: "Optimistic".to_string(),
+                        });
+                    }
+                    locks.push(lock);
+                    batch_locked = true;
                 }
             }
             if batch_locked {

@@ -21,7 +21,7 @@ const LATEST: Timestamp = Timestamp::compose(150, 0);
 fn committer(
     config: &Config,
     writes: &[(&str, Mutation)],
-) -> impl Machine<Output = Result<Timestamp, Error>> {
+) -> Committer {
     let mut buffer = WriteBuffer::new();
     for (k, m) in writes {
         buffer.set((*k).into(), m.clone());
@@ -248,11 +248,11 @@ fn commit_prewrite_meeting_a_live_lock_waits_then_prewrites_again() {
     let mut blocked = true;
     let out = h.run(
         committer(&config, &[("a", put("1"))]),
-        // The lock of a transaction started at 140 ms lives until 140 + 3000.
+        // The lock of an older transaction, started at 90 ms, lives until 90 + 3000.
         cluster([resp::tso(ts(150)), resp::tso(COMMIT)], |s| {
             match s.method {
                 "KvPrewrite" if std::mem::take(&mut blocked) => {
-                    resp::prewrite().locked(lock("a", "a", ts(140)))
+                    resp::prewrite().locked(lock("a", "a", ts(90)))
                 }
                 "KvCheckTxnStatus" => resp::check_txn_status().alive(3000),
                 _ => all_ok(s),
@@ -277,6 +277,48 @@ fn commit_prewrite_meeting_a_live_lock_waits_then_prewrites_again() {
         "a wait no longer than the lock's remaining TTL, slept {:?}",
         h.slept()
     );
+}
+
+#[test]
+fn an_optimistic_prewrite_meeting_a_younger_lock_fails_at_once_as_client_go_does() {
+    let mut h = harness();
+    let config = h.config.clone();
+    let out = h.run(
+        committer(&config, &three_keys()),
+        cluster([], |s| match s.method {
+            "KvPrewrite" if s.keys.contains(&crate::Key::from("b")) => {
+                resp::prewrite().locked(lock("b", "x", ts(140)))
+            }
+            _ => all_ok(s),
+        }),
+    );
+    let Err(Error::WriteConflict {
+        key, conflict_ts, ..
+    }) = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!((key, conflict_ts), (crate::Key::from("b"), ts(140).as_u64()));
+    let kinds = resp::kinds(&h.effects);
+    assert!(!kinds.contains(&"KvCheckTxnStatus"), "no wait for it: {kinds:?}");
+    assert!(kinds.contains(&"KvBatchRollback"), "what was prewritten is rolled back");
+}
+
+#[test]
+fn the_no_resolve_policy_turns_any_lock_into_a_write_conflict() {
+    let mut h = harness();
+    let config = h.config.clone();
+    let committer = committer(&config, &[("a", put("1"))])
+        .with_prewrite_lock_policy(crate::options::PrewriteLockPolicy::NoResolve);
+    let out = h.run(
+        committer,
+        cluster([], |s| match s.method {
+            "KvPrewrite" => resp::prewrite().locked(lock("a", "a", ts(90))),
+            _ => all_ok(s),
+        }),
+    );
+    assert!(matches!(out, Err(Error::WriteConflict { .. })), "{out:?}");
+    assert!(!resp::kinds(&h.effects).contains(&"KvCheckTxnStatus"));
 }
 
 #[test]
