@@ -374,3 +374,100 @@ async fn lock_only_if_exists_leaves_missing_keys_unlocked() {
     t.put("present", "2").await.unwrap();
     t.commit().await.unwrap();
 }
+
+/// A lock holder that crashed: its pessimistic lock outlives it, and a locker resolves it once
+/// its TTL has passed (CheckTxnStatus on its primary, then PessimisticRollback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_holders_lock_is_resolved_after_its_ttl() {
+    use tikv_integration_tests::crashed::context_for;
+    use tikv_proto::kvrpcpb;
+    use tikv_proto::tikvpb::tikv_service;
+
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let c = client(&mock).await;
+    let dead = c.current_timestamp().await.unwrap().as_u64();
+    {
+        let mut cluster = mock.cluster().lock();
+        // Its primary on one region, the key on another, 50 ms of TTL.
+        for key in ["dead-primary", "x"] {
+            let (store, ctx) = context_for(&cluster, key.as_bytes());
+            let request = kvrpcpb::PessimisticLockRequest {
+                context: Some(ctx),
+                mutations: vec![kvrpcpb::Mutation {
+                    op: kvrpcpb::Op::PessimisticLock as i32,
+                    key: key.as_bytes().to_vec().into(),
+                    ..Default::default()
+                }],
+                primary_lock: b"dead-primary".to_vec().into(),
+                start_version: dead,
+                for_update_ts: dead,
+                lock_ttl: 50,
+                wait_timeout: -1,
+                ..Default::default()
+            };
+            let r = cluster
+                .tikv::<tikv_service::KvPessimisticLock>(store, request, 0)
+                .unwrap();
+            assert!(r.errors.is_empty(), "{r:?}");
+        }
+    }
+    let mut t = c
+        .begin_with(TransactionOptions::pessimistic())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let locked = t.lock_keys(["x"], waiting(5_000)).await.unwrap();
+    assert!(
+        locked.stats.retries >= 1,
+        "it met the dead lock: {locked:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "not a full wait"
+    );
+    t.put("x", "mine").await.unwrap();
+    t.commit().await.unwrap();
+    // Its expired primary was rolled back by the status check as well.
+    assert_eq!(locks_left_after_cleanup(&mock, dead).await, 0);
+}
+
+/// The same waits on async-std's runtime: a waiter gets the key once its holder rolls back,
+/// a no-wait locker fails at once.
+#[test]
+fn waits_end_by_release_on_async_std() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mock = runtime.block_on(mock_txn_cluster(3, &["m"]));
+    let pd = mock.pd_address().to_string();
+    async_std::task::block_on(async move {
+        let c = tikv_async_std::TransactionClient::connect(&[pd], Config::default())
+            .await
+            .unwrap();
+        let mut holder = c
+            .begin_with(TransactionOptions::pessimistic())
+            .await
+            .unwrap();
+        holder
+            .lock_keys(["k"], LockOptions::default())
+            .await
+            .unwrap();
+        let mut other = c
+            .begin_with(TransactionOptions::pessimistic())
+            .await
+            .unwrap();
+        let no_wait = LockOptions::default().with_wait(LockWait::NoWait);
+        assert!(matches!(
+            other.lock_keys(["k"], no_wait).await,
+            Err(Error::LockAcquireFailAndNoWaitSet { .. })
+        ));
+        let waiter = async_std::task::spawn(async move {
+            let r = other.lock_keys(["k"], waiting(5_000)).await;
+            (other, r)
+        });
+        async_std::task::sleep(Duration::from_millis(100)).await;
+        holder.rollback().await.unwrap();
+        let (other, r) = waiter.await;
+        r.unwrap();
+        other.rollback().await.unwrap();
+    });
+    drop(mock);
+}

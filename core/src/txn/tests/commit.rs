@@ -18,10 +18,7 @@ const COMMIT: Timestamp = Timestamp::compose(200, 0);
 /// A fresh timestamp taken before the prewrite of async commit and 1PC.
 const LATEST: Timestamp = Timestamp::compose(150, 0);
 
-fn committer(
-    config: &Config,
-    writes: &[(&str, Mutation)],
-) -> Committer {
+fn committer(config: &Config, writes: &[(&str, Mutation)]) -> Committer {
     let mut buffer = WriteBuffer::new();
     for (k, m) in writes {
         buffer.set((*k).into(), m.clone());
@@ -298,10 +295,19 @@ fn an_optimistic_prewrite_meeting_a_younger_lock_fails_at_once_as_client_go_does
     else {
         panic!("{out:?}")
     };
-    assert_eq!((key, conflict_ts), (crate::Key::from("b"), ts(140).as_u64()));
+    assert_eq!(
+        (key, conflict_ts),
+        (crate::Key::from("b"), ts(140).as_u64())
+    );
     let kinds = resp::kinds(&h.effects);
-    assert!(!kinds.contains(&"KvCheckTxnStatus"), "no wait for it: {kinds:?}");
-    assert!(kinds.contains(&"KvBatchRollback"), "what was prewritten is rolled back");
+    assert!(
+        !kinds.contains(&"KvCheckTxnStatus"),
+        "no wait for it: {kinds:?}"
+    );
+    assert!(
+        kinds.contains(&"KvBatchRollback"),
+        "what was prewritten is rolled back"
+    );
 }
 
 #[test]
