@@ -255,6 +255,12 @@ pub enum Error {
         deadlock_key_hash: u64,
         /// The cycle: `(txn, waits for txn, on key)` entries as TiKV reported them.
         wait_chain: Vec<(u64, u64, Key)>,
+        /// The key that closed the cycle (the wait-chain entry of `deadlock_key_hash`).
+        deadlock_key: Option<Key>,
+        /// The cycle closed on a key of this `lock_keys` call (client-go's
+        /// `ErrDeadlock.IsRetryable`): the statement may be retried alone rather than the
+        /// whole transaction.
+        retryable: bool,
     },
 
     /// A key longer than TiKV accepts (64 KiB - 1; client-go's `ErrKeyTooLarge`).

@@ -164,6 +164,8 @@ impl KeyspaceCodec {
                 lock_ts,
                 deadlock_key_hash,
                 wait_chain,
+                deadlock_key,
+                retryable,
             } => Error::Deadlock {
                 key: user(key),
                 lock_ts,
@@ -172,6 +174,8 @@ impl KeyspaceCodec {
                     .into_iter()
                     .map(|(t, w, k)| (t, w, user(k)))
                     .collect(),
+                deadlock_key: deadlock_key.map(user),
+                retryable,
             },
             Error::WriteConflict {
                 key,

@@ -4,6 +4,8 @@
 //!   and transactional keys appear in region boundaries.
 //! - CRC-64/XZ (the `crc64fast` digest TiKV uses for `RawChecksum`).
 //! - Upper-case hex, the way TiKV's log wrappers print keys in error messages.
+//! - FarmHash's 64-bit fingerprint (`farmhash::fingerprint64`), TiKV's `Key::gen_hash`: the
+//!   key hashes of deadlock errors, which clients compare with their own keys' fingerprints.
 
 use std::fmt::Write as _;
 
@@ -132,6 +134,228 @@ pub fn checksum_crc64_xor(checksum: u64, key: &[u8], value: &[u8]) -> u64 {
     checksum ^ digest.sum64()
 }
 
+/// FarmHash's `Fingerprint64` (its "na" 64-bit hash with seed 81), as TiKV's `Key::gen_hash`
+/// computes it over a raw key: stable across platforms and versions, which is what lets a
+/// client match a deadlock's `deadlock_key_hash` against its own keys.
+pub fn fingerprint64(s: &[u8]) -> u64 {
+    let len = s.len();
+    if len <= 16 {
+        return farm::len_0_to_16(s);
+    }
+    if len <= 32 {
+        return farm::len_17_to_32(s);
+    }
+    if len <= 64 {
+        return farm::len_33_to_64(s);
+    }
+    farm::long(s)
+}
+
+/// The pieces of FarmHash's "na" hash.
+mod farm {
+    const K0: u64 = 0xc3a5_c85c_97cb_3127;
+    const K1: u64 = 0xb492_b66f_be98_f273;
+    const K2: u64 = 0x9ae1_6a3b_2f90_404f;
+
+    fn u64_at(s: &[u8], i: usize) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&s[i..i + 8]);
+        u64::from_le_bytes(b)
+    }
+
+    fn u32_at(s: &[u8], i: usize) -> u64 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&s[i..i + 4]);
+        u64::from(u32::from_le_bytes(b))
+    }
+
+    fn shift_mix(v: u64) -> u64 {
+        v ^ (v >> 47)
+    }
+
+    /// Mixes two words into one with multiplier `mul`.
+    fn mix(u: u64, v: u64, mul: u64) -> u64 {
+        let a = shift_mix((u ^ v).wrapping_mul(mul));
+        let b = shift_mix((v ^ a).wrapping_mul(mul));
+        b.wrapping_mul(mul)
+    }
+
+    fn mul_for(len: usize) -> u64 {
+        K2.wrapping_add((len as u64).wrapping_mul(2))
+    }
+
+    pub(super) fn len_0_to_16(s: &[u8]) -> u64 {
+        let len = s.len();
+        if len >= 8 {
+            let mul = mul_for(len);
+            let a = u64_at(s, 0).wrapping_add(K2);
+            let b = u64_at(s, len - 8);
+            let c = b.rotate_right(37).wrapping_mul(mul).wrapping_add(a);
+            let d = a.rotate_right(25).wrapping_add(b).wrapping_mul(mul);
+            return mix(c, d, mul);
+        }
+        if len >= 4 {
+            let mul = mul_for(len);
+            let a = u32_at(s, 0);
+            return mix((len as u64).wrapping_add(a << 3), u32_at(s, len - 4), mul);
+        }
+        if len > 0 {
+            let (a, b, c) = (s[0], s[len >> 1], s[len - 1]);
+            let y = u32::from(a).wrapping_add(u32::from(b) << 8);
+            let z = (len as u32).wrapping_add(u32::from(c) << 2);
+            return shift_mix(u64::from(y).wrapping_mul(K2) ^ u64::from(z).wrapping_mul(K0))
+                .wrapping_mul(K2);
+        }
+        K2
+    }
+
+    pub(super) fn len_17_to_32(s: &[u8]) -> u64 {
+        let len = s.len();
+        let mul = mul_for(len);
+        let a = u64_at(s, 0).wrapping_mul(K1);
+        let b = u64_at(s, 8);
+        let c = u64_at(s, len - 8).wrapping_mul(mul);
+        let d = u64_at(s, len - 16).wrapping_mul(K2);
+        mix(
+            a.wrapping_add(b)
+                .rotate_right(43)
+                .wrapping_add(c.rotate_right(30))
+                .wrapping_add(d),
+            a.wrapping_add(b.wrapping_add(K2).rotate_right(18))
+                .wrapping_add(c),
+            mul,
+        )
+    }
+
+    pub(super) fn len_33_to_64(s: &[u8]) -> u64 {
+        let len = s.len();
+        let mul = mul_for(len);
+        let a = u64_at(s, 0).wrapping_mul(K2);
+        let b = u64_at(s, 8);
+        let c = u64_at(s, len - 8).wrapping_mul(mul);
+        let d = u64_at(s, len - 16).wrapping_mul(K2);
+        let y = a
+            .wrapping_add(b)
+            .rotate_right(43)
+            .wrapping_add(c.rotate_right(30))
+            .wrapping_add(d);
+        let z = mix(
+            y,
+            a.wrapping_add(b.wrapping_add(K2).rotate_right(18))
+                .wrapping_add(c),
+            mul,
+        );
+        let e = u64_at(s, 16).wrapping_mul(mul);
+        let f = u64_at(s, 24);
+        let g = y.wrapping_add(u64_at(s, len - 32)).wrapping_mul(mul);
+        let h = z.wrapping_add(u64_at(s, len - 24)).wrapping_mul(mul);
+        mix(
+            e.wrapping_add(f)
+                .rotate_right(43)
+                .wrapping_add(g.rotate_right(30))
+                .wrapping_add(h),
+            e.wrapping_add(f.wrapping_add(a).rotate_right(18))
+                .wrapping_add(g),
+            mul,
+        )
+    }
+
+    /// Two words from 32 bytes at `i` and two seeds.
+    fn weak_32(s: &[u8], i: usize, a: u64, b: u64) -> (u64, u64) {
+        let (w, x, y, z) = (
+            u64_at(s, i),
+            u64_at(s, i + 8),
+            u64_at(s, i + 16),
+            u64_at(s, i + 24),
+        );
+        let mut a = a.wrapping_add(w);
+        let mut b = b.wrapping_add(a).wrapping_add(z).rotate_right(21);
+        let c = a;
+        a = a.wrapping_add(x).wrapping_add(y);
+        b = b.wrapping_add(a.rotate_right(44));
+        (a.wrapping_add(z), b.wrapping_add(c))
+    }
+
+    /// More than 64 bytes: 64-byte rounds, then the last 64 bytes.
+    pub(super) fn long(s: &[u8]) -> u64 {
+        let len = s.len();
+        const SEED: u64 = 81;
+        let mut x = SEED;
+        let mut y = SEED.wrapping_mul(K1).wrapping_add(113);
+        let mut z = shift_mix(y.wrapping_mul(K2).wrapping_add(113)).wrapping_mul(K2);
+        let mut v = (0u64, 0u64);
+        let mut w = (0u64, 0u64);
+        x = x.wrapping_mul(K2).wrapping_add(u64_at(s, 0));
+        let end = ((len - 1) / 64) * 64;
+        let last64 = end + ((len - 1) & 63) - 63;
+        let mut i = 0;
+        loop {
+            x = x
+                .wrapping_add(y)
+                .wrapping_add(v.0)
+                .wrapping_add(u64_at(s, i + 8))
+                .rotate_right(37)
+                .wrapping_mul(K1);
+            y = y
+                .wrapping_add(v.1)
+                .wrapping_add(u64_at(s, i + 48))
+                .rotate_right(42)
+                .wrapping_mul(K1);
+            x ^= w.1;
+            y = y.wrapping_add(v.0).wrapping_add(u64_at(s, i + 40));
+            z = z.wrapping_add(w.0).rotate_right(33).wrapping_mul(K1);
+            v = weak_32(s, i, v.1.wrapping_mul(K1), x.wrapping_add(w.0));
+            w = weak_32(
+                s,
+                i + 32,
+                z.wrapping_add(w.1),
+                y.wrapping_add(u64_at(s, i + 16)),
+            );
+            std::mem::swap(&mut z, &mut x);
+            i += 64;
+            if i == end {
+                break;
+            }
+        }
+        let mul = K1.wrapping_add((z & 0xff) << 1);
+        let i = last64;
+        w.0 = w.0.wrapping_add(((len - 1) & 63) as u64);
+        v.0 = v.0.wrapping_add(w.0);
+        w.0 = w.0.wrapping_add(v.0);
+        x = x
+            .wrapping_add(y)
+            .wrapping_add(v.0)
+            .wrapping_add(u64_at(s, i + 8))
+            .rotate_right(37)
+            .wrapping_mul(mul);
+        y = y
+            .wrapping_add(v.1)
+            .wrapping_add(u64_at(s, i + 48))
+            .rotate_right(42)
+            .wrapping_mul(mul);
+        x ^= w.1.wrapping_mul(9);
+        y = y
+            .wrapping_add(v.0.wrapping_mul(9))
+            .wrapping_add(u64_at(s, i + 40));
+        z = z.wrapping_add(w.0).rotate_right(33).wrapping_mul(mul);
+        v = weak_32(s, i, v.1.wrapping_mul(mul), x.wrapping_add(w.0));
+        w = weak_32(
+            s,
+            i + 32,
+            z.wrapping_add(w.1),
+            y.wrapping_add(u64_at(s, i + 16)),
+        );
+        std::mem::swap(&mut z, &mut x);
+        mix(
+            mix(v.0, w.0, mul)
+                .wrapping_add(shift_mix(y).wrapping_mul(K0))
+                .wrapping_add(z),
+            mix(v.1, w.1, mul).wrapping_add(x),
+            mul,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +407,34 @@ mod tests {
     #[test]
     fn hex_is_upper_case() {
         assert_eq!(hex_upper(b"k\x01\xab"), "6B01AB");
+    }
+    #[test]
+    fn fingerprint64_matches_farmhash() {
+        // FarmHash's published "na" Hash64 values (what `Fingerprint64` returns), covering
+        // every length class: empty, <= 16, <= 32, <= 64, and longer.
+        let cases: [(&str, u64); 9] = [
+            ("", 0x9ae1_6a3b_2f90_404f),
+            ("a", 0xb345_4265_b6df_75e3),
+            ("abcd", 0x1a55_02de_4a1f_8101),
+            ("abcdefghi", 0x332c_8ed4_dae5_ba42),
+            ("0123456789=012345", 0x46a7_416e_d486_1e3b),
+            ("C is as portable as Stonehedge!!", 0xb944_f8a1_6261_e414),
+            (
+                "Discard medicine more than two years old.",
+                0xe8f8_9ab6_df9b_dd25,
+            ),
+            (
+                "For every action there is an equal and opposite government program.",
+                0x5518_2f88_59ec_a4ce,
+            ),
+            (
+                "The fugacity of a constituent in a mixture of gases at a given temperature is \
+                 proportional to its mole fraction.  Lewis-Randall Rule",
+                0x098e_ff69_58c5_e91a,
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(fingerprint64(input.as_bytes()), want, "{input:?}");
+        }
     }
 }

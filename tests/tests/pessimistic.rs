@@ -193,8 +193,18 @@ async fn a_deadlock_fails_exactly_one_of_the_two_transactions() {
         "{first:?} / {second:?}"
     );
     let victim = first.as_ref().err().or(second.as_ref().err());
-    if let Some(Error::Deadlock { wait_chain, .. }) = victim {
+    if let Some(Error::Deadlock {
+        wait_chain,
+        deadlock_key,
+        retryable,
+        ..
+    }) = victim
+    {
         assert!(!wait_chain.is_empty(), "the cycle is reported");
+        // The cycle closed on the key the victim locked in an earlier call: retrying this
+        // call alone would not break it.
+        assert!(deadlock_key.is_some(), "{victim:?}");
+        assert!(!retryable, "{victim:?}");
     }
     t1.rollback().await.unwrap();
 }

@@ -192,6 +192,17 @@ pub fn key_error(e: &kvrpcpb::KeyError, start_ts: Timestamp) -> KeyErrorKind {
                 .iter()
                 .map(|w| (w.txn, w.wait_for_txn, Key::from(w.key.clone())))
                 .collect(),
+            // TiKV names the key only by its hash; the wait chain has the key itself.
+            deadlock_key: if d.deadlock_key.is_empty() {
+                d.wait_chain
+                    .iter()
+                    .find(|w| w.key_hash == d.deadlock_key_hash && !w.key.is_empty())
+                    .map(|w| Key::from(w.key.clone()))
+            } else {
+                Some(Key::from(d.deadlock_key.clone()))
+            },
+            // Decided by the lock call, which knows its keys.
+            retryable: false,
         });
     }
     if let Some(lock) = &e.locked {

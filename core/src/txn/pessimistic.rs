@@ -338,6 +338,8 @@ pub struct LockKeys {
     after_primary: Vec<Key>,
     /// Keys this call has locked.
     locked: Vec<Key>,
+    /// Every key of the call (stored form).
+    call_keys: std::collections::BTreeSet<Key>,
     /// Keys rolled back if the call fails: every key it tried to lock (a lock whose reply was
     /// lost is held all the same) except those the transaction held before.
     attempted: Vec<Key>,
@@ -377,6 +379,7 @@ impl LockKeys {
         keys.sort();
         keys.dedup();
         let attempted = keys.clone();
+        let call_keys = keys.iter().cloned().collect();
         let (pending, after_primary) = if is_first_lock && keys.contains(&primary) {
             let rest = keys.into_iter().filter(|k| *k != primary).collect();
             (vec![primary.clone()], rest)
@@ -402,6 +405,7 @@ impl LockKeys {
             pending,
             after_primary,
             locked: Vec::new(),
+            call_keys,
             attempted,
             values: Vec::new(),
             started: None,
@@ -500,6 +504,28 @@ impl LockKeys {
                     continue;
                 }
                 match key_error(e, self.plan.start_ts).on_key(&first) {
+                    KeyErrorKind::Fail(Error::Deadlock {
+                        key,
+                        lock_ts,
+                        deadlock_key_hash,
+                        wait_chain,
+                        deadlock_key,
+                        ..
+                    }) => {
+                        // client-go's `hashInKeys`: the cycle closed on one of this call's
+                        // keys, so retrying the statement alone may succeed.
+                        let retryable = deadlock_key
+                            .as_ref()
+                            .is_some_and(|k| self.call_keys.contains(k));
+                        return Err(Error::Deadlock {
+                            key,
+                            lock_ts,
+                            deadlock_key_hash,
+                            wait_chain,
+                            deadlock_key,
+                            retryable,
+                        });
+                    }
                     KeyErrorKind::Locked(lock) => locks.push(lock),
                     KeyErrorKind::SharedLocked(holders) => locks.extend(holders),
                     KeyErrorKind::Fail(e) => return Err(e),

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use tikv_proto::deadlock::WaitForEntry;
 use tikv_proto::kvrpcpb::{LockInfo, PessimisticLockRequest, PessimisticLockResponse};
 
-use crate::codec::encode_memcomparable;
+use crate::codec::fingerprint64;
 
 /// TiKV's `wait-for-lock-timeout` default: the default and the ceiling of a wait.
 pub(crate) const DEFAULT_WAIT_MS: u64 = 1000;
@@ -49,16 +49,11 @@ pub(crate) fn wait_ms(encoded: i64) -> Option<u64> {
     }
 }
 
-/// The hash TiKV puts in `deadlock_key_hash` and wait-for entries. TiKV uses farmhash of
-/// the encoded key; the mock uses FNV-1a of the encoded key (deterministic, and clients
-/// only compare hashes with each other).
+/// The hash TiKV puts in `deadlock_key_hash` and wait-for entries (`Key::gen_hash`):
+/// FarmHash's fingerprint of the raw key — client-go compares it with its own keys'
+/// fingerprints to tell a deadlock its statement can retry.
 pub(crate) fn key_hash(key: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in encode_memcomparable(key) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    fingerprint64(key)
 }
 
 /// A parked request.

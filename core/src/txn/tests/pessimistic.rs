@@ -464,3 +464,60 @@ fn a_shared_key_error_resolves_every_holder() {
         .collect();
     assert_eq!(owners, [("p1".into(), ts(10)), ("p2".into(), ts(20))]);
 }
+
+/// A deadlock reply naming its closing key in the wait chain (TiKV's `deadlock_key_hash`).
+fn deadlock_on(closing_key: &str) -> kvrpcpb::KeyError {
+    let hash = 0xfeed;
+    kvrpcpb::KeyError {
+        deadlock: Some(kvrpcpb::Deadlock {
+            lock_ts: ts(900).as_u64(),
+            lock_key: Bytes::from_static(b"b"),
+            deadlock_key_hash: hash,
+            wait_chain: vec![
+                tikv_proto::deadlock::WaitForEntry {
+                    txn: ts(900).as_u64(),
+                    wait_for_txn: START.as_u64(),
+                    key_hash: hash,
+                    key: Bytes::copy_from_slice(closing_key.as_bytes()),
+                    ..Default::default()
+                },
+                tikv_proto::deadlock::WaitForEntry {
+                    txn: START.as_u64(),
+                    wait_for_txn: ts(900).as_u64(),
+                    key_hash: 1,
+                    key: Bytes::from_static(b"b"),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_deadlock_closed_on_a_key_of_the_call_is_retryable() {
+    for (closing, retryable) in [("a", true), ("q", false)] {
+        let mut h = harness();
+        let out = h.run(
+            lock_keys(&["a", "b"], false, LockOptions::default()),
+            cluster([], |s| match s.method {
+                "KvPessimisticLock" if s.keys.contains(&Key::from("b")) => {
+                    resp::pessimistic_lock().key_error(deadlock_on(closing))
+                }
+                "KvPessimisticLock" => resp::pessimistic_lock().ok(),
+                _ => resp::pessimistic_rollback().ok(),
+            }),
+        );
+        let Err(Error::Deadlock {
+            deadlock_key,
+            retryable: got,
+            ..
+        }) = out
+        else {
+            panic!("{out:?}");
+        };
+        assert_eq!(deadlock_key, Some(Key::from(closing)));
+        assert_eq!(got, retryable, "closed on {closing:?}");
+    }
+}
