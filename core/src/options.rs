@@ -75,8 +75,8 @@ pub enum PrewriteLockPolicy {
     /// (it could only commit if that one rolled back). The default.
     #[default]
     TryResolve,
-    /// Fail at once with [`Error::WriteConflict`](crate::Error::WriteConflict), so the caller
-    /// can retry, say, in pessimistic mode.
+    /// Fail at once with [`Error::WriteConflict`], so the caller can retry, say, in
+    /// pessimistic mode.
     NoResolve,
 }
 

@@ -16,8 +16,8 @@ macro_rules! facade {
             KeyRange, KvPair, Lock, LockOptions, LockStats, LockWait, Locked, LockedValue,
             PdErrorKind, PdErrorType, Peer, PeerRole, PrewriteLockPolicy, Priority, ReadOptions,
             Region, RegionEpoch, RegionId, RegionVerId, ReplicaRead, Resolved, Result, Runtime,
-            Security, Store, StoreId, StoreState, Target, Timestamp, TransactionOptions, TxnMode,
-            TxnStatus,
+            Security, StagingHandle, Store, StoreId, StoreState, Target, Timestamp,
+            TransactionOptions, TxnMode, TxnStatus, WriteBuffer,
         };
 
         /// The runtime this crate's clients run on (what `connect_with` takes).
@@ -52,7 +52,8 @@ pub mod exports {
     };
     pub use tikv_core::raw::{CasResult, Checksum, KvPair};
     pub use tikv_core::txn::{
-        Interrupt, Lock, LockOptions, LockStats, LockWait, Locked, LockedValue, Resolved, TxnStatus,
+        Interrupt, Lock, LockOptions, LockStats, LockWait, Locked, LockedValue, Resolved,
+        StagingHandle, TxnStatus, WriteBuffer,
     };
     pub use tikv_core::{
         ApiVersion, Config, Delivery, Error, GrpcCode, Instant, Key, KeyRange, PdErrorKind,

@@ -42,7 +42,7 @@ use tikv_core::txn::pessimistic::{MANAGED_LOCK_TTL_MS, pessimistic_rollback};
 use tikv_core::txn::{
     Changes, CheckTxnStatus, Committer, HeartbeatChange, Lock, LockKeys, LockOptions, Locked,
     Mutation, PessimisticLocks, ReadBypass, Release, ResolveLocks, Resolved, ScanLocks,
-    SnapshotBatchGet, SnapshotGet, SnapshotScan, TxnStatus, WriteBuffer,
+    SnapshotBatchGet, SnapshotGet, SnapshotScan, StagingHandle, TxnStatus, WriteBuffer,
 };
 use tikv_core::{Config, Error, Key, KeyMode, KeyRange, Machine, Result, Timestamp};
 use tracing::warn;
@@ -536,6 +536,38 @@ impl<R: Runtime> Transaction<R> {
     /// at begin).
     pub fn set_prewrite_lock_policy(&mut self, policy: PrewriteLockPolicy) {
         self.lock_policy = policy;
+    }
+
+    /// Opens a stage of the write buffer (client-go's `GetMemBuffer().Staging()`, what TiDB
+    /// wraps around each statement): the writes made after it are kept with
+    /// [`release_stage`](Self::release_stage) or undone with
+    /// [`cleanup_stage`](Self::cleanup_stage), as one. Stages nest and end innermost first.
+    /// Locks taken meanwhile stay taken either way (as in client-go).
+    pub fn stage(&mut self) -> StagingHandle {
+        self.buffer.staging()
+    }
+
+    /// Keeps the writes of the innermost stage `handle` (they join the enclosing stage).
+    /// [`Error::InvalidArgument`] if `handle` is not the innermost open stage.
+    pub fn release_stage(&mut self, handle: StagingHandle) -> Result<()> {
+        self.buffer.release(handle)
+    }
+
+    /// Undoes the writes of the innermost stage `handle`. [`Error::InvalidArgument`] if
+    /// `handle` is not the innermost open stage.
+    pub fn cleanup_stage(&mut self, handle: StagingHandle) -> Result<()> {
+        self.buffer.cleanup(handle)
+    }
+
+    /// The buffered writes (read-only): `len`, `size`, `get`, and `range` in either order.
+    pub fn buffer(&self) -> &WriteBuffer {
+        &self.buffer
+    }
+
+    /// Whether the transaction has written nothing and holds no lock (client-go's
+    /// `IsReadOnly`): its commit costs nothing.
+    pub fn is_read_only(&self) -> bool {
+        self.buffer.is_empty() && self.pessimistic.as_ref().is_none_or(|p| p.locks.is_empty())
     }
 
     /// Whether the transaction locks keys as it goes (pessimistic mode).

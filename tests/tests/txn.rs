@@ -556,3 +556,40 @@ async fn writes_past_the_size_limits_fail_and_are_not_buffered() {
         "the refused writes were not buffered"
     );
 }
+
+/// Statement-level staging (TiDB wraps each statement in one): a failed statement's writes
+/// are undone, the others kept; reads, scans and the commit see exactly the kept ones.
+#[tokio::test]
+async fn stages_keep_or_undo_a_statements_writes() {
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let c = client(&mock).await;
+    let mut t = c.begin().await.unwrap();
+    assert!(t.is_read_only());
+    let first = t.stage();
+    t.put("a", "1").await.unwrap();
+    t.put("x", "1").await.unwrap();
+    t.release_stage(first).unwrap();
+    let second = t.stage();
+    t.put("a", "2").await.unwrap();
+    t.delete("x").await.unwrap();
+    t.put("z", "2").await.unwrap();
+    assert_eq!(t.get("a").await.unwrap().as_deref(), Some(&b"2"[..]));
+    // The statement fails: its writes go.
+    t.cleanup_stage(second).unwrap();
+    assert_eq!(t.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(t.get("z").await.unwrap(), None);
+    let keys: Vec<Vec<u8>> = t
+        .scan(.., 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.key.as_bytes().to_vec())
+        .collect();
+    assert_eq!(keys, [b"a".to_vec(), b"x".to_vec()]);
+    assert_eq!((t.buffer().len(), t.buffer().size()), (2, 4));
+    assert!(!t.is_read_only());
+    t.commit().await.unwrap();
+    let r = c.begin().await.unwrap();
+    assert_eq!(r.get("x").await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(r.get("z").await.unwrap(), None);
+}

@@ -1,10 +1,12 @@
-//! The transaction's write buffer: the latest intended change per key, in key order.
+//! The transaction's write buffer: the latest intended change per key, in key order, with
+//! nested stages that are kept or undone as one.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use tikv_proto::kvrpcpb;
 
+use crate::error::Error;
 use crate::key::{Key, KeyRange};
 use crate::raw::KvPair;
 
@@ -53,12 +55,29 @@ impl Mutation {
     }
 }
 
-/// The buffered writes of a transaction.
+/// The buffered writes of a transaction, with nested staging (client-go's mem-buffer
+/// `Staging` / `Release` / `Cleanup`, which TiDB wraps around each statement): writes made
+/// after [`staging`](WriteBuffer::staging) can be kept ([`release`](WriteBuffer::release))
+/// or undone ([`cleanup`](WriteBuffer::cleanup)) as one.
 #[derive(Clone, Debug, Default)]
 pub struct WriteBuffer {
     mutations: BTreeMap<Key, Mutation>,
     size: usize,
+    /// Open stages, innermost last.
+    stages: Vec<Stage>,
 }
+
+/// One open stage: what each key it changed held before (`None`: absent), and the size.
+#[derive(Clone, Debug, Default)]
+struct Stage {
+    undo: BTreeMap<Key, Option<Mutation>>,
+    size_before: usize,
+}
+
+/// An open stage of a [`WriteBuffer`] (its depth, from 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[must_use = "a stage is ended by release or cleanup"]
+pub struct StagingHandle(usize);
 
 impl WriteBuffer {
     /// An empty buffer.
@@ -70,10 +89,67 @@ impl WriteBuffer {
     /// of the same key becomes a delete, as the transaction sees it).
     pub fn set(&mut self, key: Key, mutation: Mutation) {
         let add = key.len() + mutation.value().map_or(0, Bytes::len);
-        if let Some(old) = self.mutations.insert(key.clone(), mutation) {
+        let old = self.mutations.insert(key.clone(), mutation);
+        if let Some(old) = &old {
             self.size -= key.len() + old.value().map_or(0, Bytes::len);
         }
         self.size += add;
+        if let Some(stage) = self.stages.last_mut() {
+            // Only the first change of a key in the stage says what to restore.
+            stage.undo.entry(key).or_insert(old);
+        }
+    }
+
+    /// Opens a stage (nested in any open one): later writes can be undone together.
+    pub fn staging(&mut self) -> StagingHandle {
+        self.stages.push(Stage {
+            undo: BTreeMap::new(),
+            size_before: self.size,
+        });
+        StagingHandle(self.stages.len())
+    }
+
+    /// Closes the innermost stage `handle`, keeping its writes (they now belong to the
+    /// enclosing stage, if any).
+    pub fn release(&mut self, handle: StagingHandle) -> Result<(), Error> {
+        let stage = self.pop_stage(handle, "release")?;
+        if let Some(parent) = self.stages.last_mut() {
+            for (key, old) in stage.undo {
+                parent.undo.entry(key).or_insert(old);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the innermost stage `handle`, undoing every write made since it opened.
+    pub fn cleanup(&mut self, handle: StagingHandle) -> Result<(), Error> {
+        let stage = self.pop_stage(handle, "cleanup")?;
+        for (key, old) in stage.undo {
+            match old {
+                Some(m) => self.mutations.insert(key, m),
+                None => self.mutations.remove(&key),
+            };
+        }
+        self.size = stage.size_before;
+        Ok(())
+    }
+
+    /// How many stages are open.
+    pub fn stages(&self) -> usize {
+        self.stages.len()
+    }
+
+    fn pop_stage(&mut self, handle: StagingHandle, what: &str) -> Result<Stage, Error> {
+        if handle.0 != self.stages.len() || handle.0 == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{what} of stage {} while the innermost open stage is {}: stages end \
+                 innermost first",
+                handle.0,
+                self.stages.len()
+            )));
+        }
+        // Non-empty: checked just above.
+        Ok(self.stages.pop().unwrap_or_default())
     }
 
     /// The buffer's size once `key` is set to `mutation` (the size is key + value bytes of
@@ -95,8 +171,9 @@ impl WriteBuffer {
         self.mutations.iter()
     }
 
-    /// Buffered mutations in `range`, in key order (none for an empty or inverted range).
-    pub fn range(&self, range: &KeyRange) -> impl Iterator<Item = (&Key, &Mutation)> {
+    /// Buffered mutations in `range`, in key order — or reversed with `.rev()` (none for an
+    /// empty or inverted range).
+    pub fn range(&self, range: &KeyRange) -> impl DoubleEndedIterator<Item = (&Key, &Mutation)> {
         use std::ops::Bound;
         let end = if range.is_unbounded() {
             Bound::Unbounded
@@ -289,5 +366,43 @@ mod tests {
             b.overlay_scan(&range, snapshot, 2, true),
             [pair("zz", "far"), pair("d", "4")]
         );
+    }
+    #[test]
+    fn nested_stages_are_kept_or_undone_as_one() {
+        let mut b = WriteBuffer::new();
+        b.set("a".into(), Mutation::Put("1".into()));
+        let outer = b.staging();
+        b.set("a".into(), Mutation::Put("22".into()));
+        b.set("b".into(), Mutation::Put("x".into()));
+        let inner = b.staging();
+        b.set("a".into(), Mutation::Delete);
+        b.set("c".into(), Mutation::Put("y".into()));
+        assert_eq!(b.stages(), 2);
+        // Stages end innermost first.
+        assert!(matches!(b.release(outer), Err(Error::InvalidArgument(_))));
+        b.cleanup(inner).unwrap();
+        assert_eq!(b.get(&"a".into()), Some(Some(&Bytes::from("22"))));
+        assert_eq!(b.get(&"c".into()), None);
+        assert_eq!(b.size(), 3 + 2);
+        let inner = b.staging();
+        b.set("d".into(), Mutation::Put("z".into()));
+        b.release(inner).unwrap();
+        // Released into the outer stage: undone with it.
+        b.cleanup(outer).unwrap();
+        assert_eq!(b.get(&"a".into()), Some(Some(&Bytes::from("1"))));
+        assert_eq!((b.get(&"b".into()), b.get(&"d".into())), (None, None));
+        assert_eq!((b.len(), b.size(), b.stages()), (1, 2, 0));
+        assert!(matches!(b.cleanup(outer), Err(Error::InvalidArgument(_))));
+        // A released outermost stage keeps its writes for good.
+        let s = b.staging();
+        b.set("e".into(), Mutation::Delete);
+        b.release(s).unwrap();
+        assert_eq!(b.get(&"e".into()), Some(None));
+        let rev: Vec<Key> = b
+            .range(&KeyRange::all())
+            .rev()
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert_eq!(rev, [Key::from("e"), Key::from("a")]);
     }
 }

@@ -25,7 +25,7 @@ pub mod scan_lock;
 pub mod snapshot;
 pub mod status_cache;
 
-pub use buffer::{Mutation, WriteBuffer};
+pub use buffer::{Mutation, StagingHandle, WriteBuffer};
 pub use commit::Committer;
 pub use lock::{Lock, TxnStatus, key_error};
 pub use lock_state::{
