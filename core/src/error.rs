@@ -312,6 +312,19 @@ pub enum Error {
         existing_commit_ts: u64,
     },
 
+    /// PD's TSO stayed at or below the timestamp the commit had to exceed
+    /// (`commit_wait_until`, client-go's `ErrCommitTSLag`): the clocks of the clusters drift
+    /// more than allowed. Nothing was committed.
+    #[error("commit timestamp {ts} lags behind the required {target}: {message}")]
+    CommitTsLag {
+        /// The last timestamp PD gave.
+        ts: u64,
+        /// The timestamp the commit had to exceed.
+        target: u64,
+        /// Why the commit gave up.
+        message: String,
+    },
+
     /// The operation was stopped from outside: its interrupt flag was set, or it ran past
     /// its max execution time (client-go's `ErrQueryInterrupted`). Nothing it locked stays
     /// locked.
@@ -371,6 +384,8 @@ impl Error {
             Error::LockWaitTimeout { .. }
             | Error::LockAcquireFailAndNoWaitSet { .. }
             | Error::Deadlock { .. } => true,
+            // PD's clock may catch up.
+            Error::CommitTsLag { .. } => true,
             Error::Interrupted(_)
             | Error::AssertionFailed { .. }
             | Error::KeyTooLarge { .. }

@@ -263,6 +263,8 @@ impl<R: Runtime> TransactionClient<R> {
 
             assertion_level: options.assertion_level,
             lock_policy: options.prewrite_lock_policy,
+            // client-go's default wait for a lagging TSO: 1 s.
+            commit_wait_until: (Timestamp::ZERO, Duration::from_secs(1)),
             entry_size_limit: options.entry_size_limit,
             total_size_limit: options.total_size_limit,
             assertions: std::collections::BTreeMap::new(),
@@ -488,6 +490,8 @@ pub struct Transaction<R: Runtime> {
     assertion_level: AssertionLevel,
     /// What prewrite does on meeting another transaction's lock.
     lock_policy: PrewriteLockPolicy,
+    /// The commit timestamp must exceed this (zero: no bound), waiting up to the duration.
+    commit_wait_until: (Timestamp, Duration),
     /// Largest key + value of one write, and of all of them.
     entry_size_limit: Option<usize>,
     total_size_limit: Option<usize>,
@@ -568,6 +572,27 @@ impl<R: Runtime> Transaction<R> {
     /// `IsReadOnly`): its commit costs nothing.
     pub fn is_read_only(&self) -> bool {
         self.buffer.is_empty() && self.pessimistic.as_ref().is_none_or(|p| p.locks.is_empty())
+    }
+
+    /// Makes the commit timestamp exceed `ts` (client-go's `SetCommitWaitUntilTSO`, for
+    /// active-active replication between clusters): a larger bound replaces a smaller one.
+    /// When PD's TSO is behind it, the commit waits for it (see
+    /// [`set_commit_wait_until_tso_timeout`](Self::set_commit_wait_until_tso_timeout)), then
+    /// fails with [`Error::CommitTsLag`].
+    pub fn set_commit_wait_until_tso(&mut self, ts: Timestamp) {
+        self.commit_wait_until.0 = self.commit_wait_until.0.max(ts);
+    }
+
+    /// The bound set by [`set_commit_wait_until_tso`](Self::set_commit_wait_until_tso) (zero:
+    /// none).
+    pub fn commit_wait_until_tso(&self) -> Timestamp {
+        self.commit_wait_until.0
+    }
+
+    /// How long the commit may wait for PD's TSO to pass the bound (1 s, client-go's
+    /// default; zero: fail at once). A clock drift larger than this fails at once.
+    pub fn set_commit_wait_until_tso_timeout(&mut self, timeout: Duration) {
+        self.commit_wait_until.1 = timeout;
     }
 
     /// Whether the transaction locks keys as it goes (pessimistic mode).
@@ -781,7 +806,8 @@ impl<R: Runtime> Transaction<R> {
             .with_causal_consistency(self.causal_consistency)
             .with_started_at(self.started_at)
             .with_assertions(self.assertion_level, std::mem::take(&mut self.assertions))
-            .with_prewrite_lock_policy(self.lock_policy);
+            .with_prewrite_lock_policy(self.lock_policy)
+            .with_commit_wait_until(self.commit_wait_until.0, self.commit_wait_until.1);
         if let Some(plan) = pessimistic {
             committer = committer
                 .with_pessimistic(plan.primary, plan.for_update_ts, plan.locked)

@@ -593,3 +593,37 @@ async fn stages_keep_or_undo_a_statements_writes() {
     assert_eq!(r.get("x").await.unwrap().as_deref(), Some(&b"1"[..]));
     assert_eq!(r.get("z").await.unwrap(), None);
 }
+
+/// `set_commit_wait_until_tso`: the commit timestamp passes the bound, waiting for PD's clock
+/// when it is near; a bound further ahead than the allowed wait fails fast, nothing written.
+#[tokio::test]
+async fn commits_wait_for_tso_to_pass_their_bound() {
+    let mock = mock_txn_cluster(1, &[]).await;
+    let c = client(&mock).await;
+    let now = c.current_timestamp().await.unwrap();
+    let near = tikv_tokio::Timestamp::compose(now.physical_ms() + 80, 0);
+    let mut t = c.begin().await.unwrap();
+    t.put("k", "1").await.unwrap();
+    t.set_commit_wait_until_tso(near);
+    let started = std::time::Instant::now();
+    let committed = t.commit().await.unwrap();
+    assert!(committed > near, "{committed:?} after {near:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(40),
+        "it waited for PD's clock"
+    );
+
+    let far = tikv_tokio::Timestamp::compose(now.physical_ms() + 60_000, 0);
+    let mut t = c.begin().await.unwrap();
+    t.put("k", "2").await.unwrap();
+    t.set_commit_wait_until_tso(far);
+    let started = std::time::Instant::now();
+    let e = t.commit().await;
+    assert!(matches!(e, Err(Error::CommitTsLag { .. })), "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a drift past the wait fails fast"
+    );
+    let read = c.begin().await.unwrap().get("k").await.unwrap();
+    assert_eq!(read.as_deref(), Some(&b"1"[..]));
+}

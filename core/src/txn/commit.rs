@@ -225,8 +225,65 @@ enum AfterSleep {
     /// Prewrite these items (again: their locks were alive, or TSO failed before the first
     /// prewrite).
     Prewrite(Vec<Item>),
-    /// Ask TSO again (it failed).
+    /// Ask TSO again (it failed, or lagged behind the commit-wait target).
     CommitTs,
+    /// Ask TSO again for the latest timestamp (it lagged behind the commit-wait target).
+    LatestTs(Vec<Item>),
+}
+
+/// The commit timestamp must exceed `target` (client-go's `SetCommitWaitUntilTSO`).
+#[derive(Clone, Copy, Debug)]
+struct CommitWait {
+    target: Timestamp,
+    /// Longest wait for PD's clock to pass the target (0: fail at once).
+    timeout: Duration,
+    /// When TSO first lagged, and the next backoff.
+    lagging_since: Option<Instant>,
+    next_sleep: Duration,
+}
+
+/// What to do with a timestamp TSO gave under a [`CommitWait`].
+enum LagCheck {
+    Ok,
+    Wait(Duration),
+    Fail(Error),
+}
+
+impl CommitWait {
+    /// client-go's `GetTimestampForCommit`: above the target is fine; below, wait (backing
+    /// off 2 ms doubling to 500 ms) unless the clock drift alone exceeds the timeout, or the
+    /// wait has run out.
+    fn check(&mut self, ts: Timestamp, now: Instant) -> LagCheck {
+        if ts > self.target {
+            return LagCheck::Ok;
+        }
+        let lag = |why: String| {
+            LagCheck::Fail(Error::CommitTsLag {
+                ts: ts.as_u64(),
+                target: self.target.as_u64(),
+                message: why,
+            })
+        };
+        if self.timeout.is_zero() {
+            return lag("no wait allowed (timeout 0)".into());
+        }
+        let drift =
+            Duration::from_millis(self.target.physical_ms().saturating_sub(ts.physical_ms()));
+        let since = *self.lagging_since.get_or_insert(now);
+        if drift > self.timeout {
+            return lag(format!(
+                "clock drift {drift:?} exceeds the allowed {:?}",
+                self.timeout
+            ));
+        }
+        let waited = now.saturating_duration_since(since);
+        if waited >= self.timeout {
+            return lag(format!("still behind after waiting {waited:?}"));
+        }
+        let sleep = self.next_sleep.max(Duration::from_millis(2));
+        self.next_sleep = (sleep * 2).min(Duration::from_millis(500));
+        LagCheck::Wait(sleep.min(self.timeout - waited))
+    }
 }
 
 // Sub-machines are boxed to keep the state small.
@@ -242,6 +299,10 @@ enum State {
     Resolving(Box<ResolveLocks>, Vec<Item>),
     WaitBeforeRetry(Blocked, Vec<Item>),
     Sleeping(EffectId, AfterSleep),
+    /// TSO is behind the commit-wait target: sleep this long, then ask again.
+    LagWait(Duration, AfterSleep),
+    /// Failed before anything was written: report it.
+    Failed(Box<Error>),
     NeedCommitTs,
     GettingCommitTs(EffectId),
     /// TSO failed after a successful prewrite: back off within the commit budget (the locks
@@ -305,6 +366,8 @@ pub struct Committer {
     assertions: Option<Arc<BTreeMap<Key, Assertion>>>,
     /// What a prewrite does on meeting another transaction's lock.
     lock_policy: PrewriteLockPolicy,
+    /// The commit timestamp's lower bound, if any.
+    commit_wait: Option<CommitWait>,
     /// Ends the heartbeats this commit started.
     heartbeat: Option<HeartbeatStop>,
     /// The heartbeat task to spawn on the next poll.
@@ -368,6 +431,7 @@ impl Committer {
             wants_heartbeat: buffer.size() > config.ttl_refreshed_txn_size,
             assertion_level: 0,
             lock_policy: PrewriteLockPolicy::TryResolve,
+            commit_wait: None,
             assertions: None,
             heartbeat: None,
             spawn_heartbeat: None,
@@ -405,6 +469,23 @@ impl Committer {
         // The transaction's own heartbeats (started with its first lock) keep the primary
         // alive through the commit.
         self.wants_heartbeat = false;
+        self
+    }
+
+    /// The commit timestamp must exceed `target` (client-go's `SetCommitWaitUntilTSO`, for
+    /// active-active replication): when PD's TSO is behind it, the commit waits up to
+    /// `timeout` for it to pass (client-go's default 1 s), then fails with
+    /// [`Error::CommitTsLag`]; a drift larger than `timeout` fails at once. Async commit and
+    /// 1PC then always take a fresh timestamp first, as for linearizability.
+    pub fn with_commit_wait_until(mut self, target: Timestamp, timeout: Duration) -> Self {
+        if !target.is_zero() {
+            self.commit_wait = Some(CommitWait {
+                target,
+                timeout,
+                lagging_since: None,
+                next_sleep: Duration::from_millis(2),
+            });
+        }
         self
     }
 
@@ -502,6 +583,14 @@ impl Committer {
     /// Settles the prewrites' `min_commit_ts` (above `latest`, a fresh TSO timestamp, when
     /// given) and, for async commit and 1PC, `max_commit_ts`: the transaction's current time
     /// (its start plus its age, or `latest` if that is later) plus the safe window.
+    /// Checks a timestamp against the commit-wait target, if any.
+    fn lag_check(&mut self, ts: Timestamp, now: Instant) -> LagCheck {
+        match self.commit_wait.as_mut() {
+            Some(w) => w.check(ts, now),
+            None => LagCheck::Ok,
+        }
+    }
+
     fn set_bounds(&mut self, latest: Option<Timestamp>, now: Instant) {
         self.bounds_set = true;
         if let Some(latest) = latest {
@@ -821,7 +910,9 @@ impl Machine for Committer {
                         return self.finish(Ok(self.start_ts));
                     }
                     if !self.bounds_set {
-                        if self.commit_at_prewrite() && !self.causal_consistency {
+                        if self.commit_at_prewrite()
+                            && (!self.causal_consistency || self.commit_wait.is_some())
+                        {
                             self.state = State::NeedLatestTs(items);
                             continue;
                         }
@@ -898,6 +989,17 @@ impl Machine for Committer {
                         Err(e) => self.rollback(e),
                     }
                 }
+                State::Failed(e) => {
+                    let e = std::mem::replace(&mut **e, Error::Cancelled(String::new()));
+                    return self.finish(Err(e));
+                }
+                State::LagWait(duration, then) => {
+                    let duration = *duration;
+                    let then = std::mem::replace(then, AfterSleep::CommitTs);
+                    let id = cx.next_id();
+                    self.state = State::Sleeping(id, then);
+                    return Step::Effect(Effect::Sleep { id, duration });
+                }
                 State::NeedCommitTs => {
                     let id = cx.next_id();
                     self.state = State::GettingCommitTs(id);
@@ -953,10 +1055,17 @@ impl Machine for Committer {
             State::GettingLatestTs(want, items) if *want == id => {
                 let items = std::mem::take(items);
                 match outcome {
-                    Outcome::Timestamps(Ok(latest)) => {
-                        self.set_bounds(Some(latest), cx.now);
-                        self.state = State::StartPrewrite(items);
-                    }
+                    Outcome::Timestamps(Ok(latest)) => match self.lag_check(latest, cx.now) {
+                        LagCheck::Ok => {
+                            self.set_bounds(Some(latest), cx.now);
+                            self.state = State::StartPrewrite(items);
+                        }
+                        LagCheck::Wait(d) => {
+                            self.state = State::LagWait(d, AfterSleep::LatestTs(items))
+                        }
+                        // Nothing written yet: the commit just fails.
+                        LagCheck::Fail(e) => self.state = State::Failed(Box::new(e)),
+                    },
                     Outcome::Timestamps(Err(e)) => {
                         self.state = State::LatestTsFailed(Box::new(e), items)
                     }
@@ -972,13 +1081,19 @@ impl Machine for Committer {
                 self.state = match std::mem::replace(then, AfterSleep::CommitTs) {
                     AfterSleep::Prewrite(retry) => State::StartPrewrite(retry),
                     AfterSleep::CommitTs => State::NeedCommitTs,
+                    AfterSleep::LatestTs(items) => State::NeedLatestTs(items),
                 }
             }
             State::GettingCommitTs(want) if *want == id => match outcome {
-                Outcome::Timestamps(Ok(ts)) => {
-                    self.commit_ts = ts;
-                    self.state = State::CommittingPrimary(Box::new(self.primary_commit()));
-                }
+                Outcome::Timestamps(Ok(ts)) => match self.lag_check(ts, cx.now) {
+                    LagCheck::Ok => {
+                        self.commit_ts = ts;
+                        self.state = State::CommittingPrimary(Box::new(self.primary_commit()));
+                    }
+                    LagCheck::Wait(d) => self.state = State::LagWait(d, AfterSleep::CommitTs),
+                    // The locks are in place: roll them back.
+                    LagCheck::Fail(e) => self.rollback(e),
+                },
                 Outcome::Timestamps(Err(e)) => self.state = State::CommitTsFailed(Box::new(e)),
                 _ => {}
             },

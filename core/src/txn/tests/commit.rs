@@ -328,6 +328,99 @@ fn the_no_resolve_policy_turns_any_lock_into_a_write_conflict() {
 }
 
 #[test]
+fn a_commit_waits_for_tso_to_pass_its_commit_wait_bound() {
+    let mut h = harness();
+    let config = h.config.clone();
+    // PD's clock is 30 ms behind the bound at first.
+    let target = ts(230);
+    let committer = committer(&config, &[("a", put("1"))])
+        .with_commit_wait_until(target, std::time::Duration::from_secs(1));
+    let out = h.run(
+        committer,
+        cluster(
+            [resp::tso(ts(200)), resp::tso(ts(215)), resp::tso(ts(231))],
+            all_ok,
+        ),
+    );
+    assert_eq!(out.unwrap(), ts(231));
+    let kinds = resp::kinds(&h.effects);
+    assert_eq!(
+        kinds,
+        [
+            "KvPrewrite",
+            "Tso",
+            "Sleep",
+            "Tso",
+            "Sleep",
+            "Tso",
+            "KvCommit"
+        ],
+        "backed off until TSO passed the bound"
+    );
+}
+
+#[test]
+fn a_commit_fails_on_a_drift_beyond_its_wait_and_rolls_back() {
+    // A 4.8 s drift with 1 s allowed; any lag with no wait allowed.
+    for (timeout, first, target) in [(1_000, ts(200), ts(5_000)), (0, ts(229), ts(230))] {
+        let mut h = harness();
+        let config = h.config.clone();
+        let committer = committer(&config, &[("a", put("1"))])
+            .with_commit_wait_until(target, std::time::Duration::from_millis(timeout));
+        let out = h.run(committer, cluster([resp::tso(first)], all_ok));
+        assert!(
+            matches!(out, Err(Error::CommitTsLag { .. })),
+            "timeout {timeout} ms: {out:?}"
+        );
+        assert!(resp::kinds(&h.effects).contains(&"KvBatchRollback"));
+    }
+}
+
+#[test]
+fn a_commit_gives_up_once_tso_lags_for_longer_than_its_wait() {
+    let mut h = harness();
+    let config = h.config.clone();
+    let committer = committer(&config, &[("a", put("1"))])
+        .with_commit_wait_until(ts(205), std::time::Duration::from_millis(10));
+    // PD's clock never moves.
+    let out = h.run(committer, cluster(vec![resp::tso(ts(200)); 10], all_ok));
+    assert!(matches!(out, Err(Error::CommitTsLag { .. })), "{out:?}");
+    assert!(
+        h.slept() <= std::time::Duration::from_millis(10),
+        "{:?}",
+        h.slept()
+    );
+    assert!(resp::kinds(&h.effects).contains(&"KvBatchRollback"));
+}
+
+#[test]
+fn async_commit_with_a_wait_bound_takes_a_fresh_timestamp_even_when_causal() {
+    let mut h = harness();
+    let config = h.config.clone();
+    let committer = committer(&config, &[("a", put("1"))])
+        .with_async_commit(true)
+        .with_causal_consistency(true)
+        .with_commit_wait_until(ts(230), std::time::Duration::from_secs(1));
+    let out = h.run(
+        committer,
+        cluster([resp::tso(ts(240))], |s| match s.method {
+            "KvPrewrite" => {
+                let p = req!(s, KvPrewrite);
+                assert!(
+                    p.min_commit_ts > ts(240).as_u64(),
+                    "above the fresh timestamp"
+                );
+                resp::prewrite()
+                    .with(|r| r.min_commit_ts = ts(241).as_u64())
+                    .ok()
+            }
+            _ => all_ok(s),
+        }),
+    );
+    assert_eq!(out.unwrap(), ts(241));
+}
+
+#[test]
 fn commit_tso_failure_after_prewrite_backs_off_and_asks_again_keeping_the_locks() {
     let mut h = harness();
     let config = h.config.clone();
