@@ -15,8 +15,9 @@
 //! - Shared protocol state, plain data with pure methods: [`region_cache`], [`store_cache`],
 //!   [`store_health`], [`region_error`] (the region-error table), [`backoff`], [`pd`] (PD
 //!   session and call policy, typed PD errors), [`tso`] (the TSO batcher), [`batch`]
-//!   (BatchCommands stream state per generation), [`keyspace`] (API V2 key codec), and the
-//!   transaction-status cache in [`txn`]. The caches a client shares between concurrent
+//!   (BatchCommands stream state per generation), [`keyspace`] (API V2 key codec),
+//!   [`latch`] (local latches of optimistic commits), and the transaction-status cache in
+//!   [`txn`]. The caches a client shares between concurrent
 //!   operations lock inside, briefly, per call: no lock is held while a machine computes.
 //! - Building blocks: [`request`] (`RegionRpc`, `Locate`) and [`plan`] (`SingleKey`,
 //!   `MultiKey`, `RangeWalk`).
@@ -36,6 +37,7 @@ pub mod fuzzing;
 pub mod id_map;
 pub mod key;
 pub mod keyspace;
+pub mod latch;
 pub mod machine;
 pub mod options;
 pub mod pd;

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod executor;
 pub mod facade;
 pub mod grpc;
+mod latch;
 pub mod paging;
 pub mod pd;
 pub mod pool;

@@ -31,6 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::Stream;
 use tikv_core::backoff::{Backoffer, budget};
+use tikv_core::latch::LatchState;
 use tikv_core::machine::Budgeted;
 use tikv_core::options::{
     Assertion, AssertionLevel, ContextOptions, PrewriteLockPolicy, ReadOptions, TransactionOptions,
@@ -48,6 +49,7 @@ use tikv_core::{Config, Error, Key, KeyMode, KeyRange, Machine, Result, Timestam
 use tracing::warn;
 
 use crate::executor::{ClientContext, run_with};
+use crate::latch::LatchTable;
 use crate::paging::{Page, SCAN_PAGE, paged};
 use crate::pd::PdClient;
 use crate::raw::CurrentRuntime;
@@ -57,12 +59,15 @@ use crate::transport::SharedTransport;
 /// A client for transactions. Cheap to clone.
 pub struct TransactionClient<R: Runtime> {
     ctx: Arc<ClientContext<R>>,
+    /// Local latches of optimistic commits (`Config::local_latches`).
+    latches: Option<Arc<LatchTable>>,
 }
 
 impl<R: Runtime> Clone for TransactionClient<R> {
     fn clone(&self) -> Self {
         TransactionClient {
             ctx: self.ctx.clone(),
+            latches: self.latches.clone(),
         }
     }
 }
@@ -92,9 +97,15 @@ impl<R: Runtime> TransactionClient<R> {
         pd_endpoints: &[impl AsRef<str>],
         config: Config,
     ) -> Result<Self> {
+        let latches = config
+            .local_latches
+            .map(|capacity| Arc::new(LatchTable::new(capacity)));
         let ctx =
             ClientContext::connect(runtime, transport, pd_endpoints, config, KeyMode::Txn).await?;
-        Ok(TransactionClient { ctx: Arc::new(ctx) })
+        Ok(TransactionClient {
+            ctx: Arc::new(ctx),
+            latches,
+        })
     }
 
     /// Waits until the client's background work — secondaries committed after `commit`
@@ -268,6 +279,7 @@ impl<R: Runtime> TransactionClient<R> {
             entry_size_limit: options.entry_size_limit,
             total_size_limit: options.total_size_limit,
             assertions: std::collections::BTreeMap::new(),
+            latches: self.latches.clone(),
             finished: false,
         })
     }
@@ -497,6 +509,8 @@ pub struct Transaction<R: Runtime> {
     total_size_limit: Option<usize>,
     /// What writes expect of their keys (checked at prewrite).
     assertions: std::collections::BTreeMap<Key, Assertion>,
+    /// The client's local latches, if on (optimistic commits take them).
+    latches: Option<Arc<LatchTable>>,
     /// Committed or rolled back: nothing to warn about on drop.
     finished: bool,
 }
@@ -815,7 +829,29 @@ impl<R: Runtime> Transaction<R> {
                 .with_shared_locks(plan.shared);
         }
         let heartbeat = self.pessimistic.as_mut().and_then(|p| p.heartbeat.take());
+        // Optimistic commits of one client writing the same keys take turns (local latches).
+        let mut latch = None;
+        if let Some(table) = self.latches.as_ref().filter(|_| self.pessimistic.is_none()) {
+            let keys = self.buffer.iter().map(|(k, _)| k.clone());
+            let (guard, state) = table.acquire(self.reads.ts, keys).await;
+            if let LatchState::Stale { key, commit_ts } = state {
+                // Committed over since this transaction started: TiKV would refuse it.
+                return Err(Error::WriteConflict {
+                    key,
+                    primary: Key::EMPTY,
+                    start_ts: self.reads.ts.as_u64(),
+                    conflict_ts: 0,
+                    conflict_commit_ts: commit_ts.as_u64(),
+                    reason: "LocalLatch".to_string(),
+                });
+            }
+            latch = Some(guard);
+        }
         let result = run_with(&ctx, committer, self.write_context.clone()).await;
+        if let (Some(guard), Ok(ts)) = (latch.as_mut(), &result) {
+            guard.committed_at(*ts);
+        }
+        drop(latch);
         // Committed or not, the transaction is over (a failed commit rolled back).
         if let Some(stop) = heartbeat {
             stop.stop();
