@@ -12,6 +12,8 @@ pub(crate) struct Clients {
     pub(crate) raw: Client,
     /// The transactional client, when the commit workloads run.
     pub(crate) txn: Option<TxnClient>,
+    /// Ours with local latches, for the hot-counter comparison.
+    pub(crate) txn_latched: Option<TxnClient>,
 }
 
 /// How a benchmark transaction commits.
@@ -51,11 +53,21 @@ pub(crate) enum TxnClient {
 impl TxnClient {
     /// Connects `side` to the PD at `pd`.
     pub(crate) async fn connect(side: Side, pd: &str) -> Result<TxnClient, String> {
+        Self::connect_with(side, pd, false).await
+    }
+
+    /// Connects `side` (with local latches if `latches`: ours only) to the PD at `pd`.
+    pub(crate) async fn connect_with(
+        side: Side,
+        pd: &str,
+        latches: bool,
+    ) -> Result<TxnClient, String> {
         match side {
             Side::Ours | Side::OursUnary => {
                 let config = tikv_tokio::Config::default()
                     .with_batch_commands(side == Side::Ours)
-                    .with_region_concurrency(16);
+                    .with_region_concurrency(16)
+                    .with_local_latches(latches.then_some(1 << 16));
                 tikv_tokio::TransactionClient::connect(&[pd], config)
                     .await
                     .map(TxnClient::Ours)
@@ -69,6 +81,57 @@ impl TxnClient {
                     .map_err(|e| e.to_string())
             }
         }
+    }
+
+    /// Increments the counter at `key` in an optimistic transaction (read, write, commit),
+    /// starting over on a write conflict until it commits (at most 1000 attempts).
+    pub(crate) async fn increment(&self, key: Vec<u8>) -> Result<(), String> {
+        let parse = |v: Option<Vec<u8>>| -> u64 {
+            v.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+                .unwrap_or(0)
+        };
+        let mut last = String::new();
+        for _ in 0..1000 {
+            let attempt: Result<(), String> = match self {
+                TxnClient::Ours(c) => {
+                    async {
+                        let mut t = c.begin().await.map_err(|e| e.to_string())?;
+                        let n = parse(
+                            t.get(key.clone())
+                                .await
+                                .map_err(|e| e.to_string())?
+                                .map(|b| b.to_vec()),
+                        );
+                        t.put(key.clone(), (n + 1).to_string())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        t.commit().await.map(|_| ()).map_err(|e| e.to_string())
+                    }
+                    .await
+                }
+                TxnClient::ClientRust(c) => {
+                    async {
+                        let options = tikv_client::TransactionOptions::new_optimistic();
+                        let mut t = c
+                            .begin_with_options(options)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        let n = parse(t.get(key.clone()).await.map_err(|e| e.to_string())?);
+                        t.put(key.clone(), (n + 1).to_string())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        t.commit().await.map(|_| ()).map_err(|e| e.to_string())
+                    }
+                    .await
+                }
+            };
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(e) if e.to_lowercase().contains("conflict") => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(format!("no commit in 1000 attempts; last: {last}"))
     }
 
     /// One optimistic transaction that writes `pairs` and commits with `mode`.

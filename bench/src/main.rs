@@ -211,6 +211,19 @@ fn specs(o: &Options) -> Vec<Spec> {
     }
     all.push(commit(1, Commit::Pessimistic, false, c));
     all.push(commit(16, Commit::Pessimistic, false, c));
+    // Contention: every worker increments one of 4 counters, without and with local latches.
+    for latches in [false, true] {
+        let how = if latches {
+            "local latches (ours only)"
+        } else {
+            "optimistic"
+        };
+        all.push(spec(
+            format!("HC hot counters (4), {how}"),
+            Op::HotIncrement { hot: 4, latches },
+            c,
+        ));
+    }
     all.retain(|s| {
         o.only
             .as_deref()
@@ -264,7 +277,9 @@ async fn run(o: Options) -> Result<(), String> {
     if specs.is_empty() {
         return Err("no workload matches --only".into());
     }
-    let commits = specs.iter().any(|s| matches!(s.op, Op::Commit { .. }));
+    let commits = specs
+        .iter()
+        .any(|s| matches!(s.op, Op::Commit { .. } | Op::HotIncrement { .. }));
     let splits: Vec<Vec<u8>> = (1..o.regions)
         .map(|i| workload::key(i * o.records / o.regions))
         .collect();
@@ -331,6 +346,9 @@ async fn run(o: Options) -> Result<(), String> {
         for round in 0..o.rounds {
             // A B A B: every round runs each side once, in the same order.
             for (s, (side, client)) in sides.iter().enumerate() {
+                if spec.ours_only() && *side == Side::ClientRust {
+                    continue;
+                }
                 // The same seed for every side and round: identical operation streams.
                 let seed = 0x5eed ^ ((i as u64) << 8);
                 let _ = workload::run(client, spec, data, o.warmup, seed ^ 0xfeed).await;
@@ -372,7 +390,17 @@ async fn connect(side: Side, pd: &str, txn_pd: Option<&str>) -> Result<Clients, 
         Some(txn_pd) => Some(connect_one(side, txn_pd, TxnClient::connect(side, txn_pd)).await?),
         None => None,
     };
-    Ok(Clients { raw, txn })
+    let txn_latched = match (txn_pd, side) {
+        (Some(txn_pd), Side::Ours) => {
+            Some(connect_one(side, txn_pd, TxnClient::connect_with(side, txn_pd, true)).await?)
+        }
+        _ => None,
+    };
+    Ok(Clients {
+        raw,
+        txn,
+        txn_latched,
+    })
 }
 
 async fn connect_one<C>(
@@ -463,8 +491,12 @@ fn print_report(
             ));
         }
         if let (Some(a), Some(b)) = (ours, theirs) {
-            let ratio = per_side[a].ops_per_sec() / per_side[b].ops_per_sec().max(1e-9);
-            line.push_str(&format!(" {ratio:.2}× |"));
+            if spec.ours_only() {
+                line.push_str(" — |");
+            } else {
+                let ratio = per_side[a].ops_per_sec() / per_side[b].ops_per_sec().max(1e-9);
+                line.push_str(&format!(" {ratio:.2}× |"));
+            }
         }
         println!("{line}");
     }

@@ -39,6 +39,15 @@ pub(crate) enum Op {
         /// Keys from one region (1PC needs one request).
         one_region: bool,
     },
+    /// Optimistic read-modify-write increments of one of `hot` counters, retried until they
+    /// commit (every worker contends); with `latches`, through the client with local latches
+    /// (ours only).
+    HotIncrement {
+        /// Counters contended for.
+        hot: u64,
+        /// Use the client with local latches.
+        latches: bool,
+    },
 }
 
 /// One row of the comparison.
@@ -50,6 +59,13 @@ pub(crate) struct Spec {
     pub(crate) op: Op,
     /// Closed-loop workers.
     pub(crate) concurrency: usize,
+}
+
+impl Spec {
+    /// Whether only this project's client can run the workload.
+    pub(crate) fn ours_only(&self) -> bool {
+        matches!(self.op, Op::HotIncrement { latches: true, .. })
+    }
 }
 
 /// The shape of the data set: records `0..records`, `value_size` bytes each.
@@ -268,6 +284,17 @@ async fn call(
                 .map(|k| (k, value(rng, data.value_size)))
                 .collect();
             txn.commit(pairs, mode).await
+        }
+        Op::HotIncrement { hot, latches } => {
+            let txn = if latches {
+                clients.txn_latched.as_ref()
+            } else {
+                clients.txn.as_ref()
+            }
+            .ok_or("no transactional client for the hot-counter workloads")?;
+            let mut counter = b"hot/".to_vec();
+            counter.extend_from_slice(&rng.below(hot).to_be_bytes());
+            txn.increment(counter).await
         }
     }
 }
