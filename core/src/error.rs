@@ -341,6 +341,21 @@ pub enum Error {
         detail: String,
     },
 
+    /// The read's start timestamp is below the txn safe point (client-go's
+    /// `ErrTxnAbortedByGC`): GC may already have removed versions it would see, so it is
+    /// refused rather than answered wrongly. Start a new transaction, or give GC a longer
+    /// life time (a GC barrier) for long reads.
+    #[error(
+        "GC life time is shorter than the transaction's: start ts {start_ts} is below the txn \
+         safe point {txn_safe_point}"
+    )]
+    TxnAbortedByGc {
+        /// The read's start timestamp.
+        start_ts: u64,
+        /// The txn safe point it fell below.
+        txn_safe_point: u64,
+    },
+
     /// The server sent something this client cannot make sense of.
     #[error("protocol violation from {target}: {detail}")]
     Protocol {
@@ -393,6 +408,8 @@ impl Error {
             | Error::TxnTooLarge { .. } => false,
             Error::KeyExists { .. } => false,
             Error::Pd { kind, .. } => kind.is_retryable(),
+            // The same timestamp stays below the safe point: only a new transaction helps.
+            Error::TxnAbortedByGc { .. } => false,
             Error::InvalidArgument(_)
             | Error::KeyError { .. }
             | Error::Undetermined { .. }

@@ -19,9 +19,10 @@
 //!   [`latch`] (local latches of optimistic commits), and the transaction-status cache in
 //!   [`txn`]. The caches a client shares between concurrent
 //!   operations lock inside, briefly, per call: no lock is held while a machine computes.
-//! - Building blocks: [`request`] (`RegionRpc`, `Locate`) and [`plan`] (`SingleKey`,
-//!   `MultiKey`, `RangeWalk`).
-//! - Operations: [`raw`] (RawKV) and [`txn`] (commit, lock resolution, snapshot reads).
+//! - Building blocks: [`request`] (`RegionRpc`, `Locate`), [`plan`] (`SingleKey`,
+//!   `MultiKey`, `RangeWalk`) and [`range_task`] (a long range cut into concurrent tasks).
+//! - Operations: [`raw`] (RawKV), [`txn`] (commit, lock resolution, snapshot reads) and
+//!   [`gc`] (GC rounds, PD's GC state, the read-visibility check).
 //! - Test support: [`testing`] (a harness and response builders) and [`fuzzing`].
 //!
 //! `docs/architecture.md` traces one request from the public API to the wire and back.
@@ -34,6 +35,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod fuzzing;
+pub mod gc;
 pub mod id_map;
 pub mod key;
 pub mod keyspace;
@@ -42,6 +44,7 @@ pub mod machine;
 pub mod options;
 pub mod pd;
 pub mod plan;
+pub mod range_task;
 pub mod raw;
 pub mod region;
 pub mod region_cache;

@@ -99,6 +99,10 @@ pub enum PdErrorKind {
     InvalidResponse,
     /// What was asked for does not exist (a store, a keyspace).
     NotFound,
+    /// PD refused the request for what it asks, not for how it got there (a GC safe point
+    /// moving backwards, a barrier below the txn safe point, an invalid argument): the same
+    /// request fails the same way again.
+    Refused,
 }
 
 impl PdErrorKind {
@@ -132,7 +136,8 @@ impl PdErrorKind {
             ),
             PdErrorKind::ClusterMismatch { .. }
             | PdErrorKind::InvalidResponse
-            | PdErrorKind::NotFound => false,
+            | PdErrorKind::NotFound
+            | PdErrorKind::Refused => false,
         }
     }
 }
@@ -149,6 +154,7 @@ impl fmt::Display for PdErrorKind {
             }
             PdErrorKind::InvalidResponse => f.write_str("invalid response"),
             PdErrorKind::NotFound => f.write_str("not found"),
+            PdErrorKind::Refused => f.write_str("refused"),
         }
     }
 }
@@ -156,6 +162,10 @@ impl fmt::Display for PdErrorKind {
 /// Phrases PD puts in the messages of its not-leader answers (its `NotLeaderErr`,
 /// `NoLeaderErr`, `NotServedErr`, `NotPrimaryErr`).
 const NOT_LEADER_PHRASES: [&str; 4] = ["not leader", "no leader", "is not served", "not primary"];
+
+/// The error codes (PD's `[PD:<component>:<name>]` message prefix) of refusals: errors of
+/// the request itself, which no retry cures.
+const REFUSAL_CODES: [&str; 2] = ["[PD:gc:", "[PD:common:ErrInvalidArgument]"];
 
 /// The kind of a gRPC status from PD.
 pub fn classify_status(code: GrpcCode, message: &str) -> PdErrorKind {
@@ -205,6 +215,8 @@ pub fn header_error(
         // PD reports a follower asked for leader-only work as UNKNOWN "not leader".
         PdErrorType::Unknown => match classify_status(GrpcCode::Unknown, &error.message) {
             PdErrorKind::NotLeader => PdErrorKind::NotLeader,
+            // PD's GC-state API answers every refusal as UNKNOWN with its error code.
+            _ if REFUSAL_CODES.iter().any(|c| error.message.starts_with(c)) => PdErrorKind::Refused,
             _ => PdErrorKind::Header(PdErrorType::Unknown),
         },
         t => PdErrorKind::Header(t),
@@ -617,6 +629,12 @@ mod tests {
             kind(header(pdpb::ErrorType::Unknown, "disk")),
             PdErrorKind::Header(PdErrorType::Unknown)
         );
+        let refused = kind(header(
+            pdpb::ErrorType::Unknown,
+            "[PD:gc:ErrDecreasingTxnSafePoint]trying to update txn safe point to a smaller value",
+        ));
+        assert_eq!(refused, PdErrorKind::Refused);
+        assert!(!refused.is_retryable(), "the same request fails again");
         assert_eq!(PdErrorType::from_i32(99), PdErrorType::Other(99));
         assert!(header_error("GetRegion", "pd", None).is_ok());
     }

@@ -86,6 +86,7 @@ replies! {
     PessimisticRollbackResponse => KvPessimisticRollback;
     PessimisticLockResponse => KvPessimisticLock;
     TxnHeartBeatResponse => KvTxnHeartBeat;
+    ScanLockResponse => KvScanLock;
     RawGetResponse => RawGet;
     RawBatchGetResponse => RawBatchGet;
     RawScanResponse => RawScan;
@@ -110,7 +111,8 @@ single_key_error!(
     CheckTxnStatusResponse,
     ResolveLockResponse,
     CheckSecondaryLocksResponse,
-    TxnHeartBeatResponse
+    TxnHeartBeatResponse,
+    ScanLockResponse
 );
 
 impl HasKeyError for kvrpcpb::PrewriteResponse {
@@ -363,6 +365,19 @@ impl Resp<kvrpcpb::CheckTxnStatusResponse> {
             }),
             ..Default::default()
         })
+    }
+}
+
+/// A `KvScanLock` reply builder.
+pub fn scan_lock() -> Resp<kvrpcpb::ScanLockResponse> {
+    Resp::default()
+}
+
+impl Resp<kvrpcpb::ScanLockResponse> {
+    /// The region's locks (in key order, as TiKV lists them).
+    pub fn locks(self, locks: impl IntoIterator<Item = LockBuilder>) -> Outcome {
+        self.with(|r| r.locks.extend(locks.into_iter().map(|l| l.0)))
+            .ok()
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`resolve`]: the lock resolver — asks the lock owner's primary for its fate
 //!   (`CheckTxnStatus`), then commits or rolls back the lock (`ResolveLock`).
 //! - [`scan_lock`]: the locks in a key range (`ScanLock`), for operators and GC.
+//! - [`gc_locks`]: GC's sweep settling every lock below the safe point in a range.
 //! - [`snapshot`]: reads at a start timestamp that resolve the locks they meet.
 //! - [`status_cache`]: decided transaction outcomes, shared by the client's resolutions.
 //! - [`commit`]: the committer — prewrite every key, take a commit timestamp, commit the
@@ -15,6 +16,7 @@
 
 pub mod buffer;
 pub mod commit;
+pub mod gc_locks;
 pub mod heartbeat;
 pub mod lock;
 pub mod lock_state;
@@ -27,6 +29,7 @@ pub mod status_cache;
 
 pub use buffer::{Mutation, StagingHandle, WriteBuffer};
 pub use commit::Committer;
+pub use gc_locks::{ResolveRangeLocks, SweepStats};
 pub use lock::{Lock, TxnStatus, key_error};
 pub use lock_state::{
     Changes, HeartbeatChange, PessimisticCommit, PessimisticLocks, PreparedLock, Release,

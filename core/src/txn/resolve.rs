@@ -27,6 +27,11 @@
 //! the cleanup either: that runs in a background task (`Effect::Spawn`), whose failure only
 //! leaves the locks to the next reader. **Writes**
 //! ([`ResolveLocks::for_write`]) must see the locks gone: a live owner means waiting.
+//! **GC** ([`ResolveLocks::for_gc`], client-go's `BatchResolveLocks`) settles every owner
+//! whatever its TTL: locks below the txn safe point belong to transactions that may no longer
+//! commit, so each status check is made at the end of time (`current_ts = u64::MAX`, caller
+//! 0, `rollback_if_not_exist`), which makes TiKV roll back any primary still locked; an
+//! owner still alive after that is a protocol error.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -153,6 +158,7 @@ impl ReadBypass {
 enum Purpose {
     Read,
     Write,
+    Gc,
 }
 
 /// The locks of one owning transaction, and how far its status check has got.
@@ -360,6 +366,8 @@ enum State {
     Cleaning(Box<MultiKey<CleanupPlan>>),
     /// Hand the queued cleanups to a background task (reads).
     SpawnCleanup,
+    /// The resolution cannot go on.
+    Failed(Box<Error>),
     Done,
 }
 
@@ -391,6 +399,18 @@ impl ResolveLocks {
     /// be gone before it writes again.
     pub fn for_write(locks: Vec<Lock>, caller_start_ts: Timestamp) -> Self {
         Self::new(Purpose::Write, locks, caller_start_ts)
+    }
+
+    /// Settles the owners of locks that GC found below the txn safe point (see the module
+    /// docs): every owner ends committed or rolled back, and its locks are cleaned up.
+    pub fn for_gc(locks: Vec<Lock>) -> Self {
+        let mut resolver = Self::new(Purpose::Gc, locks, Timestamp::ZERO);
+        // Judged at the end of time: no timestamp needed, every lock is expired.
+        resolver.current_ts = Timestamp::MAX;
+        for owner in &mut resolver.owners {
+            owner.rollback_if_not_exist = true;
+        }
+        resolver
     }
 
     fn new(purpose: Purpose, locks: Vec<Lock>, caller_start_ts: Timestamp) -> Self {
@@ -551,6 +571,19 @@ impl ResolveLocks {
                     .filter(|p| recover && p.use_async_commit)
                 {
                     self.check_secondaries(owner.start_ts, primary);
+                    return;
+                }
+                if self.purpose == Purpose::Gc {
+                    // Checked at the end of time, TiKV must have rolled it back.
+                    let error = Error::KeyError {
+                        key: owner.primary.clone(),
+                        message: format!(
+                            "GC: transaction {} is still alive (TTL {ttl_ms} ms) after a \
+                             status check that had to roll it back",
+                            owner.start_ts.as_u64()
+                        ),
+                    };
+                    self.state = State::Failed(Box::new(error));
                     return;
                 }
                 if self.purpose == Purpose::Read
@@ -780,6 +813,12 @@ impl Machine for ResolveLocks {
                         None if needs_ts => self.state = State::NeedTs,
                         None => self.state = State::Check,
                     }
+                }
+                State::Failed(_) => {
+                    let State::Failed(e) = std::mem::replace(&mut self.state, State::Done) else {
+                        continue; // matched just above
+                    };
+                    return self.finish(Err(*e));
                 }
                 State::NeedTs => {
                     let id = cx.next_id();

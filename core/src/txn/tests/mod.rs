@@ -7,6 +7,7 @@ use crate::testing::resp::{self, Sent};
 use crate::testing::{Harness, region};
 
 mod commit;
+mod gc_locks;
 mod keyspace;
 mod lock_state;
 mod pessimistic;
