@@ -24,7 +24,7 @@ fn in_region(req: &kvrpcpb::ScanLockRequest, locks: &[LockBuilder]) -> Vec<LockB
     locks
         .iter()
         .filter(|l| {
-            let key = Key::from(l.to_lock().key);
+            let key = l.to_lock().key;
             key >= start && (end.is_empty() || key < end)
         })
         .cloned()
