@@ -54,6 +54,8 @@ pub struct ClientContext<R: Runtime> {
     pub rng: RngForks,
     /// Background tasks (`Effect::Spawn`) still running.
     pub background: Arc<std::sync::atomic::AtomicUsize>,
+    /// The txn safe point transactional reads are checked against.
+    pub txn_safe_point: crate::gc::SafePointWatch,
 }
 
 impl<R: Runtime> ClientContext<R> {
@@ -106,6 +108,7 @@ impl<R: Runtime> ClientContext<R> {
             txn_statuses: TxnStatusCache::default(),
             rng: RngForks::new(seed),
             background: Arc::default(),
+            txn_safe_point: Default::default(),
             config,
         })
     }

@@ -12,12 +12,13 @@ macro_rules! facade {
     ($rt:ty) => {
         pub use $crate::__facade::{
             ApiVersion, Assertion, AssertionLevel, BoxFuture, Bytes, CasResult, Checksum, Config,
-            Delivery, DiskFullOpt, Error, GrpcCode, Instant, Interrupt, IsolationLevel, Key,
-            KeyRange, KvPair, Lock, LockOptions, LockStats, LockWait, Locked, LockedValue,
-            PdErrorKind, PdErrorType, Peer, PeerRole, PrewriteLockPolicy, Priority, ReadOptions,
-            Region, RegionEpoch, RegionId, RegionVerId, ReplicaRead, Resolved, Result, Runtime,
-            Security, StagingHandle, Store, StoreId, StoreState, Target, Timestamp,
-            TransactionOptions, TxnMode, TxnStatus, WriteBuffer,
+            Delivery, DiskFullOpt, Error, GcBarrier, GcReport, GcSafePointAdvance, GcState,
+            GrpcCode, Instant, Interrupt, IsolationLevel, Key, KeyRange, KvPair, Lock, LockOptions,
+            LockStats, LockWait, Locked, LockedValue, PdErrorKind, PdErrorType, Peer, PeerRole,
+            PrewriteLockPolicy, Priority, ReadOptions, Region, RegionEpoch, RegionId, RegionVerId,
+            ReplicaRead, Resolved, Result, Runtime, Security, StagingHandle, Store, StoreId,
+            StoreState, SweepStats, Target, Timestamp, TransactionOptions, TxnMode,
+            TxnSafePointAdvance, TxnStatus, WriteBuffer,
         };
 
         /// The runtime this crate's clients run on (what `connect_with` takes).
@@ -46,6 +47,9 @@ macro_rules! facade {
 pub mod exports {
     pub use bytes::Bytes;
     pub use tikv_core::config::Security;
+    pub use tikv_core::gc::{
+        GcBarrier, GcReport, GcSafePointAdvance, GcState, TxnSafePointAdvance,
+    };
     pub use tikv_core::options::{
         Assertion, AssertionLevel, DiskFullOpt, IsolationLevel, PrewriteLockPolicy, Priority,
         ReadOptions, ReplicaRead, TransactionOptions, TxnMode,
@@ -53,7 +57,7 @@ pub mod exports {
     pub use tikv_core::raw::{CasResult, Checksum, KvPair};
     pub use tikv_core::txn::{
         Interrupt, Lock, LockOptions, LockStats, LockWait, Locked, LockedValue, Resolved,
-        StagingHandle, TxnStatus, WriteBuffer,
+        StagingHandle, SweepStats, TxnStatus, WriteBuffer,
     };
     pub use tikv_core::{
         ApiVersion, Config, Delivery, Error, GrpcCode, Instant, Key, KeyRange, PdErrorKind,

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod executor;
 pub mod facade;
+pub mod gc;
 pub mod grpc;
 mod latch;
 pub mod paging;

@@ -70,7 +70,17 @@ pd_requests!(
     GetAllStoresRequest,
     ScanRegionsRequest,
     TsoRequest,
-    AllocIdRequest
+    AllocIdRequest,
+    GetGcStateRequest,
+    GetAllKeyspacesGcStatesRequest,
+    AdvanceTxnSafePointRequest,
+    AdvanceGcSafePointRequest,
+    SetGcBarrierRequest,
+    DeleteGcBarrierRequest,
+    SetGlobalGcBarrierRequest,
+    DeleteGlobalGcBarrierRequest,
+    ScatterRegionRequest,
+    GetOperatorRequest
 );
 pd_responses!(
     GetMembersResponse,
@@ -79,7 +89,17 @@ pd_responses!(
     GetAllStoresResponse,
     ScanRegionsResponse,
     TsoResponse,
-    AllocIdResponse
+    AllocIdResponse,
+    GetGcStateResponse,
+    GetAllKeyspacesGcStatesResponse,
+    AdvanceTxnSafePointResponse,
+    AdvanceGcSafePointResponse,
+    SetGcBarrierResponse,
+    DeleteGcBarrierResponse,
+    SetGlobalGcBarrierResponse,
+    DeleteGlobalGcBarrierResponse,
+    ScatterRegionResponse,
+    GetOperatorResponse
 );
 
 impl PdMessage for tikv_proto::keyspacepb::LoadKeyspaceRequest {

@@ -58,7 +58,7 @@ use crate::transport::SharedTransport;
 
 /// A client for transactions. Cheap to clone.
 pub struct TransactionClient<R: Runtime> {
-    ctx: Arc<ClientContext<R>>,
+    pub(crate) ctx: Arc<ClientContext<R>>,
     /// Local latches of optimistic commits (`Config::local_latches`).
     latches: Option<Arc<LatchTable>>,
 }
@@ -102,6 +102,8 @@ impl<R: Runtime> TransactionClient<R> {
             .map(|capacity| Arc::new(LatchTable::new(capacity)));
         let ctx =
             ClientContext::connect(runtime, transport, pd_endpoints, config, KeyMode::Txn).await?;
+        // As client-go: a client that cannot learn the txn safe point cannot judge its reads.
+        ctx.load_txn_safe_point().await?;
         Ok(TransactionClient {
             ctx: Arc::new(ctx),
             latches,
@@ -351,15 +353,20 @@ impl<R: Runtime> Reads<R> {
         }
     }
 
-    /// Runs one read, within the read timeout if one is set.
+    /// Runs one read, within the read timeout if one is set. A read that completed is then
+    /// checked against the txn safe point (client-go's `CheckVisibility`, after the read as
+    /// there: GC may have passed its timestamp while it ran), so that no answer from below
+    /// the safe point, where versions may be missing, reaches the caller.
     async fn run<M: Machine<Output = Result<T>>, T>(&self, machine: M) -> Result<T> {
         let read = run_with(&self.ctx, machine, self.context.clone());
-        match self.timeout {
+        let out = match self.timeout {
             None => read.await,
             Some(t) => crate::runtime::timeout(&self.ctx.runtime, t, read)
                 .await
                 .unwrap_or_else(|| Err(Error::Cancelled(format!("read timed out after {t:?}")))),
-        }
+        }?;
+        self.ctx.check_visibility(self.ts).await?;
+        Ok(out)
     }
 
     async fn get(&self, key: Key) -> Result<Option<Bytes>> {
