@@ -162,6 +162,7 @@ tikv_methods!(
     MvccGetByKey => mvcc_get_by_key;
     MvccGetByStartTs => mvcc_get_by_start_ts;
     UnsafeDestroyRange => unsafe_destroy_range;
+    SplitRegion => split_region_rpc;
     GetStoreSafeTs => get_store_safe_ts;
 );
 

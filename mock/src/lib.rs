@@ -69,6 +69,7 @@ pub mod rng;
 mod scheduling;
 #[cfg(feature = "server")]
 pub mod server;
+mod split;
 #[cfg(feature = "sim")]
 pub mod sim;
 #[cfg(test)]
