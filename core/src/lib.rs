@@ -22,7 +22,8 @@
 //! - Building blocks: [`request`] (`RegionRpc`, `Locate`), [`plan`] (`SingleKey`,
 //!   `MultiKey`, `RangeWalk`) and [`range_task`] (a long range cut into concurrent tasks).
 //! - Operations: [`raw`] (RawKV), [`txn`] (commit, lock resolution, snapshot reads) and
-//!   [`gc`] (GC rounds, PD's GC state, the read-visibility check).
+//!   [`gc`] (GC rounds, PD's GC state, the read-visibility check), [`split`] (split and
+//!   scatter regions).
 //! - Test support: [`testing`] (a harness and response builders) and [`fuzzing`].
 //!
 //! `docs/architecture.md` traces one request from the public API to the wire and back.
@@ -52,6 +53,7 @@ pub mod region_error;
 pub mod request;
 pub mod rng;
 pub mod rpc;
+pub mod split;
 pub mod store_cache;
 pub mod store_health;
 pub mod testing;

@@ -137,6 +137,13 @@ pub trait BatchPlan {
 
     /// The request for one batch of items of one region.
     fn build(&self, items: &[Self::Item]) -> TikvRequest;
+
+    /// Whether `item` still needs a request to `region` (by default, always). An item whose
+    /// work the region already shows done (a split key that starts it) is dropped, never
+    /// sent.
+    fn needed(_region: &Region, _item: &Self::Item) -> bool {
+        true
+    }
 }
 
 /// A batch plan whose items are bare keys, sized by their length: implement this and
@@ -198,7 +205,8 @@ impl<P: BatchPlan> MultiKey<P> {
         let unrouted = std::mem::take(&mut self.unrouted);
         let grouped = cx.regions.group_by_region(unrouted, P::key, cx.now);
         let missing = grouped.missing;
-        for (region, items) in grouped.groups {
+        for (region, mut items) in grouped.groups {
+            items.retain(|item| P::needed(&region, item));
             self.split_into_batches(region, items);
         }
         if let Some(first) = missing.first() {

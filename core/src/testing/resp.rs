@@ -87,6 +87,7 @@ replies! {
     PessimisticLockResponse => KvPessimisticLock;
     TxnHeartBeatResponse => KvTxnHeartBeat;
     ScanLockResponse => KvScanLock;
+    SplitRegionResponse => SplitRegion;
     RawGetResponse => RawGet;
     RawBatchGetResponse => RawBatchGet;
     RawScanResponse => RawScan;
@@ -838,6 +839,8 @@ pub fn keys_of(request: &TikvRequest) -> Vec<Key> {
         TikvRequest::RawGet(r) => vec![Key::from(r.key.clone())],
         TikvRequest::RawBatchGet(r) => keys(&r.keys),
         TikvRequest::RawScan(r) => vec![r.start_key.clone().into(), r.end_key.clone().into()],
+        TikvRequest::SplitRegion(r) => keys(&r.split_keys),
+        TikvRequest::KvScanLock(r) => vec![r.start_key.clone().into(), r.end_key.clone().into()],
         _ => Vec::new(),
     }
 }
