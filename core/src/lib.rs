@@ -23,7 +23,7 @@
 //!   `MultiKey`, `RangeWalk`) and [`range_task`] (a long range cut into concurrent tasks).
 //! - Operations: [`raw`] (RawKV), [`txn`] (commit, lock resolution, snapshot reads) and
 //!   [`gc`] (GC rounds, PD's GC state, the read-visibility check), [`split`] (split and
-//!   scatter regions).
+//!   scatter regions), [`range_ops`] (delete and destroy ranges).
 //! - Test support: [`testing`] (a harness and response builders) and [`fuzzing`].
 //!
 //! `docs/architecture.md` traces one request from the public API to the wire and back.
@@ -45,6 +45,7 @@ pub mod machine;
 pub mod options;
 pub mod pd;
 pub mod plan;
+pub mod range_ops;
 pub mod range_task;
 pub mod raw;
 pub mod region;

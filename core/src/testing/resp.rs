@@ -88,6 +88,8 @@ replies! {
     TxnHeartBeatResponse => KvTxnHeartBeat;
     ScanLockResponse => KvScanLock;
     SplitRegionResponse => SplitRegion;
+    DeleteRangeResponse => KvDeleteRange;
+    UnsafeDestroyRangeResponse => UnsafeDestroyRange;
     RawGetResponse => RawGet;
     RawBatchGetResponse => RawBatchGet;
     RawScanResponse => RawScan;
