@@ -23,7 +23,8 @@
 //!   `MultiKey`, `RangeWalk`) and [`range_task`] (a long range cut into concurrent tasks).
 //! - Operations: [`raw`] (RawKV), [`txn`] (commit, lock resolution, snapshot reads) and
 //!   [`gc`] (GC rounds, PD's GC state, the read-visibility check), [`split`] (split and
-//!   scatter regions), [`range_ops`] (delete and destroy ranges).
+//!   scatter regions), [`range_ops`] (delete and destroy ranges), [`mvcc`] (MVCC debug
+//!   views).
 //! - Test support: [`testing`] (a harness and response builders) and [`fuzzing`].
 //!
 //! `docs/architecture.md` traces one request from the public API to the wire and back.
@@ -42,6 +43,7 @@ pub mod key;
 pub mod keyspace;
 pub mod latch;
 pub mod machine;
+pub mod mvcc;
 pub mod options;
 pub mod pd;
 pub mod plan;

@@ -89,6 +89,8 @@ replies! {
     ScanLockResponse => KvScanLock;
     SplitRegionResponse => SplitRegion;
     DeleteRangeResponse => KvDeleteRange;
+    MvccGetByKeyResponse => MvccGetByKey;
+    MvccGetByStartTsResponse => MvccGetByStartTs;
     UnsafeDestroyRangeResponse => UnsafeDestroyRange;
     RawGetResponse => RawGet;
     RawBatchGetResponse => RawBatchGet;
