@@ -122,6 +122,57 @@ impl Machine for SplitRegions {
     }
 }
 
+/// How PD scatters regions (PD's `ScatterRegion` options; client-go's `WithGroup`,
+/// `WithRetry`, `WithSkipStoreLimit`).
+///
+/// ```
+/// use tikv_core::split::ScatterOptions;
+///
+/// let options = ScatterOptions::default().with_group("table-42").with_retry_limit(3);
+/// assert_eq!(options.group.as_deref(), Some("table-42"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScatterOptions {
+    /// Regions of one group are spread together (client-go passes a table id).
+    pub group: Option<String>,
+    /// How often PD retries a region it could not place (0: PD's default).
+    pub retry_limit: u64,
+    /// Ignore the stores' scheduling limits.
+    pub skip_store_limit: bool,
+}
+
+impl ScatterOptions {
+    /// Sets the group.
+    pub fn with_group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Sets PD's retry limit.
+    pub fn with_retry_limit(mut self, limit: u64) -> Self {
+        self.retry_limit = limit;
+        self
+    }
+
+    /// Ignores the stores' limits.
+    pub fn with_skip_store_limit(mut self, skip: bool) -> Self {
+        self.skip_store_limit = skip;
+        self
+    }
+
+    /// PD's request for `regions`.
+    pub fn request(&self, regions: &[RegionId]) -> pdpb::ScatterRegionRequest {
+        pdpb::ScatterRegionRequest {
+            regions_id: regions.to_vec(),
+            group: self.group.clone().unwrap_or_default(),
+            retry_limit: self.retry_limit,
+            skip_store_limit: self.skip_store_limit,
+            ..Default::default()
+        }
+    }
+}
+
 /// Where a region's scatter stands, from PD's `GetOperator` answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScatterProgress {

@@ -14,11 +14,12 @@ macro_rules! facade {
             ApiVersion, Assertion, AssertionLevel, BoxFuture, Bytes, CasResult, Checksum, Config,
             Delivery, DiskFullOpt, Error, GcBarrier, GcReport, GcSafePointAdvance, GcState,
             GrpcCode, Instant, Interrupt, IsolationLevel, Key, KeyRange, KvPair, Lock, LockOptions,
-            LockStats, LockWait, Locked, LockedValue, PdErrorKind, PdErrorType, Peer, PeerRole,
-            PrewriteLockPolicy, Priority, ReadOptions, Region, RegionEpoch, RegionId, RegionVerId,
-            ReplicaRead, Resolved, Result, Runtime, Security, StagingHandle, Store, StoreId,
-            StoreState, SweepStats, Target, Timestamp, TransactionOptions, TxnMode,
-            TxnSafePointAdvance, TxnStatus, WriteBuffer,
+            LockStats, LockWait, Locked, LockedValue, MvccInfo, MvccLock, MvccOp, MvccWrite,
+            PdErrorKind, PdErrorType, Peer, PeerRole, PrewriteLockPolicy, Priority, ReadOptions,
+            Region, RegionEpoch, RegionId, RegionVerId, ReplicaRead, Resolved, Result, Runtime,
+            ScatterOptions, Security, StagingHandle, Store, StoreId, StoreState, SweepStats,
+            Target, Timestamp, TransactionOptions, TxnMode, TxnSafePointAdvance, TxnStatus,
+            WriteBuffer,
         };
 
         /// The runtime this crate's clients run on (what `connect_with` takes).
@@ -50,11 +51,13 @@ pub mod exports {
     pub use tikv_core::gc::{
         GcBarrier, GcReport, GcSafePointAdvance, GcState, TxnSafePointAdvance,
     };
+    pub use tikv_core::mvcc::{MvccInfo, MvccLock, MvccOp, MvccWrite};
     pub use tikv_core::options::{
         Assertion, AssertionLevel, DiskFullOpt, IsolationLevel, PrewriteLockPolicy, Priority,
         ReadOptions, ReplicaRead, TransactionOptions, TxnMode,
     };
     pub use tikv_core::raw::{CasResult, Checksum, KvPair};
+    pub use tikv_core::split::ScatterOptions;
     pub use tikv_core::txn::{
         Interrupt, Lock, LockOptions, LockStats, LockWait, Locked, LockedValue, Resolved,
         StagingHandle, SweepStats, TxnStatus, WriteBuffer,

@@ -5,6 +5,7 @@
 //! `tikv-tokio` and `tikv-async-std` crates provide [`Runtime`] implementations and re-export
 //! the client API.
 
+pub mod admin;
 pub mod batch;
 pub mod executor;
 pub mod facade;

@@ -69,9 +69,9 @@ pub mod rng;
 mod scheduling;
 #[cfg(feature = "server")]
 pub mod server;
-mod split;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod split;
 #[cfg(test)]
 mod test_util;
 pub mod topology;

@@ -201,7 +201,10 @@ mod tests {
         assert_eq!(r.regions[0].end_key, g);
         assert_eq!(r.regions[1].start_key, g);
         assert_eq!(r.regions[2].start_key, q);
-        assert!(r.left.is_none() && r.right.is_none(), "only for exactly two");
+        assert!(
+            r.left.is_none() && r.right.is_none(),
+            "only for exactly two"
+        );
     }
 
     #[test]
@@ -254,6 +257,9 @@ mod tests {
         let r = c
             .tikv::<tikv_service::SplitRegion>(store, req, 0)
             .expect("served");
-        assert!(r.region_error.is_some_and(|e| e.key_not_in_region.is_some()));
+        assert!(
+            r.region_error
+                .is_some_and(|e| e.key_not_in_region.is_some())
+        );
     }
 }

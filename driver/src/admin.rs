@@ -1,0 +1,295 @@
+//! Operator calls on a [`TransactionClient`]: split and scatter regions, delete and destroy
+//! ranges, MVCC debug views (client-go's `KVStore.SplitRegions`, `WaitScatterRegionFinish`,
+//! `DeleteRange`, `UnsafeDestroyRange`, and `tikvrpc`'s MVCC commands). The protocol steps
+//! are `tikv_core::{split, range_ops, mvcc}` machines; the PD calls and their retries are
+//! here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tikv_core::backoff::{BackoffKind, Backoffer, budget};
+use tikv_core::machine::Budgeted;
+use tikv_core::mvcc::{MvccByKey, MvccByStartTs, MvccInfo};
+use tikv_core::pd::PdErrorKind;
+use tikv_core::range_ops::{DeleteRange, DestroyRange};
+use tikv_core::split::{ScatterOptions, ScatterProgress, SplitRegions, scatter_progress};
+use tikv_core::{Error, Key, KeyRange, RegionId, Timestamp};
+use tikv_proto::pdpb::{self, pd_service as pd};
+use tracing::{debug, warn};
+
+use crate::executor::{ClientContext, run};
+use crate::runtime::Runtime;
+use crate::txn::TransactionClient;
+
+/// Labels that mark a TiFlash store (no TiKV RPCs go there).
+fn is_tiflash(store: &tikv_core::Store) -> bool {
+    store
+        .labels
+        .iter()
+        .any(|(k, v)| k == "engine" && (v == "tiflash" || v == "tiflash_compute"))
+}
+
+impl<R: Runtime> ClientContext<R> {
+    /// Sleeps as `backoff` says after `error`, or returns the exhaustion error.
+    async fn back_off(
+        &self,
+        backoff: &mut Backoffer,
+        kind: BackoffKind,
+        error: &Error,
+    ) -> Result<(), Error> {
+        let mut rng = self.rng.fork();
+        let sleep = backoff.next_sleep(kind, error, &mut rng)?;
+        self.runtime.sleep(sleep).await;
+        Ok(())
+    }
+
+    async fn scatter(
+        &self,
+        regions: &[RegionId],
+        options: &ScatterOptions,
+        backoff: &mut Backoffer,
+    ) -> Result<(), Error> {
+        loop {
+            let request = options.request(regions);
+            match self.pd.call::<pd::ScatterRegion>(request).await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        &e,
+                        Error::Pd {
+                            kind: PdErrorKind::Refused,
+                            ..
+                        }
+                    ) =>
+                {
+                    return Err(e);
+                }
+                Err(e) => {
+                    debug!(error = %e, ?regions, "scatter failed, retrying");
+                    self.back_off(backoff, BackoffKind::PdRpc, &e).await?;
+                }
+            }
+        }
+    }
+
+    /// One `GetOperator` read: `Ok(None)` when PD has no operator for the region (a
+    /// `REGION_NOT_FOUND` header), which counts as finished.
+    async fn operator(&self, region: RegionId) -> Result<Option<pdpb::GetOperatorResponse>, Error> {
+        let request = pdpb::GetOperatorRequest {
+            region_id: region,
+            ..Default::default()
+        };
+        match self.pd.call::<pd::GetOperator>(request).await {
+            Ok(r) => Ok(Some(r)),
+            Err(Error::Pd {
+                kind: PdErrorKind::Header(_),
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<R: Runtime> TransactionClient<R> {
+    fn context(&self) -> &Arc<ClientContext<R>> {
+        &self.ctx
+    }
+
+    /// Splits the regions holding `keys` so that each key starts a region (TiKV's
+    /// `SplitRegion`, as client-go does); returns the new regions' ids. Keys that already
+    /// start a region are skipped. With `scatter`, PD then spreads each new region over the
+    /// stores (not waited for: see
+    /// [`wait_scatter_region_finish`](Self::wait_scatter_region_finish)); a scatter that fails
+    /// fails the call, the split stays done.
+    pub async fn split_regions(
+        &self,
+        keys: impl IntoIterator<Item = impl Into<Key>>,
+        scatter: Option<ScatterOptions>,
+    ) -> Result<Vec<RegionId>, Error> {
+        let ctx = self.context();
+        let codec = ctx.config.keyspace_codec();
+        let keys: Vec<Key> = keys.into_iter().map(|k| codec.encode(k.into())).collect();
+        if keys.iter().any(Key::is_empty) {
+            return Err(Error::InvalidArgument(
+                "a split key must not be empty".into(),
+            ));
+        }
+        let per_key =
+            budget::SPLIT_PER_KEY.saturating_mul(u32::try_from(keys.len()).unwrap_or(u32::MAX));
+        let budget = ctx.config.budget(per_key.min(budget::SPLIT_MAX));
+        let backoff = Backoffer::new("split regions", budget);
+        let regions = run(ctx, Budgeted::new(backoff, SplitRegions::new(keys, false))).await?;
+        if let Some(options) = scatter {
+            let mut backoff = Backoffer::new("scatter regions", budget);
+            for region in &regions {
+                ctx.scatter(&[*region], &options, &mut backoff).await?;
+            }
+        }
+        Ok(regions)
+    }
+
+    /// Asks PD to scatter `regions` (PD's `ScatterRegion`), retrying while PD cannot be
+    /// reached; returns once PD has taken the request, not once the moves are done.
+    pub async fn scatter_regions(
+        &self,
+        regions: &[RegionId],
+        options: &ScatterOptions,
+    ) -> Result<(), Error> {
+        if regions.is_empty() {
+            return Ok(());
+        }
+        let ctx = self.context();
+        let mut backoff = Backoffer::new("scatter regions", ctx.config.budget(budget::SPLIT_MAX));
+        ctx.scatter(regions, options, &mut backoff).await
+    }
+
+    /// Waits until PD's scatter of `region` is over (its operator is no longer a running
+    /// `scatter-region`: done, timed out, cancelled, or none), polling with backoff for at
+    /// most `timeout` (client-go's default: 120 s).
+    pub async fn wait_scatter_region_finish(
+        &self,
+        region: RegionId,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        let ctx = self.context();
+        let budget = timeout.unwrap_or(budget::SCATTER_WAIT);
+        let mut backoff = Backoffer::new("wait for scatter", budget);
+        loop {
+            let error = match ctx.operator(region).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(op)) if scatter_progress(&op) == ScatterProgress::Finished => {
+                    return Ok(());
+                }
+                Ok(Some(_)) => Error::Region {
+                    region: tikv_core::RegionVerId {
+                        id: region,
+                        conf_ver: 0,
+                        version: 0,
+                    },
+                    message: "still scattering".into(),
+                },
+                Err(e) => e,
+            };
+            ctx.back_off(&mut backoff, BackoffKind::RegionMiss, &error)
+                .await?;
+        }
+    }
+
+    /// Whether PD is scattering `region` right now.
+    pub async fn is_region_scattering(&self, region: RegionId) -> Result<bool, Error> {
+        let op = self.context().operator(region).await?;
+        Ok(op.is_some_and(|op| scatter_progress(&op) == ScatterProgress::Running))
+    }
+
+    /// Deletes every key in `range` (user keys; every version, no MVCC: what TiDB does to
+    /// dropped tables once GC allows), region by region with `concurrency` range tasks at a
+    /// time; returns how many regions were done.
+    pub async fn delete_range(
+        &self,
+        range: impl Into<KeyRange>,
+        concurrency: usize,
+    ) -> Result<usize, Error> {
+        self.run_delete_range(range.into(), concurrency, false)
+            .await
+    }
+
+    /// Announces a deletion of `range` to observers (TiFlash, CDC) without deleting
+    /// (`DeleteRange` with `notify_only`).
+    pub async fn notify_delete_range(
+        &self,
+        range: impl Into<KeyRange>,
+        concurrency: usize,
+    ) -> Result<usize, Error> {
+        self.run_delete_range(range.into(), concurrency, true).await
+    }
+
+    async fn run_delete_range(
+        &self,
+        range: KeyRange,
+        concurrency: usize,
+        notify_only: bool,
+    ) -> Result<usize, Error> {
+        if range.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "empty or inverted range {range}"
+            )));
+        }
+        let ctx = self.context();
+        let range = ctx.config.keyspace_codec().encode_range(range);
+        let done = ctx
+            .run_range_tasks(range, concurrency, |task| {
+                let ctx = ctx.clone();
+                async move {
+                    let backoff = Backoffer::new(
+                        "delete range",
+                        ctx.config.budget(budget::DELETE_RANGE_REGION),
+                    );
+                    run(
+                        &ctx,
+                        Budgeted::new(backoff, DeleteRange::new(task, notify_only)),
+                    )
+                    .await
+                }
+            })
+            .await?;
+        Ok(done.into_iter().sum())
+    }
+
+    /// Drops `range` (user keys, both ends bounded) from every TiKV store's engine at once,
+    /// bypassing raft and MVCC (client-go's `UnsafeDestroyRange`, what GC does after
+    /// `delete_range` to reclaim space). Down stores make it fail, naming them; it may be
+    /// repeated.
+    pub async fn unsafe_destroy_range(&self, range: impl Into<KeyRange>) -> Result<(), Error> {
+        let ctx = self.context();
+        let range = range.into();
+        if range.end().is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "unsafe destroy range needs a bounded range, got {range}"
+            )));
+        }
+        let range = ctx.config.keyspace_codec().encode_range(range);
+        let stores: Vec<_> = ctx
+            .pd
+            .get_all_stores()
+            .await?
+            .into_iter()
+            .filter(|s| !is_tiflash(s))
+            .collect();
+        let destroy = DestroyRange::new(range, stores)?;
+        let done = run(ctx, destroy).await?;
+        if done == 0 {
+            warn!("unsafe destroy range: PD lists no TiKV store");
+        }
+        Ok(())
+    }
+
+    /// The MVCC state of `key`: its lock, write records and long values.
+    pub async fn mvcc_by_key(&self, key: impl Into<Key>) -> Result<MvccInfo, Error> {
+        let ctx = self.context();
+        let codec = ctx.config.keyspace_codec();
+        let backoff = Backoffer::new("mvcc by key", ctx.config.budget(budget::GET));
+        let result = run(
+            ctx,
+            Budgeted::new(backoff, MvccByKey::new(codec, key.into())),
+        )
+        .await;
+        codec.decode_result(result)
+    }
+
+    /// The first key (in key order) the transaction started at `start_ts` wrote, with its MVCC
+    /// state; `None` if no region has a record of it.
+    pub async fn mvcc_by_start_ts(
+        &self,
+        start_ts: Timestamp,
+    ) -> Result<Option<(Key, MvccInfo)>, Error> {
+        let ctx = self.context();
+        let codec = ctx.config.keyspace_codec();
+        let backoff = Backoffer::new("mvcc by start ts", ctx.config.budget(budget::SCAN));
+        let result = run(
+            ctx,
+            Budgeted::new(backoff, MvccByStartTs::new(codec, start_ts)),
+        )
+        .await;
+        codec.decode_result(result)
+    }
+}

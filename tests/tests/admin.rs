@@ -1,0 +1,143 @@
+//! Operator calls against the mock: split then scatter then wait, delete and destroy ranges,
+//! MVCC debug views.
+
+use std::time::Duration;
+
+use tikv_integration_tests::crashed::Crashed;
+use tikv_integration_tests::mock_txn_cluster;
+use tikv_mock::server::MockServer;
+use tikv_tokio::{
+    Config, Error, Key, KeyRange, MvccOp, ScatterOptions, Timestamp, TransactionClient,
+};
+
+async fn client(mock: &MockServer) -> TransactionClient {
+    TransactionClient::connect(&[mock.pd_address()], Config::default().with_rng_seed(5))
+        .await
+        .unwrap()
+}
+
+async fn write(c: &TransactionClient, keys: &[&str]) -> Timestamp {
+    let mut t = c.begin().await.unwrap();
+    for k in keys {
+        t.put(*k, format!("v-{k}")).await.unwrap();
+    }
+    t.commit().await.unwrap()
+}
+
+async fn keys_in(c: &TransactionClient) -> Vec<String> {
+    let snapshot = c.snapshot(c.current_timestamp().await.unwrap());
+    snapshot
+        .scan(KeyRange::all(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| String::from_utf8_lossy(p.key.as_bytes()).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn split_then_scatter_then_wait() {
+    let mock = mock_txn_cluster(3, &[]).await;
+    let c = client(&mock).await;
+    write(&c, &["a", "c", "e", "g"]).await;
+
+    let options = ScatterOptions::default().with_group("t1");
+    let new = c
+        .split_regions(["b", "d", "f", "d"], Some(options))
+        .await
+        .unwrap();
+    assert_eq!(new.len(), 3, "one new region per distinct key: {new:?}");
+    let regions = c.pd().scan_regions(b"", b"", 100).await.unwrap();
+    assert_eq!(regions.len(), 4);
+    // The mock's operators report RUNNING once before they apply: a wait on a moving
+    // region polls, backs off and polls again.
+    let polls = |mock: &MockServer| mock.cluster().lock().counters().rpcs_of("GetOperator");
+    let before = polls(&mock);
+    for id in &new {
+        c.wait_scatter_region_finish(*id, Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+    }
+    let waited = polls(&mock) - before;
+    assert!(
+        waited > new.len() as u64,
+        "some wait saw a running scatter: {waited} polls"
+    );
+    for id in &new {
+        assert!(!c.is_region_scattering(*id).await.unwrap());
+    }
+    // Splitting again at the same keys is a no-op.
+    assert!(c.split_regions(["b", "d"], None).await.unwrap().is_empty());
+    // The data is where it was.
+    assert_eq!(keys_in(&c).await, ["a", "c", "e", "g"]);
+    assert!(matches!(
+        c.split_regions([""], None).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[tokio::test]
+async fn delete_range_removes_every_version_across_regions() {
+    let mock = mock_txn_cluster(3, &["c", "f", "k"]).await;
+    let c = client(&mock).await;
+    write(&c, &["a", "b", "d", "g", "h", "m", "z"]).await;
+    write(&c, &["d", "g"]).await;
+    let regions = c.delete_range(KeyRange::new("b", "n"), 2).await.unwrap();
+    assert_eq!(regions, 4, "[b,c) [c,f) [f,k) [k,n)");
+    assert_eq!(keys_in(&c).await, ["a", "z"]);
+    let info = c.mvcc_by_key("d").await.unwrap();
+    assert!(info.is_empty(), "no version left: {info:?}");
+    // Notify-only deletes nothing.
+    c.notify_delete_range(KeyRange::new("a", "b"), 1)
+        .await
+        .unwrap();
+    assert_eq!(keys_in(&c).await, ["a", "z"]);
+}
+
+#[tokio::test]
+async fn unsafe_destroy_range_drops_the_range_on_every_store() {
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let c = client(&mock).await;
+    write(&c, &["a", "b", "x"]).await;
+    c.unsafe_destroy_range(KeyRange::new("a", "c"))
+        .await
+        .unwrap();
+    assert_eq!(keys_in(&c).await, ["x"]);
+    assert!(matches!(
+        c.unsafe_destroy_range(KeyRange::new("a", "")).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[tokio::test]
+async fn mvcc_views_show_writes_and_locks() {
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let c = client(&mock).await;
+    let first = write(&c, &["k"]).await;
+    let second = write(&c, &["k", "x"]).await;
+    let info = c.mvcc_by_key("k").await.unwrap();
+    let commits: Vec<Timestamp> = info.writes.iter().map(|w| w.commit_ts).collect();
+    assert_eq!(commits, [second, first], "newest first");
+    assert!(info.writes.iter().all(|w| w.op == MvccOp::Put));
+    assert!(info.lock.is_none());
+
+    let owner = c.current_timestamp().await.unwrap();
+    Crashed::new(&["x"])
+        .ttl(60_000)
+        .leave(&mock, owner.as_u64());
+    let lock = c.mvcc_by_key("x").await.unwrap().lock.expect("a lock");
+    assert_eq!((lock.start_ts, lock.primary), (owner, Key::from("x")));
+
+    let start_of_second = c.mvcc_by_key("x").await.unwrap().writes[0].start_ts;
+    let (key, found) = c
+        .mvcc_by_start_ts(start_of_second)
+        .await
+        .unwrap()
+        .expect("the transaction wrote k and x");
+    assert_eq!(key, Key::from("k"), "the first key in key order");
+    assert_eq!(found.writes[0].commit_ts, second);
+    assert_eq!(
+        c.mvcc_by_start_ts(Timestamp::from_u64(1)).await.unwrap(),
+        None
+    );
+}
