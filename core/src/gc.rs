@@ -29,8 +29,7 @@ use crate::error::Error;
 use crate::time::Instant;
 use crate::timestamp::Timestamp;
 
-/// The keyspace id PD uses for "no keyspace" (API V1, or keyspaces under unified GC).
-pub const NULL_KEYSPACE_ID: u32 = 0xFFFF_FFFF;
+pub use crate::request::NULL_KEYSPACE_ID;
 
 /// How often a client reloads the txn safe point for its visibility checks (client-go's
 /// `pollTxnSafePointInterval`).

@@ -24,7 +24,7 @@
 //! - Operations: [`raw`] (RawKV), [`txn`] (commit, lock resolution, snapshot reads) and
 //!   [`gc`] (GC rounds, PD's GC state, the read-visibility check), [`split`] (split and
 //!   scatter regions), [`range_ops`] (delete and destroy ranges), [`mvcc`] (MVCC debug
-//!   views).
+//!   views), [`passthrough`] (any TiKV request, routed or to one store).
 //! - Test support: [`testing`] (a harness and response builders) and [`fuzzing`].
 //!
 //! `docs/architecture.md` traces one request from the public API to the wire and back.
@@ -45,6 +45,7 @@ pub mod latch;
 pub mod machine;
 pub mod mvcc;
 pub mod options;
+pub mod passthrough;
 pub mod pd;
 pub mod plan;
 pub mod range_ops;

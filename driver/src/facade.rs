@@ -18,9 +18,12 @@ macro_rules! facade {
             PdErrorKind, PdErrorType, Peer, PeerRole, PrewriteLockPolicy, Priority, ReadOptions,
             Region, RegionEpoch, RegionId, RegionVerId, ReplicaRead, Resolved, Result, Runtime,
             ScatterOptions, Security, StagingHandle, Store, StoreId, StoreState, SweepStats,
-            Target, Timestamp, TransactionOptions, TxnMode, TxnSafePointAdvance, TxnStatus,
-            WriteBuffer,
+            Target, TikvRequest, TikvResponse, Timestamp, TransactionOptions, TxnMode,
+            TxnSafePointAdvance, TxnStatus, WriteBuffer,
         };
+
+        /// The wire messages (kvproto's), for `send_request`.
+        pub use $crate::__facade::proto;
 
         /// The runtime this crate's clients run on (what `connect_with` takes).
         pub type ClientRuntime = $rt;
@@ -65,8 +68,11 @@ pub mod exports {
     pub use tikv_core::{
         ApiVersion, Config, Delivery, Error, GrpcCode, Instant, Key, KeyRange, PdErrorKind,
         PdErrorType, Peer, PeerRole, Region, RegionEpoch, RegionId, RegionVerId, Result, Store,
-        StoreId, StoreState, Target, Timestamp,
+        StoreId, StoreState, Target, TikvRequest, TikvResponse, Timestamp,
     };
+    /// The wire messages that [`TikvRequest`] and [`TikvResponse`] carry (for
+    /// `send_request`).
+    pub use tikv_proto as proto;
 
     pub use crate::runtime::{BoxFuture, Runtime};
 }

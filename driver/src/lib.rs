@@ -13,6 +13,7 @@ pub mod gc;
 pub mod grpc;
 mod latch;
 pub mod paging;
+mod passthrough;
 pub mod pd;
 pub mod pool;
 pub mod raw;

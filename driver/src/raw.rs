@@ -44,7 +44,7 @@ pub trait CurrentRuntime: Runtime {
 
 /// A RawKV client. Cheap to clone; clones share connections and caches.
 pub struct RawClient<R: Runtime> {
-    ctx: Arc<ClientContext<R>>,
+    pub(crate) ctx: Arc<ClientContext<R>>,
     cf: String,
     atomic: bool,
     timeout: Option<Duration>,

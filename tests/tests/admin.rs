@@ -141,3 +141,50 @@ async fn mvcc_views_show_writes_and_locks() {
         None
     );
 }
+
+#[tokio::test]
+async fn generic_requests_are_routed_and_follow_region_errors() {
+    use tikv_tokio::proto::kvrpcpb;
+    use tikv_tokio::{TikvRequest, TikvResponse};
+
+    let mock = mock_txn_cluster(3, &[]).await;
+    let c = client(&mock).await;
+    let committed = write(&c, &["k", "q"]).await;
+    let get = |key: &str| {
+        TikvRequest::KvGet(kvrpcpb::GetRequest {
+            key: key.to_string().into_bytes().into(),
+            version: committed.as_u64(),
+            ..Default::default()
+        })
+    };
+    let TikvResponse::KvGet(r) = c.send_request("k", get("k")).await.unwrap() else {
+        panic!("a get answer");
+    };
+    assert_eq!(r.value, "v-k");
+
+    // The region splits behind the client's cache: the request follows.
+    c.split_regions(["m"], None).await.unwrap();
+    let TikvResponse::KvGet(r) = c.send_request("q", get("q")).await.unwrap() else {
+        panic!("a get answer");
+    };
+    assert_eq!(r.value, "v-q");
+
+    // A request without a region context cannot be routed: it goes to a store.
+    let safe_ts = TikvRequest::GetStoreSafeTs(kvrpcpb::StoreSafeTsRequest::default());
+    assert!(matches!(
+        c.send_request("k", safe_ts).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    let destroy = TikvRequest::UnsafeDestroyRange(kvrpcpb::UnsafeDestroyRangeRequest {
+        start_key: "k".into(),
+        end_key: "l".into(),
+        ..Default::default()
+    });
+    let store = c.pd().get_all_stores().await.unwrap()[0].id;
+    let TikvResponse::UnsafeDestroyRange(r) =
+        c.send_request_to_store(store, destroy).await.unwrap()
+    else {
+        panic!("a destroy answer");
+    };
+    assert!(r.error.is_empty(), "{}", r.error);
+}
