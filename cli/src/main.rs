@@ -3,7 +3,9 @@
 //! - `tikv-cli demo` walks through the client against an embedded mock cluster (or a real one
 //!   with `--pd`), including a region split and a leader transfer under a concurrent write
 //!   workload, and checks that no acknowledged write is lost.
-//! - `tikv-cli raw ...` runs single RawKV operations.
+//! - `tikv-cli raw ...` runs single RawKV operations; `tikv-cli txn ...` one transaction.
+//! - `tikv-cli admin ...` runs operator commands: GC, barriers, lock resolution, range
+//!   deletion, splits and scatters, region and store listings, MVCC views.
 //! - `tikv-cli mock ...` serves a mock PD + TiKV cluster on loopback until interrupted.
 //! - `tikv-cli bench ...` runs YCSB-style workloads (A, B, C, F) on RawKV and reports
 //!   throughput and latency percentiles.
@@ -11,6 +13,7 @@
 //! Every failure ends as one line on stderr and a non-zero exit status: the process never
 //! panics on anything a user or a server can cause.
 
+mod admin;
 mod bench;
 mod cluster;
 mod demo;
@@ -90,6 +93,9 @@ enum Command {
     /// Run one transaction: read, write (committed with 2PC, async commit, 1PC or
     /// pessimistic locking), scan, or look up a transaction's status.
     Txn(txn::TxnArgs),
+    /// Operator commands: GC state and rounds, GC barriers, lock resolution, delete and
+    /// destroy ranges, split and scatter regions, list regions and stores, MVCC views.
+    Admin(admin::AdminArgs),
     /// Serve a mock PD + TiKV cluster on loopback until interrupted (Ctrl-C).
     ///
     /// Prints `PD endpoint: <host:port>` first, then the stores; Ctrl-C prints the request
@@ -138,6 +144,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(args) => demo::run(&cli.global, &args).await,
         Command::Raw(args) => raw::run(&cli.global, &args).await,
         Command::Txn(args) => txn::run(&cli.global, &args).await,
+        Command::Admin(args) => admin::run(&cli.global, &args).await,
         Command::Mock(args) => mock::run(&cli.global, &args).await,
         Command::Bench(args) => bench::run(&cli.global, &args).await,
     }

@@ -366,7 +366,9 @@ async fn execute(
 
 /// A transactional client on `--pd`, or on an embedded mock kept alive by the returned
 /// server.
-async fn client(global: &GlobalOpts) -> Result<(TransactionClient, Option<MockServer>), CliError> {
+pub(crate) async fn client(
+    global: &GlobalOpts,
+) -> Result<(TransactionClient, Option<MockServer>), CliError> {
     let (endpoints, mock) = if global.pd.is_empty() {
         eprintln!("note: no --pd given: using a fresh embedded mock cluster (discarded on exit)");
         let mock = cluster::start_mock(3, &[], "127.0.0.1").await?;

@@ -507,3 +507,95 @@ fn txn_lock_holds_locks_that_others_meet() {
     let e = one_line_error(&["--pd", pd, "txn", "lock", "x", "--wait", "soon"], 2);
     assert!(e.contains("forever"), "{e}");
 }
+
+/// Every `admin` command against a `tikv-cli mock` process, text and JSON.
+#[test]
+fn admin_commands_against_a_mock_process() {
+    let mock = MockProcess::start(&["--stores", "3"]);
+    let pd = mock.pd.as_str();
+    let admin = |args: &[&str]| {
+        let mut all = vec!["--pd", pd, "admin"];
+        all.extend_from_slice(args);
+        ok(&all)
+    };
+    let committed = ok(&[
+        "--pd", pd, "--json", "txn", "put", "b", "1", "d", "2", "x", "3",
+    ]);
+    let start_ts: u64 = committed
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| !w.is_empty())
+        .and_then(|w| w.parse().ok())
+        .expect("a start ts");
+
+    // Regions: split, scatter and wait, list.
+    let before = admin(&["regions"]).lines().count();
+    let split = admin(&["split", "c", "m", "--scatter", "--wait"]);
+    assert!(split.starts_with("new regions: "), "{split}");
+    assert_eq!(
+        split.split_whitespace().count(),
+        4,
+        "two new regions: {split}"
+    );
+    assert_eq!(admin(&["regions"]).lines().count(), before + 2);
+    let regions = admin(&["--json", "regions", "a", "d"]);
+    assert!(
+        regions.starts_with("[{\"id\":") && regions.contains("\"leader_store\""),
+        "{regions}"
+    );
+    let id = admin(&["regions"])
+        .split('\t')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(
+        admin(&["scatter", &id, "--wait"]),
+        format!("scattered: {id}\n")
+    );
+    assert!(admin(&["stores"]).lines().count() == 3);
+    assert!(admin(&["--json", "stores"]).contains("\"address\":\"127.0.0.1:"));
+
+    // MVCC views.
+    let mvcc = admin(&["mvcc", "d"]);
+    assert!(
+        mvcc.contains("write\tPut") && mvcc.contains(&format!("start ts {start_ts}")),
+        "{mvcc}"
+    );
+    let by_ts = admin(&["--json", "mvcc", "--start-ts", &start_ts.to_string()]);
+    assert!(by_ts.starts_with("{\"key\":\"b\""), "{by_ts}");
+
+    // GC: a barrier holds the safe point back, then goes.
+    let state = admin(&["gc-state"]);
+    assert!(state.starts_with("txn safe point\t"), "{state}");
+    let barrier = admin(&["set-barrier", "br", "--ttl", "10m"]);
+    assert!(barrier.starts_with("barrier br\tts "), "{barrier}");
+    let held = admin(&["--json", "gc"]);
+    assert!(
+        held.contains("\"blocker\":\"") && held.contains("br"),
+        "{held}"
+    );
+    assert!(admin(&["--json", "gc-state"]).contains("\"barriers\":[{\"id\":\"br\""));
+    assert!(admin(&["delete-barrier", "br"]).starts_with("deleted barrier br"));
+    assert_eq!(admin(&["delete-barrier", "br"]), "no barrier br\n");
+    let gc = admin(&["gc"]);
+    assert!(
+        gc.contains("locks resolved\t0") && !gc.contains("held back"),
+        "{gc}"
+    );
+    assert!(
+        admin(&["set-barrier", "--global", "cdc", "--ttl", "1m"]).starts_with("global barrier cdc")
+    );
+    assert!(admin(&["delete-barrier", "--global", "cdc"]).starts_with("deleted"));
+    assert_eq!(admin(&["resolve-locks"]), "resolved 0 locks\n");
+    // The txn safe point only moves forward: PD's refusal is one line.
+    let e = one_line_error(&["--pd", pd, "admin", "gc", "1"], 1);
+    assert!(e.contains("smaller"), "{e}");
+
+    // Ranges.
+    assert_eq!(admin(&["delete-range", "a", "c"]), "done in 1 regions\n");
+    assert_eq!(ok(&["--pd", pd, "txn", "get", "b"]), "(not found)\n");
+    assert_eq!(
+        admin(&["destroy-range", "c", "e"]),
+        "destroyed on every store\n"
+    );
+    assert_eq!(ok(&["--pd", pd, "txn", "scan"]), "x\t3\n");
+}
