@@ -407,7 +407,9 @@ pub fn run_txn_register(seed: u64) -> Outcome {
 }
 
 /// Concurrent bank transfers through the transactional client under faults, splits and leader
-/// moves; the total must be conserved whatever committed, aborted or stayed undetermined.
+/// moves, and on even seeds GC rounds with a 20 ms life time; the total must be conserved
+/// whatever committed, aborted (by a conflict or by GC) or stayed undetermined, and a GC round
+/// once the transfers are over leaves no lock below its safe point.
 pub fn run_bank(seed: u64) -> Outcome {
     use tikv_mock::sim::client::{LockOptions, LockWait, TransactionOptions};
     const ACCOUNTS: u64 = 5;
@@ -417,6 +419,7 @@ pub fn run_bank(seed: u64) -> Outcome {
         // The commit path by seed: 1PC (single-region transactions), async commit, or 2PC;
         // and every other triple of seeds, pessimistic transfers (lock both accounts first).
         let pessimistic = (seed / 3) % 2 == 1;
+        let gc = seed % 2 == 0;
         let config = config
             .with_try_one_pc(seed % 3 == 0)
             .with_async_commit(seed % 3 == 1);
@@ -514,20 +517,54 @@ pub fn run_bank(seed: u64) -> Outcome {
         let mut rng = Rng::seeded(seed.rotate_left(41));
         for _ in 0..6 {
             rt.sleep(Duration::from_millis(rng.between(5, 50))).await;
-            let mut c = net.cluster().lock();
-            let split =
-                tikv_core::codec::encode_memcomparable(account(rng.below(ACCOUNTS)).as_bytes());
-            let _ = c.split_at(&split);
-            let regions: Vec<u64> = c.topology().regions().map(|r| r.id()).collect();
-            let _ = c.transfer_leader(
-                regions[rng.below(regions.len() as u64) as usize],
-                rng.between(1, 3),
-            );
+            {
+                let mut c = net.cluster().lock();
+                let split =
+                    tikv_core::codec::encode_memcomparable(account(rng.below(ACCOUNTS)).as_bytes());
+                let _ = c.split_at(&split);
+                let regions: Vec<u64> = c.topology().regions().map(|r| r.id()).collect();
+                let _ = c.transfer_leader(
+                    regions[rng.below(regions.len() as u64) as usize],
+                    rng.between(1, 3),
+                );
+            }
+            if gc {
+                // A GC round while transfers run: transactions older than the life time lose
+                // their locks (rolled back, or committed where their primary was).
+                if let Ok(now) = client.current_timestamp().await {
+                    let _ = client.gc(now.sub_ms(20)).await;
+                }
+            }
         }
         for _ in 0..WORKERS {
             futures_util::StreamExt::next(&mut done_rx).await;
         }
         net.set_faults(Faults::none());
+        if gc {
+            let safe_point = client
+                .current_timestamp()
+                .await
+                .map_err(|e| format!("timestamp: {e}"))?;
+            let report = client
+                .gc(safe_point)
+                .await
+                .map_err(|e| format!("final GC round: {e}"))?;
+            if report.gc_safe_point.new != safe_point {
+                return Err(format!(
+                    "the GC safe point did not reach {safe_point}: {report:?}"
+                ));
+            }
+            let below: Vec<_> = crate::crashed::scan_locks(&mut net.cluster().lock())
+                .into_iter()
+                .filter(|l| l.lock_version <= safe_point.as_u64())
+                .collect();
+            if !below.is_empty() {
+                return Err(format!(
+                    "{} lock(s) below the safe point after a GC round: {below:?}",
+                    below.len()
+                ));
+            }
+        }
         let check = client.begin().await.map_err(|e| format!("begin: {e}"))?;
         let pairs = check
             .batch_get((0..ACCOUNTS).map(account))
