@@ -185,6 +185,19 @@ impl<R: Runtime> PdClient<R> {
             .map(GcBarrier::from_pd_global))
     }
 
+    /// The smallest current timestamp over every TSO keyspace group (PD's `GetMinTS`): a
+    /// bound below every timestamp any client can still be handed, what a GC worker takes
+    /// its safe point under.
+    pub async fn get_min_ts(&self) -> Result<Timestamp, Error> {
+        let r = self
+            .call::<pd::GetMinTs>(pdpb::GetMinTsRequest::default())
+            .await?;
+        r.timestamp
+            .as_ref()
+            .map(Timestamp::from_pd)
+            .ok_or_else(|| missing("GetMinTS", self.address(), "timestamp"))
+    }
+
     fn address(&self) -> String {
         self.leader_address().unwrap_or_default()
     }
@@ -426,6 +439,12 @@ impl<R: Runtime> crate::txn::TransactionClient<R> {
         concurrency: usize,
     ) -> Result<GcReport, Error> {
         self.ctx.gc_round(safe_point, concurrency).await
+    }
+
+    /// The smallest current timestamp over all TSO keyspace groups (client-go's
+    /// `CurrentAllTSOKeyspaceGroupMinTs`): no transaction can start below it any more.
+    pub async fn min_timestamp_of_all_keyspace_groups(&self) -> Result<Timestamp, Error> {
+        self.ctx.pd.get_min_ts().await
     }
 
     /// Settles every lock of a transaction started at or before `max_ts` in `range` (user

@@ -80,7 +80,8 @@ pd_requests!(
     SetGlobalGcBarrierRequest,
     DeleteGlobalGcBarrierRequest,
     ScatterRegionRequest,
-    GetOperatorRequest
+    GetOperatorRequest,
+    GetMinTsRequest
 );
 pd_responses!(
     GetMembersResponse,
@@ -99,7 +100,8 @@ pd_responses!(
     SetGlobalGcBarrierResponse,
     DeleteGlobalGcBarrierResponse,
     ScatterRegionResponse,
-    GetOperatorResponse
+    GetOperatorResponse,
+    GetMinTsResponse
 );
 
 impl PdMessage for tikv_proto::keyspacepb::LoadKeyspaceRequest {

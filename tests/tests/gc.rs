@@ -118,6 +118,9 @@ async fn a_gc_round_settles_every_lock_below_the_safe_point() {
     let state = c.gc_state().await.unwrap();
     assert_eq!(state.txn_safe_point, safe_point);
     assert_eq!(state.gc_safe_point, safe_point);
+    // No timestamp handed out from now on is below the keyspace groups' minimum.
+    let min = c.min_timestamp_of_all_keyspace_groups().await.unwrap();
+    assert!(min > safe_point && min < now(&c).await);
 }
 
 #[tokio::test]
@@ -251,4 +254,98 @@ async fn resolve_locks_in_range_leaves_other_ranges_alone() {
     let locks = scan_locks(&mut mock.cluster().lock());
     assert_eq!(locks.len(), 1);
     assert_eq!(locks[0].lock_version, right);
+}
+
+/// A keyspace's transactional key `k` as stored (API V2: `x` + 3-byte id + key).
+fn stored(keyspace: u32, k: &str) -> String {
+    let id = keyspace.to_be_bytes();
+    format!(
+        "x{}{}{}{k}",
+        char::from(id[1]),
+        char::from(id[2]),
+        char::from(id[3])
+    )
+}
+
+#[tokio::test]
+async fn keyspace_level_gc_stays_inside_its_keyspace() {
+    use tikv_tokio::ApiVersion;
+    let mock = tikv_integration_tests::mock_cluster(3, &[]).await;
+    let a = mock.cluster().create_keyspace("tenant-a");
+    let b = mock.cluster().create_keyspace("tenant-b");
+    // Created with PD's default: unified GC.
+    mock.cluster().create_keyspace("tenant-shared");
+    {
+        let mut c = mock.cluster().lock();
+        c.register_keyspace_gc(a, "tenant-a", true);
+        c.register_keyspace_gc(b, "tenant-b", true);
+    }
+    let v2 = |name: &str| {
+        let mut config = Config::default()
+            .with_api_version(ApiVersion::V2)
+            .with_rng_seed(3);
+        config.keyspace = Some(name.to_string());
+        config
+    };
+    let pd = [mock.pd_address()];
+    let ca = TransactionClient::connect(&pd, v2("tenant-a"))
+        .await
+        .unwrap();
+    let cb = TransactionClient::connect(&pd, v2("tenant-b"))
+        .await
+        .unwrap();
+
+    let in_a = now(&ca).await.as_u64();
+    Crashed::new(&[&stored(a, "k1"), &stored(a, "k2")])
+        .ttl(3_600_000)
+        .leave(&mock, in_a);
+    let in_b = now(&ca).await.as_u64();
+    Crashed::new(&[&stored(b, "k1")])
+        .ttl(3_600_000)
+        .leave(&mock, in_b);
+
+    let safe_point = now(&ca).await;
+    let report = ca.gc(safe_point).await.unwrap();
+    assert_eq!(report.locks_resolved, 2, "{report:?}");
+    let owners: Vec<u64> = scan_locks(&mut mock.cluster().lock())
+        .iter()
+        .map(|l| l.lock_version)
+        .collect();
+    assert_eq!(
+        owners,
+        [in_b],
+        "tenant-b's lock is tenant-b's GC's business"
+    );
+
+    let state_a = ca.gc_state().await.unwrap();
+    assert_eq!(
+        (state_a.keyspace_id, state_a.keyspace_level),
+        (Some(a), true)
+    );
+    assert_eq!(state_a.txn_safe_point, safe_point);
+    assert!(cb.gc_state().await.unwrap().txn_safe_point < safe_point);
+    // tenant-a's reads below its safe point fail; tenant-b's do not.
+    let old_b = cb.snapshot(Timestamp::from_u64(in_a));
+    assert_eq!(old_b.get("k0").await.unwrap(), None);
+    let old_a = ca.snapshot(Timestamp::from_u64(in_a));
+    assert!(matches!(
+        old_a.get("k0").await,
+        Err(Error::TxnAbortedByGc { .. })
+    ));
+
+    // A keyspace under unified GC is collected with the cluster, not on its own.
+    let cs = TransactionClient::connect(&pd, v2("tenant-shared"))
+        .await
+        .unwrap();
+    let err = cs.gc(now(&cs).await).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Pd {
+                kind: PdErrorKind::Refused,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
