@@ -1,6 +1,6 @@
 //! `tikv-cli admin ...`: what operators run against a cluster — GC and its barriers, lock
-//! resolution, range deletion, region splits and scatters, region and store listings, MVCC
-//! views. Each command prints text, or one JSON value with `--json`.
+//! resolution, range deletion, flashback, region splits and scatters, region and store
+//! listings, MVCC views. Each command prints text, or one JSON value with `--json`.
 //!
 //! Keys are text, or hex with `--hex`; timestamps are TSO numbers (as `txn` prints them).
 
@@ -87,6 +87,17 @@ enum AdminCommand {
         start: String,
         /// First key excluded.
         end: String,
+    },
+    /// Bring [START, END) back to how it was at VERSION (a new version of each changed key;
+    /// the range's regions refuse other requests meanwhile).
+    Flashback {
+        /// First key.
+        start: String,
+        /// First key excluded.
+        end: String,
+        /// The timestamp to go back to.
+        #[arg(value_name = "VERSION")]
+        to_ts: u64,
     },
     /// Split regions so that each KEY starts one; prints the new regions' ids.
     Split {
@@ -456,6 +467,24 @@ async fn execute(
                 out.line("{\"destroyed\":true}")
             } else {
                 out.line("destroyed on every store")
+            }
+        }
+        AdminCommand::Flashback { start, end, to_ts } => {
+            let range = KeyRange::new(key(start)?, key(end)?);
+            let r = client
+                .flashback_to_version(range, Timestamp::from_u64(*to_ts), 8)
+                .await
+                .context("flashback")?;
+            if json {
+                out.line(format!(
+                    "{{\"start_ts\":{},\"commit_ts\":{},\"regions\":{}}}",
+                    r.start_ts, r.commit_ts, r.regions
+                ))
+            } else {
+                out.line(format!(
+                    "flashed back {} regions at {} (started at {})",
+                    r.regions, r.commit_ts, r.start_ts
+                ))
             }
         }
         AdminCommand::Split {

@@ -590,6 +590,18 @@ fn admin_commands_against_a_mock_process() {
     let e = one_line_error(&["--pd", pd, "admin", "gc", "1"], 1);
     assert!(e.contains("smaller"), "{e}");
 
+    // Flashback to before "x" was overwritten.
+    let version = ok(&["--pd", pd, "--json", "txn", "put", "x", "4"]);
+    let version: u64 = version
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| !w.is_empty())
+        .and_then(|w| w.parse().ok())
+        .expect("a start ts");
+    ok(&["--pd", pd, "txn", "put", "x", "5"]);
+    let back = admin(&["flashback", "w", "y", &version.to_string()]);
+    assert!(back.starts_with("flashed back "), "{back}");
+    assert_eq!(ok(&["--pd", pd, "txn", "get", "x"]), "3\n");
+
     // Ranges.
     assert_eq!(admin(&["delete-range", "a", "c"]), "done in 1 regions\n");
     assert_eq!(ok(&["--pd", pd, "txn", "get", "b"]), "(not found)\n");

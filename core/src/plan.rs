@@ -326,6 +326,13 @@ pub trait RangePlan {
 
     /// The result, once the walk ends.
     fn finish(self) -> Self::Output;
+
+    /// A region's request failed for good (`error`, after the routing retries): by default
+    /// the walk fails; a plan for which that failure means the region needs nothing (a
+    /// flashback finding the region not prepared) returns `Ok(true)` to go on.
+    fn on_region_failure(&mut self, _region: &Region, error: Error) -> Result<bool, Error> {
+        Err(error)
+    }
 }
 
 /// Visits the regions of a range one at a time, forward or backward.
@@ -442,12 +449,17 @@ impl<P: RangePlan> RangeWalk<P> {
                 Step::Done(Walked::Next)
             }
             WalkState::Sending(rpc) => match ready!(rpc.poll(cx)) {
-                RegionRpcResult::Response(response) => {
+                result @ (RegionRpcResult::Response(_) | RegionRpcResult::Failed(_)) => {
                     let region = rpc.region().clone();
                     let Some(plan) = self.plan.as_mut() else {
                         return Step::Wait;
                     };
-                    let more = match plan.absorb(&region, *response) {
+                    let verdict = match result {
+                        RegionRpcResult::Response(response) => plan.absorb(&region, *response),
+                        RegionRpcResult::Failed(e) => plan.on_region_failure(&region, e),
+                        RegionRpcResult::Relocate => return Step::Wait, // excluded above
+                    };
+                    let more = match verdict {
                         Ok(more) => more,
                         Err(e) => return Step::Done(Walked::Failed(e)),
                     };
@@ -463,7 +475,6 @@ impl<P: RangePlan> RangeWalk<P> {
                     self.state = WalkState::Locating(Locate::new(self.query()));
                     Step::Done(Walked::Next)
                 }
-                RegionRpcResult::Failed(e) => Step::Done(Walked::Failed(e)),
             },
         }
     }

@@ -39,6 +39,11 @@ use crate::rng::Rng;
 use crate::store_cache::StoreCache;
 use crate::time::Instant;
 
+/// How a `FlashbackNotPrepared` region error is worded in the message of
+/// [`Error::Region`](crate::Error::Region) (a flashback's second phase takes it to mean the
+/// region had nothing to flash back).
+pub const FLASHBACK_NOT_PREPARED: &str = "is not prepared for the flashback";
+
 /// Where the failed request went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SentTo {
@@ -126,7 +131,7 @@ pub fn on_region_error(
     }
     if err.flashback_not_prepared.is_some() {
         return A::Fail(format!(
-            "region {} is not prepared for the flashback",
+            "region {} {FLASHBACK_NOT_PREPARED}",
             sent.region.id
         ));
     }

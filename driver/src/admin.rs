@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tikv_core::backoff::{BackoffKind, Backoffer, budget};
+use tikv_core::flashback::{Flashback, FlashbackPhase};
 use tikv_core::machine::Budgeted;
 use tikv_core::mvcc::{MvccByKey, MvccByStartTs, MvccInfo};
 use tikv_core::pd::PdErrorKind;
@@ -20,6 +21,19 @@ use tracing::{debug, warn};
 use crate::executor::{ClientContext, run};
 use crate::runtime::Runtime;
 use crate::txn::TransactionClient;
+
+/// What a flashback did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlashbackReport {
+    /// The flashback's start timestamp (its locks').
+    pub start_ts: Timestamp,
+    /// The timestamp its rewrites were committed at: reads at or after it see the range as
+    /// it was at the version.
+    pub commit_ts: Timestamp,
+    /// Regions prepared and flashed back.
+    pub regions: usize,
+}
 
 /// Labels that mark a TiFlash store (no TiKV RPCs go there).
 fn is_tiflash(store: &tikv_core::Store) -> bool {
@@ -261,6 +275,75 @@ impl<R: Runtime> TransactionClient<R> {
             warn!("unsafe destroy range: PD lists no TiKV store");
         }
         Ok(())
+    }
+
+    /// Brings `range` (user keys) back to how it was at `version` (TiDB's `FLASHBACK
+    /// CLUSTER` flow, see `tikv_core::flashback`): the regions at the range's edges are split
+    /// off, every region is prepared (locked: other requests fail with a flashback-in-progress
+    /// region error meanwhile) at a fresh start ts, then flashed back at a fresh commit ts,
+    /// which the report gives. `version` must lie between the txn safe point and now.
+    pub async fn flashback_to_version(
+        &self,
+        range: impl Into<KeyRange>,
+        version: Timestamp,
+        concurrency: usize,
+    ) -> Result<FlashbackReport, Error> {
+        let ctx = self.context();
+        let range = range.into();
+        if range.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "empty or inverted range {range}"
+            )));
+        }
+        let now = ctx.pd.get_timestamp().await?;
+        if version > now {
+            return Err(Error::InvalidArgument(format!(
+                "cannot flash back to {version}, which is in the future (now {now})"
+            )));
+        }
+        let state = ctx.pd.get_gc_state(ctx.gc_keyspace(), false, false).await?;
+        if version < state.txn_safe_point {
+            return Err(Error::TxnAbortedByGc {
+                start_ts: version.as_u64(),
+                txn_safe_point: state.txn_safe_point.as_u64(),
+            });
+        }
+        // Only the range's regions may be locked: split at its edges first.
+        let edges: Vec<Key> = [range.start(), range.end()]
+            .into_iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect();
+        if !edges.is_empty() {
+            self.split_regions(edges, None).await?;
+        }
+        let stored = ctx.config.keyspace_codec().encode_range(range);
+        let start_ts = ctx.pd.get_timestamp().await?;
+        let phase = |phase: FlashbackPhase| {
+            let stored = stored.clone();
+            async move {
+                let done = ctx
+                    .run_range_tasks(stored, concurrency, |task| {
+                        let ctx = ctx.clone();
+                        async move {
+                            let backoff =
+                                Backoffer::new("flashback", ctx.config.budget(budget::SPLIT_MAX));
+                            let m = Flashback::new(task, version, start_ts, phase);
+                            run(&ctx, Budgeted::new(backoff, m)).await
+                        }
+                    })
+                    .await?;
+                Ok::<usize, Error>(done.into_iter().sum())
+            }
+        };
+        let regions = phase(FlashbackPhase::Prepare).await?;
+        let commit_ts = ctx.pd.get_timestamp().await?;
+        phase(FlashbackPhase::Flashback(commit_ts)).await?;
+        Ok(FlashbackReport {
+            start_ts,
+            commit_ts,
+            regions,
+        })
     }
 
     /// The MVCC state of `key`: its lock, write records and long values.

@@ -12,13 +12,13 @@ macro_rules! facade {
     ($rt:ty) => {
         pub use $crate::__facade::{
             ApiVersion, Assertion, AssertionLevel, BoxFuture, Bytes, CasResult, Checksum, Config,
-            Delivery, DiskFullOpt, Error, GcBarrier, GcReport, GcSafePointAdvance, GcState,
-            GrpcCode, Instant, Interrupt, IsolationLevel, Key, KeyRange, KvPair, Lock, LockOptions,
-            LockStats, LockWait, Locked, LockedValue, MvccInfo, MvccLock, MvccOp, MvccWrite,
-            PdErrorKind, PdErrorType, Peer, PeerRole, PrewriteLockPolicy, Priority, ReadOptions,
-            Region, RegionEpoch, RegionId, RegionVerId, ReplicaRead, Resolved, Result, Runtime,
-            ScatterOptions, Security, StagingHandle, Store, StoreId, StoreState, SweepStats,
-            Target, TikvRequest, TikvResponse, Timestamp, TransactionOptions, TxnMode,
+            Delivery, DiskFullOpt, Error, FlashbackReport, GcBarrier, GcReport, GcSafePointAdvance,
+            GcState, GrpcCode, Instant, Interrupt, IsolationLevel, Key, KeyRange, KvPair, Lock,
+            LockOptions, LockStats, LockWait, Locked, LockedValue, MvccInfo, MvccLock, MvccOp,
+            MvccWrite, PdErrorKind, PdErrorType, Peer, PeerRole, PrewriteLockPolicy, Priority,
+            ReadOptions, Region, RegionEpoch, RegionId, RegionVerId, ReplicaRead, Resolved, Result,
+            Runtime, ScatterOptions, Security, StagingHandle, Store, StoreId, StoreState,
+            SweepStats, Target, TikvRequest, TikvResponse, Timestamp, TransactionOptions, TxnMode,
             TxnSafePointAdvance, TxnStatus, WriteBuffer,
         };
 
@@ -74,5 +74,6 @@ pub mod exports {
     /// `send_request`).
     pub use tikv_proto as proto;
 
+    pub use crate::admin::FlashbackReport;
     pub use crate::runtime::{BoxFuture, Runtime};
 }

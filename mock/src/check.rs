@@ -25,7 +25,13 @@ use crate::topology::{RegionInfo, Topology};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Access {
     Read,
+    /// A snapshot read at this ts: in a region in the flashback state, reads below the
+    /// flashback's start ts are still served.
+    ReadAt(u64),
     Write,
+    /// A flashback's own request (TiKV flags it internally): the only writes a region in
+    /// the flashback state takes.
+    Flashback,
 }
 
 /// A region error; boxed because `errorpb::Error` is large.
@@ -61,7 +67,8 @@ impl Topology {
                 local_peer_id,
             )));
         }
-        let follower_ok = access == Access::Read && (ctx.replica_read || ctx.stale_read);
+        let reads = matches!(access, Access::Read | Access::ReadAt(_));
+        let follower_ok = reads && (ctx.replica_read || ctx.stale_read);
         if region.leader_peer_id != local_peer_id && !follower_ok {
             return Err(Box::new(region_error::not_leader(
                 region.id(),
@@ -80,6 +87,20 @@ impl Topology {
                 &sent,
                 regions,
             )));
+        }
+        // raftstore's `check_flashback_state`.
+        if let Some(start_ts) = region.flashback_start_ts {
+            let allowed = match access {
+                Access::Flashback => true,
+                Access::ReadAt(ts) => ts != 0 && ts < start_ts,
+                Access::Read | Access::Write => false,
+            };
+            if !allowed {
+                return Err(Box::new(region_error::flashback_in_progress(
+                    region.id(),
+                    start_ts,
+                )));
+            }
         }
         Ok(region.meta.clone())
     }

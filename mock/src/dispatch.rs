@@ -155,6 +155,8 @@ tikv_methods!(
     KvPessimisticLock => kv_pessimistic_lock, batch PessimisticLock;
     KvPessimisticRollback => kv_pessimistic_rollback, batch PessimisticRollback;
     KvDeleteRange => kv_delete_range, batch DeleteRange;
+    KvPrepareFlashbackToVersion => kv_prepare_flashback_to_version, batch PrepareFlashbackToVersion;
+    KvFlashbackToVersion => kv_flashback_to_version, batch FlashbackToVersion;
     KvFlush => kv_flush, batch Flush;
     KvBufferBatchGet => kv_buffer_batch_get, batch BufferBatchGet;
     BroadcastTxnStatus => broadcast_txn_status, batch BroadcastTxnStatus;

@@ -93,8 +93,9 @@ pub use txn::lock_wait::LockWaitId;
 /// Builders for region errors as TiKV words them, for fault injection.
 pub mod region_errors {
     pub use crate::region_error::{
-        data_is_not_ready, epoch_not_match, key_not_in_region, max_timestamp_not_synced,
-        mismatch_peer_id, missing_epoch, not_leader, other, raft_entry_too_large, region_not_found,
-        server_is_busy, stale_command, store_not_match,
+        data_is_not_ready, epoch_not_match, flashback_in_progress, flashback_not_prepared,
+        key_not_in_region, max_timestamp_not_synced, mismatch_peer_id, missing_epoch, not_leader,
+        other, raft_entry_too_large, region_not_found, server_is_busy, stale_command,
+        store_not_match,
     };
 }

@@ -106,6 +106,29 @@ pub fn epoch_not_match(
     }
 }
 
+/// `FlashbackInProgress`: the region is in the flashback state and refuses the request.
+pub fn flashback_in_progress(region_id: u64, flashback_start_ts: u64) -> errorpb::Error {
+    errorpb::Error {
+        message: format!(
+            "region {region_id} is in flashback progress, flashback start ts {flashback_start_ts}"
+        ),
+        flashback_in_progress: Some(errorpb::FlashbackInProgress {
+            region_id,
+            flashback_start_ts,
+        }),
+        ..Default::default()
+    }
+}
+
+/// `FlashbackNotPrepared`: a flashback's second phase met a region it did not prepare.
+pub fn flashback_not_prepared(region_id: u64) -> errorpb::Error {
+    errorpb::Error {
+        message: format!("region {region_id} is not prepared for the flashback"),
+        flashback_not_prepared: Some(errorpb::FlashbackNotPrepared { region_id }),
+        ..Default::default()
+    }
+}
+
 /// The error TiKV gives a request without `region_epoch` (an untyped region error).
 pub fn missing_epoch() -> errorpb::Error {
     errorpb::Error {

@@ -70,6 +70,9 @@ impl Cluster {
             ));
         }
         let id = region.id();
+        if let Some(start_ts) = region.flashback_start_ts {
+            return failed(region_error::flashback_in_progress(id, start_ts));
+        }
         if keys.is_empty() {
             return failed(region_error::other(format!(
                 "[region {id}] {local} no split key is specified."

@@ -55,6 +55,10 @@ pub struct RegionInfo {
     pub meta: metapb::Region,
     /// The id of the leader peer (always one of `meta.peers`).
     pub leader_peer_id: u64,
+    /// The flashback's start ts while the region is in the flashback state (raftstore's
+    /// `is_in_flashback` / `flashback_start_ts`): it then refuses other requests, splits,
+    /// merges and leader moves.
+    pub flashback_start_ts: Option<u64>,
 }
 
 impl RegionInfo {
@@ -99,6 +103,14 @@ pub enum TopologyError {
     /// No store with this id.
     #[error("store {0} not found")]
     StoreNotFound(u64),
+    /// The region is in the flashback state: no split, merge or leader move.
+    #[error("region {region_id} is in flashback progress (start ts {start_ts})")]
+    InFlashback {
+        /// The region.
+        region_id: u64,
+        /// The flashback's start ts.
+        start_ts: u64,
+    },
     /// A split key is outside the region, equal to a boundary, or the keys are not distinct.
     #[error("invalid split key {key:?} for region {region_id}")]
     InvalidSplitKey {
@@ -188,6 +200,7 @@ impl Topology {
             RegionInfo {
                 meta,
                 leader_peer_id,
+                flashback_start_ts: None,
             },
         );
         t
@@ -327,6 +340,7 @@ impl Topology {
     /// Splits a region at `keys` (region key space). Returns the ids of the new regions in
     /// key order; the original region keeps the right-most part.
     pub fn split(&mut self, region_id: u64, keys: &[Bytes]) -> Result<Vec<u64>, TopologyError> {
+        self.not_in_flashback(region_id)?;
         let region = self
             .regions
             .get(&region_id)
@@ -385,6 +399,7 @@ impl Topology {
                 RegionInfo {
                     meta,
                     leader_peer_id,
+                    flashback_start_ts: None,
                 },
             );
             new_ids.push(id);
@@ -418,6 +433,8 @@ impl Topology {
 
     /// Merges `source` into its neighbour `target`; the source disappears.
     pub fn merge(&mut self, source: u64, target: u64) -> Result<(), TopologyError> {
+        self.not_in_flashback(source)?;
+        self.not_in_flashback(target)?;
         let src = self
             .regions
             .get(&source)
@@ -455,8 +472,39 @@ impl Topology {
         Ok(())
     }
 
+    /// Puts a region in the flashback state (`Some(start_ts)`) or takes it out (`None`);
+    /// like raftstore's admin commands, unconditional and epoch-neutral.
+    pub fn set_flashback(
+        &mut self,
+        region_id: u64,
+        start_ts: Option<u64>,
+    ) -> Result<(), TopologyError> {
+        let r = self
+            .regions
+            .get_mut(&region_id)
+            .ok_or(TopologyError::RegionNotFound(region_id))?;
+        r.flashback_start_ts = start_ts;
+        Ok(())
+    }
+
+    /// Refuses an admin change of a region in the flashback state.
+    fn not_in_flashback(&self, region_id: u64) -> Result<(), TopologyError> {
+        match self
+            .regions
+            .get(&region_id)
+            .and_then(|r| r.flashback_start_ts)
+        {
+            Some(start_ts) => Err(TopologyError::InFlashback {
+                region_id,
+                start_ts,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Moves the leader of a region to its peer on `store_id`.
     pub fn transfer_leader(&mut self, region_id: u64, store_id: u64) -> Result<(), TopologyError> {
+        self.not_in_flashback(region_id)?;
         let r = self
             .regions
             .get_mut(&region_id)

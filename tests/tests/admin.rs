@@ -188,3 +188,63 @@ async fn generic_requests_are_routed_and_follow_region_errors() {
     };
     assert!(r.error.is_empty(), "{}", r.error);
 }
+
+#[tokio::test]
+async fn flashback_restores_a_range_as_it_was() {
+    let mock = mock_txn_cluster(3, &["m"]).await;
+    let c = client(&mock).await;
+    write(&c, &["a", "b", "n", "z"]).await;
+    let version = c.current_timestamp().await.unwrap();
+    // After the version: changes, a deletion, a new key, and a live lock of a running
+    // transaction.
+    let mut t = c.begin().await.unwrap();
+    t.put("a", "changed").await.unwrap();
+    t.delete("n").await.unwrap();
+    t.put("c", "new").await.unwrap();
+    t.put("z", "outside").await.unwrap();
+    t.commit().await.unwrap();
+    let owner = c.current_timestamp().await.unwrap();
+    Crashed::new(&["b"])
+        .ttl(600_000)
+        .leave(&mock, owner.as_u64());
+
+    let report = c
+        .flashback_to_version(KeyRange::new("a", "x"), version, 2)
+        .await
+        .unwrap();
+    assert!(
+        report.commit_ts > report.start_ts && report.regions >= 2,
+        "{report:?}"
+    );
+    let snapshot = c.snapshot(c.current_timestamp().await.unwrap());
+    let pairs: Vec<(String, String)> = snapshot
+        .scan(KeyRange::all(), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            (
+                String::from_utf8_lossy(p.key.as_bytes()).into_owned(),
+                String::from_utf8_lossy(&p.value).into_owned(),
+            )
+        })
+        .collect();
+    let expect = [("a", "v-a"), ("b", "v-b"), ("n", "v-n"), ("z", "outside")];
+    assert_eq!(
+        pairs,
+        expect.map(|(k, v)| (k.to_string(), v.to_string())),
+        "[a, x) as at the version; z is outside the range"
+    );
+    // The running transaction's lock was rolled back; nothing is left locked.
+    assert!(tikv_integration_tests::crashed::scan_locks(&mut mock.cluster().lock()).is_empty());
+    // The history is kept: the flashback is a new version.
+    let info = c.mvcc_by_key("a").await.unwrap();
+    assert_eq!(info.writes[0].commit_ts, report.commit_ts);
+    // A version in the future is refused.
+    let later = c.current_timestamp().await.unwrap().add_ms(60_000);
+    assert!(matches!(
+        c.flashback_to_version(KeyRange::new("a", "b"), later, 1)
+            .await,
+        Err(Error::InvalidArgument(_))
+    ));
+}

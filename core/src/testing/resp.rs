@@ -90,6 +90,8 @@ replies! {
     SplitRegionResponse => SplitRegion;
     DeleteRangeResponse => KvDeleteRange;
     MvccGetByKeyResponse => MvccGetByKey;
+    PrepareFlashbackToVersionResponse => KvPrepareFlashbackToVersion;
+    FlashbackToVersionResponse => KvFlashbackToVersion;
     MvccGetByStartTsResponse => MvccGetByStartTs;
     UnsafeDestroyRangeResponse => UnsafeDestroyRange;
     RawGetResponse => RawGet;

@@ -163,7 +163,7 @@ fn ts(t: u64) -> String {
 
 impl TxnError {
     /// The `Debug` text of the error inside TiKV's `storage::Error`.
-    fn debug_text(&self) -> String {
+    pub(crate) fn debug_text(&self) -> String {
         let mvcc = |inner: String| format!("Error(Txn(Error(Mvcc(Error({inner})))))");
         match self {
             TxnError::KeyIsLocked(info) | TxnError::KeyIsLockedNoWait(info) => {

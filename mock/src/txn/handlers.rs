@@ -224,7 +224,7 @@ impl Cluster {
         ctx: &Context,
         read_ts: u64,
     ) -> Result<metapb::Region, Fail> {
-        let region = self.txn_region(store_id, ctx, Access::Read)?;
+        let region = self.txn_region(store_id, ctx, Access::ReadAt(read_ts))?;
         self.check_stale_read(store_id, ctx, &region, read_ts)?;
         Ok(region)
     }

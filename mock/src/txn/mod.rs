@@ -57,6 +57,7 @@ pub(crate) mod actions;
 pub(crate) mod commands;
 mod debug;
 pub(crate) mod error;
+mod flashback;
 mod handlers;
 pub mod lock_wait;
 mod pipelined;
