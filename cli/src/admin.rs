@@ -135,6 +135,13 @@ enum AdminCommand {
     },
     /// List the stores: id, address, state, labels.
     Stores,
+    /// The smallest safe ts (resolved ts) of the stores, or of those in --zone: stale reads
+    /// at or below it are served by any replica.
+    MinSafeTs {
+        /// Only stores with this `zone` label.
+        #[arg(long)]
+        zone: Option<String>,
+    },
     /// Show a key's MVCC state (lock, write records, long values), or with --start-ts the
     /// first key a transaction wrote.
     Mvcc {
@@ -596,6 +603,17 @@ async fn execute(
                 out.line(format!("[{}]", items.join(",")))?;
             }
             Ok(())
+        }
+        AdminCommand::MinSafeTs { zone } => {
+            let ts = client
+                .min_safe_ts(zone.as_deref())
+                .await
+                .context("min safe ts")?;
+            if json {
+                out.line(format!("{{\"min_safe_ts\":{ts}}}"))
+            } else {
+                out.line(ts.to_string())
+            }
         }
         AdminCommand::Mvcc { key: k, start_ts } => match (k, start_ts) {
             (Some(k), _) => {

@@ -552,6 +552,8 @@ fn admin_commands_against_a_mock_process() {
         format!("scattered: {id}\n")
     );
     assert!(admin(&["stores"]).lines().count() == 3);
+    let safe: u64 = admin(&["min-safe-ts"]).trim().parse().expect("a timestamp");
+    assert!(safe > 0);
     assert!(admin(&["--json", "stores"]).contains("\"address\":\"127.0.0.1:"));
 
     // MVCC views.

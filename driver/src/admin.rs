@@ -14,7 +14,8 @@ use tikv_core::mvcc::{MvccByKey, MvccByStartTs, MvccInfo};
 use tikv_core::pd::PdErrorKind;
 use tikv_core::range_ops::{DeleteRange, DestroyRange};
 use tikv_core::split::{ScatterOptions, ScatterProgress, SplitRegions, scatter_progress};
-use tikv_core::{Error, Key, KeyRange, RegionId, Timestamp};
+use tikv_core::{Error, Key, KeyRange, RegionId, TikvRequest, TikvResponse, Timestamp};
+use tikv_proto::kvrpcpb;
 use tikv_proto::pdpb::{self, pd_service as pd};
 use tracing::{debug, warn};
 
@@ -344,6 +345,52 @@ impl<R: Runtime> TransactionClient<R> {
             commit_ts,
             regions,
         })
+    }
+
+    /// The smallest safe ts (resolved ts) of the TiKV stores in `zone` (their `zone` label;
+    /// `None`: every store), asked of each store now (`GetStoreSafeTS` over the whole key
+    /// space; client-go's `GetMinSafeTS`, which caches it): a stale read at or below it is
+    /// served by any replica in the zone. A store that does not answer fails the call,
+    /// named: without its value the minimum could be too high. Stores without regions
+    /// (safe ts 0) do not count; 0 when no store has one.
+    pub async fn min_safe_ts(&self, zone: Option<&str>) -> Result<Timestamp, Error> {
+        let ctx = self.context();
+        let stores: Vec<_> = ctx
+            .pd
+            .get_all_stores()
+            .await?
+            .into_iter()
+            .filter(|s| !is_tiflash(s) && s.state != tikv_core::StoreState::Tombstone)
+            .filter(|s| zone.is_none_or(|z| s.labels.iter().any(|(k, v)| k == "zone" && v == z)))
+            .collect();
+        if stores.is_empty() {
+            return Err(Error::InvalidArgument(match zone {
+                Some(z) => format!("no TiKV store has the label zone={z}"),
+                None => "PD lists no TiKV store".to_string(),
+            }));
+        }
+        let mut min: Option<u64> = None;
+        for store in stores {
+            let request = TikvRequest::GetStoreSafeTs(kvrpcpb::StoreSafeTsRequest {
+                key_range: Some(kvrpcpb::KeyRange::default()),
+                ..Default::default()
+            });
+            let reply = ctx.send_to_store(store.id, request).await?;
+            let TikvResponse::GetStoreSafeTs(r) = reply else {
+                return Err(Error::Protocol {
+                    target: tikv_core::Target::Store {
+                        id: store.id,
+                        address: store.address.clone(),
+                    },
+                    detail: format!("GetStoreSafeTS answered with {}", reply.method_name()),
+                });
+            };
+            // 0: the store holds no initialized region, so it serves no stale read either.
+            if r.safe_ts != 0 {
+                min = Some(min.map_or(r.safe_ts, |m| m.min(r.safe_ts)));
+            }
+        }
+        Ok(Timestamp::from_u64(min.unwrap_or(0)))
     }
 
     /// The MVCC state of `key`: its lock, write records and long values.

@@ -169,6 +169,15 @@ impl Cluster {
         self.topology.add_store(labels, &version)
     }
 
+    /// Replaces a store's labels (zone, host, ...).
+    pub fn set_store_labels(
+        &mut self,
+        store_id: u64,
+        labels: Vec<(String, String)>,
+    ) -> Result<(), TopologyError> {
+        self.topology.set_store_labels(store_id, labels)
+    }
+
     /// Removes an empty store (it becomes a tombstone).
     pub fn remove_store(&mut self, store_id: u64) -> Result<(), TopologyError> {
         self.topology.remove_store(store_id)

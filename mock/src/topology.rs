@@ -295,6 +295,23 @@ impl Topology {
         id
     }
 
+    /// Replaces a store's labels (PD's `POST /pd/api/v1/store/{id}/label`).
+    pub fn set_store_labels(
+        &mut self,
+        id: u64,
+        labels: Vec<(String, String)>,
+    ) -> Result<(), TopologyError> {
+        let s = self
+            .stores
+            .get_mut(&id)
+            .ok_or(TopologyError::StoreNotFound(id))?;
+        s.meta.labels = labels
+            .into_iter()
+            .map(|(key, value)| metapb::StoreLabel { key, value })
+            .collect();
+        Ok(())
+    }
+
     /// Sets the address clients dial for a store.
     pub fn set_store_address(&mut self, id: u64, address: String) -> Result<(), TopologyError> {
         let s = self

@@ -248,3 +248,42 @@ async fn flashback_restores_a_range_as_it_was() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+#[tokio::test]
+async fn min_safe_ts_is_the_lowest_of_the_zones_stores() {
+    let mock = mock_txn_cluster(3, &[]).await;
+    let c = client(&mock).await;
+    write(&c, &["a"]).await;
+    let before = c.current_timestamp().await.unwrap();
+    let all = c.min_safe_ts(None).await.unwrap();
+    assert!(
+        all >= before,
+        "nothing holds the resolvers back: {all} < {before}"
+    );
+    // A store whose resolver stalls holds the minimum back, wherever it is.
+    mock.cluster().lock().stall_safe_ts(1);
+    write(&c, &["b"]).await;
+    let after = c.current_timestamp().await.unwrap();
+    let stalled = c.min_safe_ts(None).await.unwrap();
+    assert!(stalled < after && stalled >= all, "{stalled} vs {after}");
+    // By zone: store 1 (stalled) in z1, the others in z2.
+    {
+        let mut cluster = mock.cluster().lock();
+        for (store, zone) in [(1, "z1"), (2, "z2"), (3, "z2")] {
+            cluster
+                .set_store_labels(store, vec![("zone".into(), zone.into())])
+                .unwrap();
+        }
+    }
+    write(&c, &["c"]).await;
+    let z2 = c.min_safe_ts(Some("z2")).await.unwrap();
+    assert!(
+        z2 > stalled,
+        "z2 is not held back by store 1: {z2} vs {stalled}"
+    );
+    assert_eq!(c.min_safe_ts(Some("z1")).await.unwrap(), stalled);
+    assert!(matches!(
+        c.min_safe_ts(Some("nowhere")).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
