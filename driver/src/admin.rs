@@ -373,7 +373,6 @@ impl<R: Runtime> TransactionClient<R> {
         for store in stores {
             let request = TikvRequest::GetStoreSafeTs(kvrpcpb::StoreSafeTsRequest {
                 key_range: Some(kvrpcpb::KeyRange::default()),
-                ..Default::default()
             });
             let reply = ctx.send_to_store(store.id, request).await?;
             let TikvResponse::GetStoreSafeTs(r) = reply else {
