@@ -613,3 +613,68 @@ fn admin_commands_against_a_mock_process() {
     );
     assert_eq!(ok(&["--pd", pd, "txn", "scan"]), "x\t3\n");
 }
+
+/// A bench whose cluster dies mid-run still stops at --duration (operations in flight are
+/// cancelled, not waited out) and its cleanup gives up after --timeout, in one error line.
+#[test]
+fn bench_stops_on_time_when_the_cluster_dies() {
+    let mock = MockProcess::start(&["--stores", "3"]);
+    let mut bench = Command::new(BIN)
+        .args([
+            "--pd",
+            &mock.pd,
+            "--timeout",
+            "2s",
+            "bench",
+            "--workload",
+            "a",
+            "--duration",
+            "3s",
+            "--records",
+            "100",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tikv-cli bench starts");
+    let mut out = BufReader::new(bench.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    while !line.starts_with("loaded ") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).expect("bench output") > 0,
+            "the bench ended before loading"
+        );
+    }
+    drop(mock); // killed: every later request fails to connect
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = bench.try_wait().expect("wait for the bench") {
+            break status;
+        }
+        // Far above --duration plus --timeout, far below the minutes of backoff it used to
+        // wait out: a functional bound, not a speed target.
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = bench.kill();
+            panic!("the bench did not stop after its duration");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("bench output");
+    let mut err = String::new();
+    bench
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut err)
+        .expect("bench errors");
+    assert!(!status.success(), "{rest}{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: ") && last.contains("delete the benchmark's keys"),
+        "{err}"
+    );
+    assert!(rest.contains("ran for "), "the report is printed: {rest}");
+}

@@ -158,6 +158,9 @@ impl Distribution {
     }
 }
 
+/// How long the cleanup of a real cluster may take when --timeout is not given.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Timed phase length when neither --ops nor --duration is given.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Regions of the embedded mock when --regions is not given.
@@ -268,12 +271,30 @@ pub(crate) async fn run(global: &GlobalOpts, args: &BenchArgs) -> Result<(), Cli
         }
     }
 
+    let cut = recorder.cut_off_count();
+    if cut > 0 && !global.json {
+        out.line(format!(
+            "{cut} operations were still running at the deadline and were cancelled (not counted)"
+        ))?;
+    }
     if mock.is_none() {
-        // A real cluster keeps what it is given: leave nothing behind under the prefix.
-        client.delete_range(keys.all()).await.context(format!(
+        // A real cluster keeps what it is given: leave nothing behind under the prefix, in
+        // bounded time (a cluster that stopped answering must not hold the exit).
+        let bound = global.timeout.unwrap_or(CLEANUP_TIMEOUT);
+        let what = format!(
             "delete the benchmark's keys under '{}'",
             escape(&keys.prefix)
-        ))?;
+        );
+        match tokio::time::timeout(bound, client.delete_range(keys.all())).await {
+            Ok(deleted) => deleted.context(&what)?,
+            Err(_) => {
+                return Err(CliError::msg(format!(
+                    "{what}: timed out after {} ({} operations had failed)",
+                    elapsed(bound),
+                    recorder.total_errors()
+                )));
+            }
+        }
     }
     match recorder.first_error() {
         None => Ok(()),
@@ -476,7 +497,20 @@ impl Worker {
             let record = self.chooser.next(&mut self.rng);
             let key = self.keys.key(record);
             let started = Instant::now();
-            let result = self.op(kind, key, record).await;
+            let result = match deadline {
+                // An operation still retrying at the deadline (a cluster that stopped
+                // answering) is cancelled there: the run ends on time.
+                Some(d) => {
+                    match tokio::time::timeout_at(d.into(), self.op(kind, key, record)).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            self.recorder.cut_off();
+                            break;
+                        }
+                    }
+                }
+                None => self.op(kind, key, record).await,
+            };
             let took = started.elapsed();
             match result {
                 Ok(()) => self.recorder.ok(kind, took),

@@ -55,6 +55,8 @@ pub(crate) struct Recorder {
     latencies: Vec<Histogram<u64>>,
     errors: [u64; 3],
     first_error: Option<String>,
+    /// Operations still running at the deadline, cancelled (neither successes nor errors).
+    cut_off: u64,
 }
 
 impl Recorder {
@@ -64,6 +66,7 @@ impl Recorder {
             latencies: OpKind::ALL.iter().map(|_| histogram()).collect(),
             errors: [0; 3],
             first_error: None,
+            cut_off: 0,
         }
     }
 
@@ -79,8 +82,19 @@ impl Recorder {
         self.first_error.get_or_insert(message);
     }
 
+    /// An operation cancelled because the deadline passed while it ran.
+    pub(crate) fn cut_off(&mut self) {
+        self.cut_off += 1;
+    }
+
+    /// Operations cancelled at the deadline.
+    pub(crate) fn cut_off_count(&self) -> u64 {
+        self.cut_off
+    }
+
     /// Adds `other`'s measurements to these.
     pub(crate) fn merge(&mut self, other: Recorder) {
+        self.cut_off += other.cut_off;
         for (mine, theirs) in self.latencies.iter_mut().zip(&other.latencies) {
             // Same bounds on both sides, so adding cannot fail.
             let _ = mine.add(theirs);
