@@ -83,6 +83,12 @@ generated!(
     tracepb, "tracepb.rs"
 );
 
+generated!(
+    /// `tipb` (TiDB's coprocessor payloads): the checksum request (`tp` 105) and its answer,
+    /// the one coprocessor payload a client and the mock use.
+    tipb, "tipb.rs"
+);
+
 /// `grpc.*`: standard gRPC protocols.
 pub mod grpc {
     /// `grpc.health`: health checking.

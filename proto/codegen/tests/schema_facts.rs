@@ -15,7 +15,7 @@ use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorSet};
 use serde_json::{Map, Value, json};
 
 /// Packages of the schema that are not kvproto's.
-const NOT_KVPROTO: &[&str] = &["grpc.health.v1"];
+const NOT_KVPROTO: &[&str] = &["grpc.health.v1", "tipb"];
 
 #[derive(Default)]
 struct Facts {
