@@ -592,6 +592,9 @@ fn admin_commands_against_a_mock_process() {
     let e = one_line_error(&["--pd", pd, "admin", "gc", "1"], 1);
     assert!(e.contains("smaller"), "{e}");
 
+    let sum = admin(&["--json", "checksum", "a", "z"]);
+    assert!(sum.contains("\"total_kvs\":3,"), "b, d and x: {sum}");
+
     // Flashback to before "x" was overwritten.
     let version = ok(&["--pd", pd, "--json", "txn", "put", "x", "4"]);
     let version: u64 = version

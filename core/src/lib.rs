@@ -24,8 +24,9 @@
 //! - Operations: [`raw`] (RawKV), [`txn`] (commit, lock resolution, snapshot reads) and
 //!   [`gc`] (GC rounds, PD's GC state, the read-visibility check), [`split`] (split and
 //!   scatter regions), [`range_ops`] (delete and destroy ranges), [`mvcc`] (MVCC debug
-//!   views), [`passthrough`] (any TiKV request, routed or to one store), [`flashback`]
-//!   (a range back to an earlier version).
+//!   views), [`passthrough`] (any TiKV request, routed or to one store), [`coprocessor`]
+//!   (a coprocessor payload over ranges, region by region), [`flashback`] (a range back to
+//!   an earlier version).
 //! - Test support: [`testing`] (a harness and response builders) and [`fuzzing`].
 //!
 //! `docs/architecture.md` traces one request from the public API to the wire and back.
@@ -36,6 +37,7 @@ pub mod backoff;
 pub mod batch;
 pub mod codec;
 pub mod config;
+pub mod coprocessor;
 pub mod error;
 pub mod flashback;
 pub mod fuzzing;

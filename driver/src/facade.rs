@@ -12,14 +12,14 @@ macro_rules! facade {
     ($rt:ty) => {
         pub use $crate::__facade::{
             ApiVersion, Assertion, AssertionLevel, BoxFuture, Bytes, CasResult, Checksum, Config,
-            Delivery, DiskFullOpt, Error, FlashbackReport, GcBarrier, GcReport, GcSafePointAdvance,
-            GcState, GrpcCode, Instant, Interrupt, IsolationLevel, Key, KeyRange, KvPair, Lock,
-            LockOptions, LockStats, LockWait, Locked, LockedValue, MvccInfo, MvccLock, MvccOp,
-            MvccWrite, PdErrorKind, PdErrorType, Peer, PeerRole, PrewriteLockPolicy, Priority,
-            ReadOptions, Region, RegionEpoch, RegionId, RegionVerId, ReplicaRead, Resolved, Result,
-            Runtime, ScatterOptions, Security, StagingHandle, Store, StoreId, StoreState,
-            SweepStats, Target, TikvRequest, TikvResponse, Timestamp, TransactionOptions, TxnMode,
-            TxnSafePointAdvance, TxnStatus, WriteBuffer,
+            CopResponse, Delivery, DiskFullOpt, Error, FlashbackReport, GcBarrier, GcReport,
+            GcSafePointAdvance, GcState, GrpcCode, Instant, Interrupt, IsolationLevel, Key,
+            KeyRange, KvPair, Lock, LockOptions, LockStats, LockWait, Locked, LockedValue,
+            MvccInfo, MvccLock, MvccOp, MvccWrite, PdErrorKind, PdErrorType, Peer, PeerRole,
+            PrewriteLockPolicy, Priority, ReadOptions, Region, RegionEpoch, RegionId, RegionVerId,
+            ReplicaRead, Resolved, Result, Runtime, ScatterOptions, Security, StagingHandle, Store,
+            StoreId, StoreState, SweepStats, Target, TikvRequest, TikvResponse, Timestamp,
+            TransactionOptions, TxnMode, TxnSafePointAdvance, TxnStatus, WriteBuffer,
         };
 
         /// The wire messages (kvproto's), for `send_request`.
@@ -51,6 +51,7 @@ macro_rules! facade {
 pub mod exports {
     pub use bytes::Bytes;
     pub use tikv_core::config::Security;
+    pub use tikv_core::coprocessor::CopResponse;
     pub use tikv_core::gc::{
         GcBarrier, GcReport, GcSafePointAdvance, GcState, TxnSafePointAdvance,
     };

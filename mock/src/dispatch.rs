@@ -165,6 +165,7 @@ tikv_methods!(
     MvccGetByStartTs => mvcc_get_by_start_ts;
     UnsafeDestroyRange => unsafe_destroy_range;
     SplitRegion => split_region_rpc;
+    Coprocessor => coprocessor, batch Coprocessor;
     GetStoreSafeTs => get_store_safe_ts;
 );
 

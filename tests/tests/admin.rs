@@ -287,3 +287,67 @@ async fn min_safe_ts_is_the_lowest_of_the_zones_stores() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// CRC-64 XOR, pairs and bytes of `pairs`, as TiKV's checksum computes them.
+fn expected(pairs: &[(&str, &str)]) -> (u64, u64, u64) {
+    let mut sum = 0;
+    let mut bytes = 0;
+    for (k, v) in pairs {
+        sum = tikv_mock::codec::checksum_crc64_xor(sum, k.as_bytes(), v.as_bytes());
+        bytes += (k.len() + v.len()) as u64;
+    }
+    (sum, pairs.len() as u64, bytes)
+}
+
+#[tokio::test]
+async fn coprocessor_checksum_covers_the_range_across_regions_at_its_timestamp() {
+    let mock = mock_txn_cluster(3, &["f", "p"]).await;
+    let c = client(&mock).await;
+    let first = write(&c, &["a", "g", "q", "z"]).await;
+    write(&c, &["g"]).await;
+    let mut t = c.begin().await.unwrap();
+    t.put("g", "newer").await.unwrap();
+    t.delete("q").await.unwrap();
+    t.commit().await.unwrap();
+    // A crashed writer's expired lock inside the range: resolved, not waited for.
+    let owner = c.current_timestamp().await.unwrap();
+    Crashed::new(&["h"]).ttl(1).leave(&mock, owner.as_u64());
+
+    let now = c.current_timestamp().await.unwrap();
+    let sum = c.checksum(KeyRange::new("a", "y"), now).await.unwrap();
+    let (crc, kvs, bytes) = expected(&[("a", "v-a"), ("g", "newer")]);
+    assert_eq!(
+        (sum.crc64_xor, sum.total_kvs, sum.total_bytes),
+        (crc, kvs, bytes)
+    );
+    // As of the first commit.
+    let old = c.checksum(KeyRange::new("a", "y"), first).await.unwrap();
+    let (crc, kvs, _) = expected(&[("a", "v-a"), ("g", "v-g"), ("q", "v-q")]);
+    assert_eq!((old.crc64_xor, old.total_kvs), (crc, kvs));
+    // Payloads the mock has no executor for get TiKV's answer.
+    let err = c
+        .coprocessor(103, Default::default(), now, vec![KeyRange::new("a", "b")])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unsupported tp 103"), "{err}");
+}
+
+#[tokio::test]
+async fn checksums_of_a_keyspace_count_user_keys() {
+    use tikv_tokio::ApiVersion;
+    let mock = tikv_integration_tests::mock_cluster(3, &[]).await;
+    mock.cluster().create_keyspace("tenant-c");
+    let mut config = Config::default().with_api_version(ApiVersion::V2);
+    config.keyspace = Some("tenant-c".into());
+    let c = TransactionClient::connect(&[mock.pd_address()], config)
+        .await
+        .unwrap();
+    write(&c, &["k1", "k2"]).await;
+    let now = c.current_timestamp().await.unwrap();
+    let sum = c.checksum(KeyRange::new("k", "l"), now).await.unwrap();
+    let (crc, kvs, bytes) = expected(&[("k1", "v-k1"), ("k2", "v-k2")]);
+    assert_eq!(
+        (sum.crc64_xor, sum.total_kvs, sum.total_bytes),
+        (crc, kvs, bytes)
+    );
+}

@@ -191,7 +191,7 @@ pub(super) fn clamp<'a>(
     KeyRange { lower, upper }
 }
 
-fn read_opts(ctx: &Context, ts: u64, key_only: bool, need_commit_ts: bool) -> ReadOpts {
+pub(super) fn read_opts(ctx: &Context, ts: u64, key_only: bool, need_commit_ts: bool) -> ReadOpts {
     ReadOpts {
         ts,
         isolation: IsolationLevel::try_from(ctx.isolation_level).unwrap_or(IsolationLevel::Si),
@@ -218,7 +218,7 @@ impl Cluster {
 
     /// The region checks of a snapshot read at `read_ts`, then, for a stale read, the
     /// peer's safe ts (see `safe_ts`).
-    fn txn_read_region(
+    pub(super) fn txn_read_region(
         &mut self,
         store_id: u64,
         ctx: &Context,

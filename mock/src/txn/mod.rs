@@ -55,6 +55,7 @@ macro_rules! with_context {
 
 pub(crate) mod actions;
 pub(crate) mod commands;
+mod coprocessor;
 mod debug;
 pub(crate) mod error;
 mod flashback;
