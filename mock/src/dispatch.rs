@@ -837,13 +837,13 @@ mod tests {
         let (store, _) = h.ctx(b"k");
         let req = BatchCommandsRequest {
             requests: vec![BatchReq {
-                cmd: Some(ReqCmd::Coprocessor(Default::default())),
+                cmd: Some(ReqCmd::RawCoprocessor(Default::default())),
             }],
             request_ids: vec![1],
             ..Default::default()
         };
         let e = h.c.handle_batch_commands(store, req, NOW).unwrap_err();
         assert_eq!(e.code, Code::Unimplemented);
-        assert!(e.message.contains("Coprocessor"), "{}", e.message);
+        assert!(e.message.contains("RawCoprocessor"), "{}", e.message);
     }
 }

@@ -13,6 +13,7 @@ use crate::test_util::{NOW, b};
 use crate::txn::lock_wait::key_hash;
 use crate::{ApiMode, Cluster, ClusterConfig, LockWaitOutcome};
 
+mod coprocessor;
 mod flashback;
 mod model;
 mod pipelined;
