@@ -2,6 +2,7 @@
 //! of stores and regions, and a RawKV client connected to it.
 
 pub mod crashed;
+pub mod elle;
 pub mod linearizability;
 pub mod sim;
 

@@ -711,3 +711,155 @@ pub fn run_long_pessimistic(seed: u64) -> Outcome {
         }
     })
 }
+
+/// List-append transactions under faults, splits and leader moves, pessimistic or optimistic
+/// and committed with 2PC, async commit or 1PC by seed, checked by the Elle-style checker
+/// ([`crate::elle`]): no G0, G1a, G1c or G-single anomaly, one version order per key. With
+/// `planted_bug`, the workload reads through a snapshot taken before the transaction began
+/// (a client bug that breaks snapshot isolation): the checker must catch it.
+pub fn run_list_append(seed: u64, planted_bug: bool) -> Outcome {
+    use crate::elle::{self, Op, Outcome as Fate, Txn};
+    use tikv_mock::sim::client::TransactionOptions;
+
+    const CLIENTS: u64 = 3;
+    const TXNS: u64 = 8;
+    const KEYS: u64 = 4;
+    simulate(seed, 1, move |rt, net, config| async move {
+        let pessimistic = (seed / 3) % 2 == 1;
+        let config = config
+            .with_async_commit(seed % 3 == 0)
+            .with_try_one_pc(seed % 3 == 1);
+        let client = txn_client(&rt, &net, config).await?;
+        let key = |k: u64| format!("list{k}");
+        let parse = |v: Option<bytes::Bytes>| -> Vec<u64> {
+            v.map(|b| {
+                std::str::from_utf8(&b)
+                    .unwrap_or("")
+                    .split(',')
+                    .filter_map(|e| e.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let render = |list: &[u64]| {
+            list.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let history: Arc<Mutex<Vec<Txn>>> = Arc::default();
+        let (done_tx, mut done_rx) = futures_channel::mpsc::unbounded::<()>();
+        for c in 0..CLIENTS {
+            let (client, history, done) = (client.clone(), history.clone(), done_tx.clone());
+            let mut rng = Rng::seeded(seed ^ (c + 7).wrapping_mul(0x2545_f491));
+            rt.spawn(async move {
+                for i in 0..TXNS {
+                    let options = if pessimistic {
+                        TransactionOptions::pessimistic()
+                    } else {
+                        TransactionOptions::default()
+                    };
+                    // The planted bug reads at a timestamp from before the transaction.
+                    let stale = if planted_bug {
+                        client.current_timestamp().await.ok()
+                    } else {
+                        None
+                    };
+                    let Ok(mut t) = client.begin_with(options).await else {
+                        continue;
+                    };
+                    let mut ops = Vec::new();
+                    let mut failed = false;
+                    for j in 0..rng.between(1, 3) {
+                        let k = rng.below(KEYS);
+                        let read = match (&stale, rng.below(2)) {
+                            (Some(ts), _) => client.snapshot(*ts).get(key(k)).await,
+                            (None, _) if pessimistic => t.get_for_update(key(k)).await,
+                            (None, _) => t.get(key(k)).await,
+                        };
+                        let Ok(value) = read else {
+                            failed = true;
+                            break;
+                        };
+                        let mut list = parse(value);
+                        if rng.below(2) == 0 {
+                            ops.push(Op::Read(k as u32, list));
+                            continue;
+                        }
+                        let element = ((c * TXNS + i) << 8) | j;
+                        list.push(element);
+                        if t.put(key(k), render(&list)).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                        ops.push(Op::Append(k as u32, element));
+                    }
+                    let outcome = if failed {
+                        let _ = t.rollback().await;
+                        Fate::Aborted
+                    } else {
+                        match t.commit().await {
+                            Ok(_) => Fate::Committed,
+                            Err(Error::Undetermined { .. }) => Fate::Unknown,
+                            Err(_) => Fate::Aborted,
+                        }
+                    };
+                    if let Ok(mut h) = history.lock() {
+                        h.push(Txn { ops, outcome });
+                    }
+                }
+                let _ = done.unbounded_send(());
+            });
+        }
+        drop(done_tx);
+        let mut rng = Rng::seeded(seed.rotate_left(29));
+        for _ in 0..4 {
+            rt.sleep(Duration::from_millis(rng.between(5, 40))).await;
+            let mut c = net.cluster().lock();
+            let split = tikv_core::codec::encode_memcomparable(key(rng.below(KEYS)).as_bytes());
+            let _ = c.split_at(&split);
+            let regions: Vec<u64> = c.topology().regions().map(|r| r.id()).collect();
+            let _ = c.transfer_leader(
+                regions[rng.below(regions.len() as u64) as usize],
+                rng.between(1, 3),
+            );
+        }
+        for _ in 0..CLIENTS {
+            futures_util::StreamExt::next(&mut done_rx).await;
+        }
+        net.set_faults(Faults::none());
+        // A final read of every list gives each key's whole order.
+        let last = client.begin().await.map_err(|e| format!("begin: {e}"))?;
+        let mut ops = Vec::new();
+        for k in 0..KEYS {
+            let v = last
+                .get(key(k))
+                .await
+                .map_err(|e| format!("final read: {e}"))?;
+            ops.push(Op::Read(k as u32, parse(v)));
+        }
+        let mut history = history.lock().map_err(|_| "history poisoned")?.clone();
+        history.push(Txn {
+            ops,
+            outcome: Fate::Committed,
+        });
+        let committed = history
+            .iter()
+            .filter(|t| {
+                t.outcome == Fate::Committed && t.ops.iter().any(|o| matches!(o, Op::Append(..)))
+            })
+            .count();
+        if committed == 0 {
+            return Err("no append committed: the workload checked nothing".into());
+        }
+        let anomalies = elle::check(&history);
+        if !anomalies.is_empty() {
+            return Err(format!(
+                "{} anomalies (pessimistic: {pessimistic}): {:?}",
+                anomalies.len(),
+                &anomalies[..anomalies.len().min(3)]
+            ));
+        }
+        no_locks_after_readers(&rt, &net, &client, (0..KEYS).map(key).collect()).await
+    })
+}
