@@ -356,6 +356,17 @@ pub enum Error {
         txn_safe_point: u64,
     },
 
+    /// A read asked for a timestamp above every timestamp PD has allocated (client-go's
+    /// `ErrFutureTSRead`): it could see a later commit appear under it. A caller bug; take
+    /// read timestamps from PD.
+    #[error("read ts {read_ts} is in the future: PD's latest timestamp is {current_ts}")]
+    FutureTsRead {
+        /// The timestamp asked for.
+        read_ts: u64,
+        /// The latest timestamp PD allocated.
+        current_ts: u64,
+    },
+
     /// The server sent something this client cannot make sense of.
     #[error("protocol violation from {target}: {detail}")]
     Protocol {
@@ -409,7 +420,7 @@ impl Error {
             Error::KeyExists { .. } => false,
             Error::Pd { kind, .. } => kind.is_retryable(),
             // The same timestamp stays below the safe point: only a new transaction helps.
-            Error::TxnAbortedByGc { .. } => false,
+            Error::TxnAbortedByGc { .. } | Error::FutureTsRead { .. } => false,
             Error::InvalidArgument(_)
             | Error::KeyError { .. }
             | Error::Undetermined { .. }

@@ -16,7 +16,8 @@
 //!   [`store_health`], [`region_error`] (the region-error table), [`backoff`], [`pd`] (PD
 //!   session and call policy, typed PD errors), [`tso`] (the TSO batcher), [`batch`]
 //!   (BatchCommands stream state per generation), [`keyspace`] (API V2 key codec),
-//!   [`latch`] (local latches of optimistic commits), and the transaction-status cache in
+//!   [`latch`] (local latches of optimistic commits), [`oracle`] (what the last timestamps
+//!   say about time), and the transaction-status cache in
 //!   [`txn`]. The caches a client shares between concurrent
 //!   operations lock inside, briefly, per call: no lock is held while a machine computes.
 //! - Building blocks: [`request`] (`RegionRpc`, `Locate`), [`plan`] (`SingleKey`,
@@ -49,6 +50,7 @@ pub mod latch;
 pub mod machine;
 pub mod mvcc;
 pub mod options;
+pub mod oracle;
 pub mod passthrough;
 pub mod pd;
 pub mod plan;

@@ -19,6 +19,7 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use prost::Message;
 use tikv_core::codec::RegionKeys;
+use tikv_core::oracle::{LOW_RESOLUTION_INTERVAL, LastTimestamp, validate_read_ts};
 use tikv_core::pd::{PdCall, PdErrorKind, PdErrorType, PdFailure, PdSession, PdStep, header_error};
 use tikv_core::tso::{Ticket, TsoBatcher};
 use tikv_core::{Error, Region, Store, Timestamp};
@@ -81,7 +82,9 @@ pd_requests!(
     DeleteGlobalGcBarrierRequest,
     ScatterRegionRequest,
     GetOperatorRequest,
-    GetMinTsRequest
+    GetMinTsRequest,
+    SetExternalTimestampRequest,
+    GetExternalTimestampRequest
 );
 pd_responses!(
     GetMembersResponse,
@@ -101,7 +104,9 @@ pd_responses!(
     DeleteGlobalGcBarrierResponse,
     ScatterRegionResponse,
     GetOperatorResponse,
-    GetMinTsResponse
+    GetMinTsResponse,
+    SetExternalTimestampResponse,
+    GetExternalTimestampResponse
 );
 
 impl PdMessage for tikv_proto::keyspacepb::LoadKeyspaceRequest {
@@ -165,6 +170,8 @@ struct Inner<R: Runtime> {
     tso: Mutex<Tso>,
     /// Wakes the TSO task when a caller queued.
     tso_wake: mpsc::UnboundedSender<()>,
+    /// The latest timestamp handed out, for the oracle's estimates.
+    last_ts: Mutex<LastTimestamp>,
 }
 
 /// The PD method name of `M` (the last part of its path).
@@ -198,6 +205,7 @@ impl<R: Runtime> PdClient<R> {
             session: Mutex::new(session),
             tso: Mutex::default(),
             tso_wake,
+            last_ts: Mutex::default(),
         });
         let client = PdClient { inner };
         client.discover().await?;
@@ -494,12 +502,76 @@ impl<R: Runtime> PdClient<R> {
             .tso_wake
             .unbounded_send(())
             .map_err(|_| tso_closed())?;
-        answer.await.map_err(|_| tso_closed())?
+        let first = answer.await.map_err(|_| tso_closed())??;
+        let last = Timestamp::from_u64(first.as_u64() + u64::from(count.max(1)) - 1);
+        lock(&self.inner.last_ts).observe(last, self.inner.runtime.now());
+        Ok(first)
     }
 
     /// One timestamp.
     pub async fn get_timestamp(&self) -> Result<Timestamp, Error> {
         self.get_timestamps(1).await
+    }
+
+    /// The latest timestamp this client was handed (zero before any).
+    pub fn last_timestamp(&self) -> Timestamp {
+        lock(&self.inner.last_ts).latest()
+    }
+
+    /// A recent timestamp without a round trip while the last one is under 2 s old
+    /// (client-go's `GetLowResolutionTimestamp`); otherwise a fresh one.
+    pub async fn low_resolution_timestamp(&self) -> Result<Timestamp, Error> {
+        let now = self.inner.runtime.now();
+        let cached = lock(&self.inner.last_ts).low_resolution(now, LOW_RESOLUTION_INTERVAL);
+        match cached {
+            Some(ts) => Ok(ts),
+            None => self.get_timestamp().await,
+        }
+    }
+
+    /// A timestamp about `ago` in the past (client-go's `GetStaleTimestamp`), estimated from
+    /// the last timestamp and the local clock since (fetching one first if there is none);
+    /// for stale reads "at most N seconds old".
+    pub async fn stale_timestamp(&self, ago: Duration) -> Result<Timestamp, Error> {
+        if self.last_timestamp().is_zero() {
+            self.get_timestamp().await?;
+        }
+        let now = self.inner.runtime.now();
+        lock(&self.inner.last_ts).stale(now, ago).ok_or_else(|| {
+            Error::InvalidArgument(format!("{ago:?} ago is before the start of TSO time"))
+        })
+    }
+
+    /// Refuses a read timestamp above every timestamp PD allocated (client-go's
+    /// `ValidateReadTS`): checked against the last one seen, and when above it, against a
+    /// fresh one.
+    pub async fn validate_read_ts(&self, read_ts: Timestamp, stale: bool) -> Result<(), Error> {
+        if validate_read_ts(read_ts, self.last_timestamp(), stale).is_ok() {
+            return Ok(());
+        }
+        let fresh = self.get_timestamp().await?;
+        validate_read_ts(read_ts, fresh, stale)
+    }
+
+    /// Sets PD's external timestamp (client-go's `SetExternalTimestamp`: a timestamp an
+    /// outside system reports, e.g. how far a replication source has applied). PD refuses
+    /// one above its current TSO or not above the current external timestamp
+    /// (`PdErrorType::InvalidValue`).
+    pub async fn set_external_timestamp(&self, ts: Timestamp) -> Result<(), Error> {
+        let request = pdpb::SetExternalTimestampRequest {
+            timestamp: ts.as_u64(),
+            ..Default::default()
+        };
+        self.call::<pd::SetExternalTimestamp>(request).await?;
+        Ok(())
+    }
+
+    /// PD's external timestamp (zero until one is set).
+    pub async fn external_timestamp(&self) -> Result<Timestamp, Error> {
+        let r = self
+            .call::<pd::GetExternalTimestamp>(pdpb::GetExternalTimestampRequest::default())
+            .await?;
+        Ok(Timestamp::from_u64(r.timestamp))
     }
 }
 

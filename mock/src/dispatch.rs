@@ -230,6 +230,8 @@ pd_methods!(
     GetAllStores => pd_get_all_stores, Leader, true, |r| r.header.as_ref(),
     AllocId => pd_alloc_id, Leader, true, |r| r.header.as_ref(),
     GetMinTs => pd_get_min_ts, Leader, true, |r| r.header.as_ref(),
+    SetExternalTimestamp => pd_set_external_timestamp, Leader, true, |r| r.header.as_ref(),
+    GetExternalTimestamp => pd_get_external_timestamp, Leader, true, |r| r.header.as_ref(),
     SplitRegions => pd_split_regions, RaftCluster, true, |r| r.header.as_ref(),
     SplitAndScatterRegions => pd_split_and_scatter_regions, Leader, true, |r| r.header.as_ref(),
     ScatterRegion => pd_scatter_region, RaftCluster, true, |r| r.header.as_ref(),

@@ -204,6 +204,8 @@ pub(crate) struct GcStates {
     /// By keyspace id: the null keyspace and keyspaces with keyspace-level GC.
     states: BTreeMap<u32, KeyspaceGc>,
     global: BTreeMap<String, Barrier>,
+    /// PD's external timestamp (0 until set).
+    external_ts: u64,
 }
 
 impl Default for GcStates {
@@ -220,6 +222,7 @@ impl Default for GcStates {
             keyspaces,
             states: BTreeMap::new(),
             global: BTreeMap::new(),
+            external_ts: 0,
         }
     }
 }
@@ -833,6 +836,53 @@ impl Cluster {
                 logical,
                 suffix_bits: 0,
             }),
+        })
+    }
+}
+
+/// PD's external timestamp (`server/grpc_service.go`, `server/server.go` `SetExternalTS`): a
+/// timestamp an external system (e.g. a replication source) reports, never above PD's
+/// current TSO and only moving forward; refusals are an `INVALID_VALUE` header.
+impl Cluster {
+    pub(crate) fn pd_set_external_timestamp(
+        &mut self,
+        req: pdpb::SetExternalTimestampRequest,
+        now_ms: u64,
+    ) -> Result<pdpb::SetExternalTimestampResponse, MockError> {
+        let (physical, logical) = self
+            .tso
+            .allocate(now_ms, 1)
+            .map_err(|e| MockError::status(Code::Unknown, e.to_string()))?;
+        let global = ((physical as u64) << 18) | logical as u64;
+        let refusal = if req.timestamp > global {
+            Some("the external timestamp should not be larger than global ts")
+        } else if req.timestamp <= self.gc.external_ts {
+            Some("the external timestamp should be larger than current external timestamp")
+        } else {
+            None
+        };
+        let header = match refusal {
+            Some(message) => error_header(
+                self.config.cluster_id,
+                pdpb::ErrorType::InvalidValue,
+                message,
+            ),
+            None => {
+                self.gc.external_ts = req.timestamp;
+                ok_header(self.config.cluster_id)
+            }
+        };
+        Ok(pdpb::SetExternalTimestampResponse { header })
+    }
+
+    pub(crate) fn pd_get_external_timestamp(
+        &mut self,
+        _req: pdpb::GetExternalTimestampRequest,
+        _now_ms: u64,
+    ) -> Result<pdpb::GetExternalTimestampResponse, MockError> {
+        Ok(pdpb::GetExternalTimestampResponse {
+            header: ok_header(self.config.cluster_id),
+            timestamp: self.gc.external_ts,
         })
     }
 }

@@ -71,6 +71,8 @@ pd_responses!(
     GetAllStoresResponse,
     AllocIdResponse,
     GetMinTsResponse,
+    SetExternalTimestampResponse,
+    GetExternalTimestampResponse,
     SplitRegionsResponse,
     SplitAndScatterRegionsResponse,
     ScatterRegionResponse,

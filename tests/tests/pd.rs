@@ -102,3 +102,41 @@ async fn concurrent_timestamp_requests_are_batched_unique_and_increasing() {
     );
     assert!(client.get_timestamps(0).await.is_err());
 }
+
+#[tokio::test]
+async fn the_oracle_estimates_from_the_last_timestamp_and_external_ts_only_moves_forward() {
+    use std::time::Duration;
+    use tikv_tokio::{Error, PdErrorKind, PdErrorType, Timestamp};
+
+    let mock = mock_cluster(1, &[]).await;
+    let client = pd(mock.pd_address()).await;
+    let ts = client.get_timestamps(3).await.unwrap();
+    let last = client.last_timestamp();
+    assert_eq!(last.as_u64(), ts.as_u64() + 2, "the last of a batch");
+    assert_eq!(client.low_resolution_timestamp().await.unwrap(), last);
+    let stale = client.stale_timestamp(Duration::from_secs(5)).await.unwrap();
+    assert!(stale < last && stale.physical_ms() + 6_000 > last.physical_ms());
+
+    client.validate_read_ts(last, false).await.unwrap();
+    let future = last.add_ms(600_000);
+    assert!(matches!(
+        client.validate_read_ts(future, false).await,
+        Err(Error::FutureTsRead { .. })
+    ));
+
+    assert_eq!(client.external_timestamp().await.unwrap(), Timestamp::ZERO);
+    let now = client.get_timestamp().await.unwrap();
+    client.set_external_timestamp(now).await.unwrap();
+    assert_eq!(client.external_timestamp().await.unwrap(), now);
+    let invalid = |r: Result<(), Error>| {
+        matches!(
+            r,
+            Err(Error::Pd {
+                kind: PdErrorKind::Header(PdErrorType::InvalidValue),
+                ..
+            })
+        )
+    };
+    assert!(invalid(client.set_external_timestamp(now).await), "not larger");
+    assert!(invalid(client.set_external_timestamp(future).await), "above PD's TSO");
+}
