@@ -2,7 +2,9 @@
 //!
 //! Everything it writes lives under one key prefix. Against the embedded mock it also splits a
 //! region and moves a leader while concurrent writers run, then checks that every
-//! acknowledged write is readable with its value. Against `--pd` those two steps are skipped
+//! acknowledged write is readable with its value. Then transactions: a write conflict, a
+//! pessimistic lock wait and a deadlock, the three commit protocols, and (on the mock only)
+//! a GC round (`demo/txn.rs`). Against `--pd` those two steps are skipped
 //! (a client cannot order a real cluster to split or move leaders) and the prefix is deleted at
 //! the end. Any failed call or check stops the demo with one error line naming the step (a
 //! failed run may leave keys under the prefix; the next run clears them first).
@@ -20,6 +22,8 @@ use tokio::sync::Notify;
 use crate::error::{CliError, Context};
 use crate::format::{Out, elapsed, escape};
 use crate::{GlobalOpts, cluster};
+
+mod txn;
 
 /// Options of `tikv-cli demo`.
 #[derive(Debug, clap::Args)]
@@ -172,7 +176,47 @@ impl<'a> Demo<'a> {
         self.checksum(&client).await?;
         self.end()?;
 
+        self.begin("transactions: a write conflict")?;
+        // The RawKV steps' regions are cut at raw keys; transactional data lives between
+        // encoded boundaries (as TiKV writes them): on the embedded path it gets a cluster
+        // of its own, split between the transactional keys.
+        let (txn_endpoints, _txn_mock) = match &mock {
+            Some(_) => {
+                let split = tikv_mock::codec::encode_memcomparable(&self.key("txn-lock", 2));
+                let m = cluster::start_mock(MOCK_STORES, &[split], "127.0.0.1").await?;
+                self.say(format!(
+                    "a second embedded cluster for transactions: PD at {}, split between the locked keys",
+                    m.pd_address()
+                ))?;
+                (vec![m.pd_address().to_string()], Some(m))
+            }
+            None => (endpoints.clone(), None),
+        };
+        let txns = self.txn_client(&txn_endpoints, global.timeout).await?;
+        self.write_conflict(&txns).await?;
+        self.end()?;
+
+        self.begin("pessimistic transactions: a lock wait")?;
+        self.lock_wait(&txns).await?;
+        self.end()?;
+
+        self.begin("pessimistic transactions: a deadlock")?;
+        self.deadlock(&txns).await?;
+        self.end()?;
+
+        self.begin("two-phase, async and one-phase commit")?;
+        self.commit_protocols(&txns).await?;
+        self.end()?;
+
+        if mock.is_some() {
+            // Never on a cluster given by --pd: GC there is its operators' business.
+            self.begin("garbage collection")?;
+            self.gc_round(&txns).await?;
+            self.end()?;
+        }
+
         self.begin("clean up")?;
+        self.txn_cleanup(&txns).await?;
         client
             .delete_range(self.prefix_range())
             .await
@@ -253,6 +297,13 @@ impl<'a> Demo<'a> {
 
     fn prefix_range(&self) -> KeyRange {
         KeyRange::prefix(self.prefix.clone())
+    }
+
+    /// Every key whose name starts with `start` (under the prefix).
+    fn kind_range_prefix(&self, start: &str) -> KeyRange {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(start.as_bytes());
+        KeyRange::prefix(k)
     }
 
     /// `[start, end)` of the keys named `kind-*`.

@@ -2,7 +2,8 @@
 //!
 //! - `tikv-cli demo` walks through the client against an embedded mock cluster (or a real one
 //!   with `--pd`), including a region split and a leader transfer under a concurrent write
-//!   workload, and checks that no acknowledged write is lost.
+//!   workload (checking that no acknowledged write is lost) and transactions: a conflict, a
+//!   lock wait, a deadlock, the commit protocols and a GC round.
 //! - `tikv-cli raw ...` runs single RawKV operations; `tikv-cli txn ...` one transaction.
 //! - `tikv-cli admin ...` runs operator commands: GC, barriers, lock resolution, range
 //!   deletion, splits and scatters, region and store listings, MVCC views.
@@ -84,7 +85,9 @@ enum Command {
     /// Show the client at work, checking every result (the main job: start here).
     ///
     /// Writes, reads and scans across regions, a region split and a leader transfer under
-    /// concurrent writes, a consistency check, CAS, TTL and checksum, then a timed summary.
+    /// concurrent writes, a consistency check, CAS, TTL and checksum; then transactions (a
+    /// write conflict, a pessimistic lock wait, a deadlock, 2PC / async commit / 1PC, a GC
+    /// round on the mock), then a timed summary.
     /// Without --pd it runs on an embedded mock cluster; with --pd it uses that cluster, skips
     /// the split and the transfer, and deletes its key prefix at the end.
     Demo(demo::DemoArgs),

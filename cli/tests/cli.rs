@@ -95,6 +95,16 @@ fn demo_exits_zero_and_checks_consistency() {
     assert!(out.contains("consistency check passed"), "{out}");
     assert!(out.contains("split the region"), "{out}");
     assert!(out.contains("moved the leader"), "{out}");
+    // The transaction steps, each checked.
+    for step in [
+        "the second fails with a write conflict",
+        "then read the committed 70",
+        "TiKV found the deadlock",
+        "async commit",
+        "a snapshot from before it is refused",
+    ] {
+        assert!(out.contains(step), "missing '{step}': {out}");
+    }
     assert!(out.contains("demo passed"), "{out}");
 }
 
@@ -107,9 +117,19 @@ fn demo_runs_against_a_cluster_given_by_pd() {
         out.contains("mock-only"),
         "the split and transfer are skipped: {out}"
     );
+    assert!(out.contains("TiKV found the deadlock"), "{out}");
+    assert!(
+        !out.contains("garbage collection"),
+        "no GC on a given cluster: {out}"
+    );
     // It cleaned up after itself.
     let left = ok(&["--pd", &mock.pd, "raw", "scan", "--keys-only"]);
     assert_eq!(left, "", "keys left behind");
+    assert_eq!(
+        ok(&["--pd", &mock.pd, "txn", "scan"]),
+        "",
+        "transactional keys left behind"
+    );
 }
 
 #[test]

@@ -114,7 +114,10 @@ async fn the_oracle_estimates_from_the_last_timestamp_and_external_ts_only_moves
     let last = client.last_timestamp();
     assert_eq!(last.as_u64(), ts.as_u64() + 2, "the last of a batch");
     assert_eq!(client.low_resolution_timestamp().await.unwrap(), last);
-    let stale = client.stale_timestamp(Duration::from_secs(5)).await.unwrap();
+    let stale = client
+        .stale_timestamp(Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(stale < last && stale.physical_ms() + 6_000 > last.physical_ms());
 
     client.validate_read_ts(last, false).await.unwrap();
@@ -137,6 +140,12 @@ async fn the_oracle_estimates_from_the_last_timestamp_and_external_ts_only_moves
             })
         )
     };
-    assert!(invalid(client.set_external_timestamp(now).await), "not larger");
-    assert!(invalid(client.set_external_timestamp(future).await), "above PD's TSO");
+    assert!(
+        invalid(client.set_external_timestamp(now).await),
+        "not larger"
+    );
+    assert!(
+        invalid(client.set_external_timestamp(future).await),
+        "above PD's TSO"
+    );
 }
