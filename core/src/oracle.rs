@@ -9,7 +9,7 @@
 //! - [`is_expired`] / [`until_expired`]: whether a lock's TTL has run out as of a timestamp.
 //! - [`validate_read_ts`]: a read timestamp above every timestamp PD allocated is a bug of
 //!   the caller (it could see a future commit disappear): refused with
-//!   [`Error::FutureTsRead`](crate::Error::FutureTsRead).
+//!   [`Error::FutureTsRead`].
 
 use std::time::Duration;
 
