@@ -353,11 +353,15 @@ impl<R: Runtime> Reads<R> {
         }
     }
 
-    /// Runs one read, within the read timeout if one is set. A read that completed is then
+    /// Runs one read, within the read timeout if one is set, once its timestamp is known
+    /// not to lie in the future. A read that completed is then
     /// checked against the txn safe point (client-go's `CheckVisibility`, after the read as
     /// there: GC may have passed its timestamp while it ran), so that no answer from below
     /// the safe point, where versions may be missing, reaches the caller.
     async fn run<M: Machine<Output = Result<T>>, T>(&self, machine: M) -> Result<T> {
+        // A read above every timestamp PD allocated could see a later commit appear under
+        // it (client-go's read-ts validation): refused before it is sent.
+        self.ctx.pd.validate_read_ts(self.ts, false).await?;
         let read = run_with(&self.ctx, machine, self.context.clone());
         let out = match self.timeout {
             None => read.await,

@@ -686,3 +686,25 @@ async fn local_latches_serialize_a_clients_optimistic_commits() {
     let n = c.begin().await.unwrap().get("counter").await.unwrap();
     assert_eq!(n.as_deref(), Some(&b"8"[..]));
 }
+
+#[tokio::test]
+async fn a_snapshot_in_the_future_is_refused() {
+    let mock = tikv_integration_tests::mock_txn_cluster(1, &[]).await;
+    let c =
+        tikv_tokio::TransactionClient::connect(&[mock.pd_address()], tikv_tokio::Config::default())
+            .await
+            .unwrap();
+    let now = c.current_timestamp().await.unwrap();
+    let future = c.snapshot(now.add_ms(3_600_000));
+    assert!(matches!(
+        future.get("k").await,
+        Err(tikv_tokio::Error::FutureTsRead { .. })
+    ));
+    // A timestamp another client took is fine: it is checked against a fresh one.
+    let other =
+        tikv_tokio::TransactionClient::connect(&[mock.pd_address()], tikv_tokio::Config::default())
+            .await
+            .unwrap();
+    let theirs = other.current_timestamp().await.unwrap();
+    assert_eq!(c.snapshot(theirs).get("k").await.unwrap(), None);
+}
