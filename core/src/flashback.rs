@@ -20,9 +20,8 @@ use tikv_proto::kvrpcpb;
 
 use crate::error::Error;
 use crate::key::KeyRange;
-use crate::machine::{Cx, EffectId, Machine, Outcome, Step};
+
 use crate::plan::{RangePlan, RangeWalk};
-use crate::ready;
 use crate::region::Region;
 use crate::region_error::FLASHBACK_NOT_PREPARED;
 use crate::request::RpcOptions;
@@ -114,55 +113,26 @@ impl RangePlan for FlashbackPlan {
     }
 }
 
-/// One flashback phase over a range of stored keys; the output is the regions done.
-#[derive(Debug)]
-pub struct Flashback {
-    walk: RangeWalk<FlashbackPlan>,
-    done: bool,
-}
-
-impl Flashback {
-    /// The `phase` of the flashback of `range` (stored keys) to `version`, identified by
-    /// `start_ts`.
-    pub fn new(
-        range: KeyRange,
-        version: Timestamp,
-        start_ts: Timestamp,
-        phase: FlashbackPhase,
-    ) -> Self {
-        let plan = FlashbackPlan {
-            phase,
-            version,
-            start_ts,
-            regions: 0,
-        };
-        let options = RpcOptions {
-            // Both phases may be repeated: TiKV recognises its own lock and its own commit.
-            idempotent: true,
-            ..RpcOptions::READ
-        };
-        Flashback {
-            walk: RangeWalk::new(plan, range, false, options),
-            done: false,
-        }
-    }
-}
-
-impl Machine for Flashback {
-    type Output = Result<usize, Error>;
-
-    fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
-        if self.done {
-            return Step::Wait;
-        }
-        let out = ready!(self.walk.poll(cx));
-        self.done = true;
-        Step::Done(out)
-    }
-
-    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
-        self.walk.handle(cx, id, outcome);
-    }
+/// The `phase` of the flashback of `range` (stored keys) to `version`, identified by
+/// `start_ts`, as a region walk whose output is the number of regions done.
+pub fn flashback(
+    range: KeyRange,
+    version: Timestamp,
+    start_ts: Timestamp,
+    phase: FlashbackPhase,
+) -> RangeWalk<FlashbackPlan> {
+    let plan = FlashbackPlan {
+        phase,
+        version,
+        start_ts,
+        regions: 0,
+    };
+    let options = RpcOptions {
+        // Both phases may be repeated: TiKV recognises its own lock and its own commit.
+        idempotent: true,
+        ..RpcOptions::READ
+    };
+    RangeWalk::new(plan, range, false, options)
 }
 
 #[cfg(test)]
@@ -187,7 +157,7 @@ mod tests {
     #[test]
     fn prepare_visits_every_region_with_its_part_of_the_range() {
         let mut h = harness();
-        let m = Flashback::new(KeyRange::new("c", "x"), V, START, FlashbackPhase::Prepare);
+        let m = flashback(KeyRange::new("c", "x"), V, START, FlashbackPhase::Prepare);
         let out = h.run(m, |e| {
             let sent = Sent::of(e).expect("an RPC");
             let TikvRequest::KvPrepareFlashbackToVersion(r) = &sent.request else {
@@ -207,7 +177,7 @@ mod tests {
             ..Default::default()
         };
         let mut h = harness();
-        let m = Flashback::new(
+        let m = flashback(
             KeyRange::new("c", "x"),
             V,
             START,
@@ -225,7 +195,7 @@ mod tests {
         assert_eq!(out.unwrap(), 2);
 
         let mut h = harness();
-        let m = Flashback::new(KeyRange::new("c", "x"), V, START, FlashbackPhase::Prepare);
+        let m = flashback(KeyRange::new("c", "x"), V, START, FlashbackPhase::Prepare);
         let out = h.run(m, |_| {
             resp::Resp(kvrpcpb::PrepareFlashbackToVersionResponse::default())
                 .region_error(not_prepared())
@@ -236,7 +206,7 @@ mod tests {
     #[test]
     fn a_storage_error_fails_the_phase() {
         let mut h = harness();
-        let m = Flashback::new(
+        let m = flashback(
             KeyRange::new("c", "d"),
             V,
             START,

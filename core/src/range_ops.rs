@@ -1,6 +1,6 @@
 //! Operations on whole key ranges of transactional data, for operators and GC workers:
 //!
-//! - [`DeleteRange`] (client-go's `DeleteRangeTask`): `KvDeleteRange` region by region, each
+//! - [`delete_range`] (client-go's `DeleteRangeTask`): `KvDeleteRange` region by region, each
 //!   region's part of the range deleted through raft (or, with `notify_only`, only announced
 //!   to observers such as TiFlash and CDC). The data goes without MVCC: no versions, no
 //!   locks, no safe point — it is what TiDB does to dropped tables after GC lets it.
@@ -18,7 +18,6 @@ use crate::error::Error;
 use crate::key::KeyRange;
 use crate::machine::{Cx, Effect, EffectId, Machine, Outcome, Step};
 use crate::plan::{RangePlan, RangeWalk};
-use crate::ready;
 use crate::region::{Region, Store, StoreId};
 use crate::request::RpcOptions;
 use crate::rpc::{TikvRequest, TikvResponse};
@@ -67,48 +66,19 @@ impl RangePlan for DeleteRangePlan {
     }
 }
 
-/// Deletes a range of stored keys region by region; the output is the number of regions
-/// done.
-#[derive(Debug)]
-pub struct DeleteRange {
-    walk: RangeWalk<DeleteRangePlan>,
-    done: bool,
-}
-
-impl DeleteRange {
-    /// Deletes `range` (stored keys), or with `notify_only` only announces the deletion.
-    pub fn new(range: KeyRange, notify_only: bool) -> Self {
-        let plan = DeleteRangePlan {
-            notify_only,
-            regions: 0,
-        };
-        let options = RpcOptions {
-            // Deleting what is already deleted changes nothing.
-            idempotent: true,
-            ..RpcOptions::READ
-        };
-        DeleteRange {
-            walk: RangeWalk::new(plan, range, false, options),
-            done: false,
-        }
-    }
-}
-
-impl Machine for DeleteRange {
-    type Output = Result<usize, Error>;
-
-    fn poll(&mut self, cx: &mut Cx<'_>) -> Step<Self::Output> {
-        if self.done {
-            return Step::Wait;
-        }
-        let out = ready!(self.walk.poll(cx));
-        self.done = true;
-        Step::Done(out)
-    }
-
-    fn handle(&mut self, cx: &mut Cx<'_>, id: EffectId, outcome: Outcome) {
-        self.walk.handle(cx, id, outcome);
-    }
+/// Deletes `range` (stored keys) region by region, or with `notify_only` only announces the
+/// deletion; the walk's output is the number of regions done.
+pub fn delete_range(range: KeyRange, notify_only: bool) -> RangeWalk<DeleteRangePlan> {
+    let plan = DeleteRangePlan {
+        notify_only,
+        regions: 0,
+    };
+    let options = RpcOptions {
+        // Deleting what is already deleted changes nothing.
+        idempotent: true,
+        ..RpcOptions::READ
+    };
+    RangeWalk::new(plan, range, false, options)
 }
 
 /// Destroys a range of stored keys on every given store at once, and reports the stores that

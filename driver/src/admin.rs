@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tikv_core::backoff::{BackoffKind, Backoffer, budget};
 use tikv_core::coprocessor::{CopResponse, Coprocessor};
-use tikv_core::flashback::{Flashback, FlashbackPhase};
+use tikv_core::flashback::{FlashbackPhase, flashback};
 use tikv_core::machine::Budgeted;
 use tikv_core::mvcc::{MvccByKey, MvccByStartTs, MvccInfo};
 use tikv_core::pd::PdErrorKind;
-use tikv_core::range_ops::{DeleteRange, DestroyRange};
+use tikv_core::range_ops::{DestroyRange, delete_range};
 use tikv_core::raw::Checksum;
 use tikv_core::split::{ScatterOptions, ScatterProgress, SplitRegions, scatter_progress};
 use tikv_core::{Error, Key, KeyRange, RegionId, TikvRequest, TikvResponse, Timestamp};
@@ -246,7 +246,7 @@ impl<R: Runtime> TransactionClient<R> {
                     );
                     run(
                         &ctx,
-                        Budgeted::new(backoff, DeleteRange::new(task, notify_only)),
+                        Budgeted::new(backoff, delete_range(task, notify_only)),
                     )
                     .await
                 }
@@ -334,7 +334,7 @@ impl<R: Runtime> TransactionClient<R> {
                         async move {
                             let backoff =
                                 Backoffer::new("flashback", ctx.config.budget(budget::SPLIT_MAX));
-                            let m = Flashback::new(task, version, start_ts, phase);
+                            let m = flashback(task, version, start_ts, phase);
                             run(&ctx, Budgeted::new(backoff, m)).await
                         }
                     })

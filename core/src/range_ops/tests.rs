@@ -27,7 +27,7 @@ fn store(id: u64, state: StoreState) -> Store {
 #[test]
 fn delete_range_sends_each_regions_part() {
     let mut h = harness();
-    let out = h.run(DeleteRange::new(KeyRange::new("c", "x"), true), |e| {
+    let out = h.run(delete_range(KeyRange::new("c", "x"), true), |e| {
         let sent = Sent::of(e).expect("only RPCs");
         let TikvRequest::KvDeleteRange(r) = &sent.request else {
             panic!("unexpected {:?}", sent.request);
@@ -59,7 +59,7 @@ fn delete_range_sends_each_regions_part() {
 #[test]
 fn delete_range_fails_on_a_storage_error() {
     let mut h = harness();
-    let out = h.run(DeleteRange::new(KeyRange::new("c", "d"), false), |_| {
+    let out = h.run(delete_range(KeyRange::new("c", "d"), false), |_| {
         resp::Resp(kvrpcpb::DeleteRangeResponse {
             error: "engine: disk full".into(),
             ..Default::default()
